@@ -1,0 +1,3 @@
+"""diffkit: Gaussian diffusion for images, audio and text."""
+
+__version__ = "0.1.0"

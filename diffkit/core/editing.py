@@ -1,0 +1,54 @@
+"""Editing with any sampler: known-region conditioning (inpainting) with RePaint resampling, and
+partial noising (SDEdit). Both work on the sampler's levels from outside, so no sampler knows of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from diffkit.core.diffusion import randn_like
+from diffkit.core.samplers import AfterStep
+from diffkit.errors import DiffkitError
+
+
+def keep_known(known: Tensor, mask: Tensor, generator: torch.Generator | None) -> AfterStep:
+    """After each step, put back the known region as a fresh draw from q(x_t | x_0 = known).
+
+    mask: 1 = keep (known), 0 = generate; broadcastable to the state (Lugmayr et al. 2022, eq. 8).
+    """
+    mask = mask.to(known.dtype)
+
+    def after_step(x: Tensor, ab: float) -> Tensor:
+        if ab >= 1:
+            noised = known
+        else:
+            noised = math.sqrt(ab) * known + math.sqrt(1 - ab) * randn_like(known, generator)
+        return torch.lerp(x, noised, mask)
+
+    return after_step
+
+
+def resampling_plan(levels: int, jump: int, resample: int) -> list[tuple[int, int]]:
+    """RePaint's schedule as (from, to) level pairs: to > from walks down with the sampler, to < from
+    jumps back up by renoising. Each run of `jump` steps is done `resample` times (Lugmayr et al. 2022, §4.2)."""
+    if jump < 1 or resample < 1:
+        raise DiffkitError(f"jump and resample must be at least 1, got {jump} and {resample}")
+    plan = []
+    last = levels - 1
+    for start in range(0, last, jump):
+        stop = min(start + jump, last)
+        for repeat in range(resample):
+            plan.append((start, stop))
+            if repeat < resample - 1:
+                plan.append((stop, start))
+    return plan
+
+
+def strength_to_timestep(strength: float, T: int) -> int:
+    """The timestep at which partial noising of strength s in (0, 1] starts (Meng et al. 2022, SDEdit)."""
+    if not 0 < strength <= 1:
+        raise DiffkitError(f"strength must be in (0, 1], got {strength}")
+    return max(math.ceil(strength * T) - 1, 0)

@@ -1,0 +1,133 @@
+"""`sample()`: a model, a schedule and a sampler name in; samples out, with every editing option."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from diffkit.core.diffusion import eps_from_x0, randn_like, renoise, split_output, split_x0_eps
+from diffkit.core.editing import keep_known, resampling_plan, strength_to_timestep
+from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
+from diffkit.core.schedule import Grid, Schedule, make_grid
+from diffkit.errors import DiffkitError, choose
+
+X0Hook = Callable[[Tensor, int], Tensor]
+
+
+def dynamic_threshold(x0: Tensor, percentile: float) -> Tensor:
+    """Clamp each example to its `percentile` of |x̂_0| (at least 1) and rescale (Saharia et al. 2022, §2.3)."""
+    s = torch.quantile(x0.flatten(1).abs().float(), percentile, dim=1).clamp(min=1).to(x0.dtype)
+    s = s.reshape(-1, *([1] * (x0.dim() - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def make_denoiser(model, schedule: Schedule, *, prediction: str = "eps", variance: str = "fixed_small",
+                  clip: float | None = None, threshold: float | None = None, hook: X0Hook | None = None,
+                  model_kwargs: dict | None = None, on_call: Callable[[], None] | None = None) -> Denoise:
+    """Adapt a network `model(x_t, t, **model_kwargs)` to the samplers' contract: x̂_0, ε̂, variance.
+
+    Clipping, thresholding and the modality's hook all act on x̂_0; ε̂ is then re-derived from it, so
+    every sampler sees one consistent prediction (as improved DDPM does for its DDIM).
+    """
+    ab_table = schedule.alphas_cumprod.tolist()
+    kwargs = model_kwargs or {}
+
+    def denoise(x: Tensor, t: int) -> Denoised:
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        pred, frac = split_output(model(x, t_batch, **kwargs), variance)
+        ab = ab_table[t]
+        x0, eps = split_x0_eps(pred.to(x.dtype), x, ab, prediction)
+        if clip is not None or threshold is not None or hook is not None:
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
+            if threshold is not None:
+                x0 = dynamic_threshold(x0, threshold)
+            if hook is not None:
+                x0 = hook(x0, t)
+            eps = eps_from_x0(x0, x, ab)
+        if on_call is not None:
+            on_call()
+        return Denoised(x0, eps, frac)
+
+    return denoise
+
+
+def _model_device(model) -> torch.device:
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if params is not None else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _count_evals(sampler: str, runs: list[Grid]) -> int:
+    per_step = EVALS_PER_STEP.get(sampler, 1)
+    return sum(per_step * (len(g) - 1) - (per_step - 1) * (g.ab[-1] >= 1) for g in runs)
+
+
+@torch.inference_mode()
+def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps: int = 20,
+           prediction: str = "eps", variance: str = "fixed_small", spacing: str = "logsnr",
+           eta: float | None = None, clip: float | None = None, threshold: float | None = None,
+           generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
+           known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,
+           start: Tensor | None = None, strength: float = 1.0, hook: X0Hook | None = None,
+           model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Tensor:
+    """Draw samples of `shape` from a diffusion model.
+
+    - known/mask: inpainting; mask 1 keeps `known`, 0 generates; `resample` > 1 repeats every `jump`
+      steps RePaint-style so the generated part agrees with the kept part.
+    - start/strength: partial noising (SDEdit); strength 1 ignores `start`, 0 returns it unchanged.
+    - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
+    """
+    choose("sampler", sampler, SAMPLERS)
+    solver = SAMPLERS[sampler]
+    options = {}
+    if eta is not None:
+        if "eta" not in inspect.signature(solver).parameters:
+            raise DiffkitError(f"--eta applies to the ddim sampler, not {sampler}")
+        options["eta"] = eta
+    if not 0 <= strength <= 1:
+        raise DiffkitError(f"strength must be in [0, 1], got {strength}")
+    if (known is None) != (mask is None):
+        raise DiffkitError("inpainting needs both the known data and its mask")
+    device = torch.device(device) if device is not None else _model_device(model)
+
+    partial = start is not None and strength < 1
+    if partial and strength == 0:
+        return start.to(device=device, dtype=dtype).clone()
+    t_start = strength_to_timestep(strength, schedule.T) if partial else schedule.T - 1
+    grid = make_grid(schedule, steps, spacing, t_start)
+    if grid.ab[0] == 0 and (prediction == "eps" or sampler == "heun"):
+        raise DiffkitError(f"zero terminal SNR needs v or x0 prediction and a sampler other than heun")
+
+    x = torch.empty(shape, device=device, dtype=dtype)
+    x = randn_like(x, generator)
+    if partial:
+        x = renoise(start.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
+
+    after_step = None
+    if known is not None:
+        after_step = keep_known(known.to(device=device, dtype=dtype), mask.to(device), generator)
+        x = after_step(x, grid.ab[0])
+    plan = resampling_plan(len(grid), jump, resample) if known is not None and resample > 1 else [(0, len(grid) - 1)]
+    runs = [grid.segment(a, b) for a, b in plan if b > a]
+
+    done, total = 0, _count_evals(sampler, runs)
+
+    def on_call():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    denoise = make_denoiser(model, schedule, prediction=prediction, variance=variance, clip=clip,
+                            threshold=threshold, hook=hook, model_kwargs=model_kwargs, on_call=on_call)
+    extra = {"after_step": after_step} if after_step is not None else {}
+    for a, b in plan:
+        if b > a:
+            x = solver(denoise, x, grid.segment(a, b), generator=generator, **extra, **options)
+        else:
+            x = renoise(x, grid.ab[a], grid.ab[b], randn_like(x, generator))
+    return x

@@ -1,0 +1,183 @@
+"""Noise schedules: the table of ᾱ_t (alphas_cumprod) from which every other quantity follows.
+
+Tables are float64: ᾱ_t spans ~1 to ~1e-5, and the variational bound takes logs of differences of
+neighbouring entries, which float32 would round away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from diffkit.errors import DiffkitError, choose
+
+# β_t may not reach 1 except at a zero-terminal-SNR end: improved DDPM clips at 0.999 (Nichol & Dhariwal 2021, §3.2).
+MAX_BETA = 0.999
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A discrete Gaussian diffusion with T steps, defined by ᾱ_t for t = 0..T-1 (paper's t = 1..T)."""
+
+    alphas_cumprod: torch.Tensor  # float64 [T]
+    name: str = "custom"
+
+    @property
+    def T(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    @property
+    def alphas_cumprod_prev(self) -> torch.Tensor:
+        """ᾱ_{t-1}, with ᾱ before the first step equal to 1 (clean data)."""
+        return torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
+
+    @property
+    def betas(self) -> torch.Tensor:
+        return 1 - self.alphas_cumprod / self.alphas_cumprod_prev
+
+    @property
+    def log_snr(self) -> torch.Tensor:
+        """λ_t = log(ᾱ_t / (1 - ᾱ_t)); -inf at a zero-terminal-SNR end."""
+        return torch.log(self.alphas_cumprod) - torch.log1p(-self.alphas_cumprod)
+
+
+def _linear(T: int) -> torch.Tensor:
+    # Ho et al. 2020 use β from 1e-4 to 0.02 for T = 1000; scaling by 1000/T keeps ᾱ_T alike for any T.
+    scale = 1000 / T
+    betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64).clamp(max=MAX_BETA)
+    return torch.cumprod(1 - betas, 0)
+
+
+def _betas_to_alphas_cumprod(alpha_bar: Callable[[torch.Tensor], torch.Tensor], T: int) -> torch.Tensor:
+    """Discretise a continuous ᾱ(τ), τ in [0, 1], with β clipped at MAX_BETA (improved DDPM, eq. 17)."""
+    tau = torch.arange(T + 1, dtype=torch.float64) / T
+    a = alpha_bar(tau)
+    betas = (1 - a[1:] / a[:-1]).clamp(max=MAX_BETA)
+    return torch.cumprod(1 - betas, 0)
+
+
+def _cosine(T: int, s: float = 0.008) -> torch.Tensor:
+    # Nichol & Dhariwal 2021, eq. 17: the offset s keeps β_1 from being vanishingly small.
+    f = lambda tau: torch.cos((tau + s) / (1 + s) * math.pi / 2) ** 2
+    return _betas_to_alphas_cumprod(lambda tau: f(tau) / f(tau.new_zeros(())), T)
+
+
+def _sigmoid(T: int, start: float = -3.0, end: float = 3.0, tau_scale: float = 1.0) -> torch.Tensor:
+    # Chen 2023, "On the importance of noise scheduling for diffusion models", Alg. 1.
+    v_start = torch.sigmoid(torch.tensor(start / tau_scale, dtype=torch.float64))
+    v_end = torch.sigmoid(torch.tensor(end / tau_scale, dtype=torch.float64))
+    f = lambda tau: (v_end - torch.sigmoid((tau * (end - start) + start) / tau_scale)) / (v_end - v_start)
+    return _betas_to_alphas_cumprod(f, T)
+
+
+def _sqrt(T: int, s: float = 1e-4) -> torch.Tensor:
+    # Li et al. 2022 (Diffusion-LM), §4.2: noise rises fast at first, which suits embeddings of tokens.
+    return _betas_to_alphas_cumprod(lambda tau: 1 - torch.sqrt(tau + s), T)
+
+
+SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {
+    "linear": _linear,
+    "cosine": _cosine,
+    "sigmoid": _sigmoid,
+    "sqrt": _sqrt,
+}
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Shift and scale √ᾱ so that ᾱ_T = 0 and ᾱ_1 is unchanged (Lin et al. 2024, Alg. 1)."""
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * first / (first - last)
+    return root**2
+
+
+def make_schedule(name: str, T: int = 1000, *, zero_terminal_snr: bool = False) -> Schedule:
+    """Build a named schedule with T steps, optionally rescaled to zero terminal SNR."""
+    choose("schedule", name, SCHEDULES)
+    if T < 2:
+        raise DiffkitError(f"a schedule needs at least 2 steps, got T={T}")
+    alphas_cumprod = SCHEDULES[name](T)
+    if zero_terminal_snr:
+        alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
+    return Schedule(alphas_cumprod, name)
+
+
+class Grid(NamedTuple):
+    """The noise levels a sampler visits, from noisiest to cleanest.
+
+    `t[i]` is the integer timestep the model is queried at and `ab[i]` its ᾱ as a Python float (double);
+    a final `t[-1] = None` with `ab[-1] = 1.0` is clean data. A sampler walks from level 0 to the last.
+    """
+
+    t: tuple
+    ab: tuple
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def segment(self, start: int, stop: int) -> "Grid":
+        """Levels start..stop inclusive: a sampler run over it ends at level `stop`."""
+        return Grid(self.t[start : stop + 1], self.ab[start : stop + 1])
+
+
+SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr")
+
+
+def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: int | None = None) -> list[int]:
+    """`steps` distinct integer timesteps in t_start..0, descending (Lin et al. 2024, Table 2; Karras et al. 2022, eq. 5).
+
+    trailing starts at t_start and ends above 0; leading ends at 0 and starts below t_start; linspace
+    spans both ends; karras and logsnr space the noise level itself, dense at low noise where detail forms.
+    """
+    choose("timestep spacing", spacing, SPACINGS)
+    t_start = schedule.T - 1 if t_start is None else t_start
+    if steps < 1:
+        raise DiffkitError(f"steps must be at least 1, got {steps}")
+    n = t_start + 1
+    steps = min(steps, n)
+    i = torch.arange(steps, dtype=torch.float64)
+    if spacing == "trailing":
+        ts = torch.round(n - i * n / steps) - 1
+    elif spacing == "leading":
+        ts = torch.floor((steps - 1 - i) * n / steps)
+    elif spacing == "linspace":
+        ts = torch.round(torch.linspace(t_start, 0, steps, dtype=torch.float64))
+    else:
+        ts = _noise_spaced_timesteps(schedule, steps, t_start, spacing)
+    return _strictly_descending(ts.long().tolist())
+
+
+def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacing: str) -> torch.Tensor:
+    """Timesteps nearest to levels evenly spaced in σ^(1/ρ) (karras, ρ = 7) or in log σ (logsnr, the
+    DPM-Solver paper's choice), where σ = √((1-ᾱ)/ᾱ) grows with t."""
+    ab = schedule.alphas_cumprod[: t_start + 1].clamp(min=1e-20)
+    log_sigmas = 0.5 * ((1 - ab).log() - ab.log())
+    ramp = torch.linspace(1, 0, steps, dtype=torch.float64)
+    lo, hi = log_sigmas[0], log_sigmas[-1]
+    if spacing == "karras":
+        rho = 7.0
+        target = rho * torch.log(torch.exp(lo / rho) + ramp * (torch.exp(hi / rho) - torch.exp(lo / rho)))
+    else:
+        target = lo + ramp * (hi - lo)
+    return torch.searchsorted(log_sigmas, target).clamp(max=t_start).double()
+
+
+def _strictly_descending(ts: list[int]) -> list[int]:
+    """Resolve collisions (several levels rounding to one integer): push each repeat down, then lift any
+    that fell below 0 back up. With steps <= t_start + 1 this keeps every requested step."""
+    for i in range(1, len(ts)):
+        ts[i] = min(ts[i], ts[i - 1] - 1)
+    ts[-1] = max(ts[-1], 0)
+    for i in range(len(ts) - 2, -1, -1):
+        ts[i] = max(ts[i], ts[i + 1] + 1)
+    return ts
+
+
+def make_grid(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: int | None = None) -> Grid:
+    """The sampler's levels: `steps` model timesteps, then clean data."""
+    ts = timesteps(schedule, steps, spacing, t_start)
+    ab = schedule.alphas_cumprod[ts].tolist()
+    return Grid(tuple(ts) + (None,), tuple(ab) + (1.0,))

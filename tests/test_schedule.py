@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from diffkit.core import SCHEDULES, SPACINGS, make_grid, make_schedule, timesteps
+from diffkit.core.schedule import MAX_BETA
+from diffkit.errors import DiffkitError
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("T", [10, 1000, 4000])
+def test_alphas_cumprod_is_float64_and_strictly_decreasing(name, T):
+    s = make_schedule(name, T)
+    ab = s.alphas_cumprod
+    assert ab.dtype == torch.float64 and ab.shape == (T,)
+    assert (ab[1:] < ab[:-1]).all()
+    assert 0 < ab[-1] and ab[0] < 1
+    assert ((s.betas > 0) & (s.betas <= MAX_BETA)).all()
+    assert torch.allclose(torch.cumprod(1 - s.betas, 0), ab, rtol=1e-12)
+
+
+def test_linear_matches_ho_et_al_at_1000_steps():
+    s = make_schedule("linear", 1000)
+    assert s.betas[0].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+
+
+def test_cosine_clips_beta_at_the_end():
+    betas = make_schedule("cosine", 1000).betas
+    assert betas.max().item() == pytest.approx(MAX_BETA)
+    assert betas[-1].item() == pytest.approx(MAX_BETA)
+    # Nichol & Dhariwal: the offset s = 0.008 makes √β_1 about the size of one pixel bin (1/127.5).
+    assert betas[0].sqrt().item() == pytest.approx(1 / 127.5, rel=0.25)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_zero_terminal_snr_ends_at_pure_noise_and_keeps_the_start(name):
+    plain = make_schedule(name, 1000)
+    zero = make_schedule(name, 1000, zero_terminal_snr=True)
+    assert zero.alphas_cumprod[-1].item() == 0.0
+    assert zero.alphas_cumprod[0].item() == pytest.approx(plain.alphas_cumprod[0].item(), rel=1e-12)
+    assert (zero.alphas_cumprod[1:] < zero.alphas_cumprod[:-1]).all()
+    assert zero.log_snr[-1].item() == -float("inf")
+
+
+def test_unknown_schedule_lists_the_choices():
+    with pytest.raises(DiffkitError, match="cosine.*linear"):
+        make_schedule("quadratic", 1000)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("steps", [1, 7, 20, 1000])
+def test_timesteps_are_distinct_descending_and_in_range(spacing, steps):
+    s = make_schedule("linear", 1000)
+    ts = timesteps(s, steps, spacing)
+    assert ts == sorted(set(ts), reverse=True)
+    assert 0 <= ts[-1] and ts[0] <= 999
+    assert len(ts) == steps
+
+
+def test_spacing_ends():
+    s = make_schedule("linear", 1000)
+    assert timesteps(s, 10, "trailing") == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+    assert timesteps(s, 10, "leading") == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    assert timesteps(s, 10, "linspace")[0] == 999 and timesteps(s, 10, "linspace")[-1] == 0
+    assert timesteps(s, 10, "logsnr")[0] == 999 and timesteps(s, 10, "logsnr")[-1] == 0
+    assert timesteps(s, 1000, "trailing") == list(range(999, -1, -1))
+    # Partial noising starts lower down.
+    assert timesteps(s, 5, "trailing", t_start=499)[0] == 499
+
+
+def test_grid_ends_at_clean_data():
+    g = make_grid(make_schedule("cosine", 100), 10)
+    assert g.t[-1] is None and g.ab[-1] == 1.0
+    assert list(g.ab) == sorted(g.ab)
+    seg = g.segment(2, 5)
+    assert seg.t == g.t[2:6] and len(seg) == 4
+
+
+def test_unknown_spacing_and_bad_steps():
+    s = make_schedule("linear", 100)
+    with pytest.raises(DiffkitError, match="trailing"):
+        timesteps(s, 10, "random")
+    with pytest.raises(DiffkitError, match="at least 1"):
+        timesteps(s, 0)
