@@ -151,8 +151,7 @@ def _log_variance_bounds(schedule: Schedule) -> tuple[Tensor, Tensor]:
     """log β̃_t and log β_t; β̃_0 = 0, so t = 0 borrows β̃_1 (improved DDPM's clipped posterior variance)."""
     p = posterior(schedule.alphas_cumprod, schedule.alphas_cumprod_prev)
     small = torch.cat([p.variance[1:2], p.variance[1:]])
-    large = torch.cat([p.variance[1:2], p.beta[1:]])
-    return small.log(), large.log()
+    return small.log(), p.beta.log()
 
 
 # ---------------------------------------------------------------- likelihood terms (in nats, per dimension)

@@ -125,14 +125,16 @@ def heun(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step:
     """
     for i in range(len(grid) - 1):
         a, a_next = grid.ab[i], grid.ab[i + 1]
+        x0 = denoise(x, grid.t[i]).x0
+        if a_next >= 1:  # Euler to σ = 0 lands on x̂_0
+            x = after_step(x0, a_next)
+            continue
         s, s_next = math.sqrt((1 - a) / a), math.sqrt((1 - a_next) / a_next)
         y = x / math.sqrt(a)
-        slope = (y - denoise(x, grid.t[i]).x0) / s
-        y_next = y + (s_next - s) * slope
-        if a_next < 1:
-            slope_next = (y_next - denoise(y_next * math.sqrt(a_next), grid.t[i + 1]).x0) / s_next
-            y_next = y + (s_next - s) * 0.5 * (slope + slope_next)
-        x = after_step(y_next * math.sqrt(a_next), a_next)
+        slope = (y - x0) / s
+        y_euler = y + (s_next - s) * slope
+        slope_next = (y_euler - denoise(y_euler * math.sqrt(a_next), grid.t[i + 1]).x0) / s_next
+        x = after_step((y + (s_next - s) * 0.5 * (slope + slope_next)) * math.sqrt(a_next), a_next)
     return x
 
 

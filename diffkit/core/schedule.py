@@ -153,16 +153,19 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: 
 def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacing: str) -> torch.Tensor:
     """Timesteps nearest to levels evenly spaced in σ^(1/ρ) (karras, ρ = 7) or in log σ (logsnr, the
     DPM-Solver paper's choice), where σ = √((1-ᾱ)/ᾱ) grows with t."""
-    ab = schedule.alphas_cumprod[: t_start + 1].clamp(min=1e-20)
+    ab = schedule.alphas_cumprod[: t_start + 1]
     log_sigmas = 0.5 * ((1 - ab).log() - ab.log())
     ramp = torch.linspace(1, 0, steps, dtype=torch.float64)
-    lo, hi = log_sigmas[0], log_sigmas[-1]
+    # A zero-terminal-SNR start has σ = ∞: space from the level below it and start there anyway.
+    lo, hi = log_sigmas[0], log_sigmas[-1] if ab[-1] > 0 else log_sigmas[-2]
     if spacing == "karras":
         rho = 7.0
         target = rho * torch.log(torch.exp(lo / rho) + ramp * (torch.exp(hi / rho) - torch.exp(lo / rho)))
     else:
         target = lo + ramp * (hi - lo)
-    return torch.searchsorted(log_sigmas, target).clamp(max=t_start).double()
+    ts = torch.searchsorted(log_sigmas, target).clamp(max=t_start)
+    ts[0] = t_start
+    return ts.double()
 
 
 def _strictly_descending(ts: list[int]) -> list[int]:
