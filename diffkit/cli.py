@@ -1,0 +1,50 @@
+"""The `diffkit` command: verbs train / sample / inpaint / style / eval, each taking a modality.
+
+This module stays light (no torch at import) so that `diffkit --help` is fast; modalities import
+their heavy pieces inside their commands.
+"""
+
+from typing import Annotated
+
+import typer
+
+from diffkit.options import Common, with_options
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Gaussian diffusion for images, audio and text. Data goes to stdout, logs to stderr.")
+
+VERBS = {
+    "train": "Train a model into a run directory.",
+    "sample": "Draw new samples from a trained model.",
+    "inpaint": "Regenerate masked parts of an input, keeping the rest exactly.",
+    "style": "Partially noise an input and denoise it toward the model's data (SDEdit).",
+    "eval": "Likelihood (variational bound) and sample quality of a trained model.",
+}
+GROUPS = {verb: typer.Typer(help=text, no_args_is_help=True) for verb, text in VERBS.items()}
+for verb, group in GROUPS.items():
+    app.add_typer(group, name=verb)
+
+
+@app.command()
+@with_options(Common)
+def info(run: Annotated[str, typer.Argument(help="A run directory.")], common: Common):
+    """What a run is: modality, configuration and size."""
+    import json
+
+    from diffkit.core.checkpoint import load_config
+    from diffkit.modalities import get
+
+    config = load_config(run)
+    summary = get(config["modality"]).describe(run, config)
+    if common.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>14}  {value}")
+
+
+def main() -> None:
+    from diffkit.modalities import register_all
+
+    register_all(GROUPS)
+    app()

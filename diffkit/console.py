@@ -1,0 +1,31 @@
+"""Logs and progress for people, on stderr, so stdout stays clean for data."""
+
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+stderr = Console(stderr=True)
+
+
+def log(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        stderr.print(message, highlight=False)
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool = False):
+    """Yields `update(done, total, **fields)`; shows a bar with ETA and any fields (loss, it/s)."""
+    if quiet:
+        yield lambda done, total, **fields: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=stderr, transient=False) as bar:
+        task = bar.add_task(description, total=None, info="")
+
+        def update(done, total, **fields):
+            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            bar.update(task, completed=done, total=total, info=info)
+
+        yield update

@@ -1,0 +1,59 @@
+"""Where bytes go: "-" is stdin/stdout, files are written atomically, people read stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from diffkit.errors import DiffkitError
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Write to a temporary file beside `path` and rename it into place only on success,
+    so a crash or a bad input never leaves a half-written file (rename is atomic on POSIX)."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise DiffkitError(f"{path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_output(target: str, data: bytes) -> None:
+    """Bytes to stdout for "-", else atomically to the file."""
+    if target == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    with atomic_write(target) as f:
+        f.write(data)
+
+
+def read_input(source: str) -> bytes:
+    """Bytes from stdin for "-", else from the file, with a one-line error naming it."""
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise DiffkitError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise DiffkitError(f"{source}: is a folder, expected a file") from None
+
+
+def json_line(record: dict) -> None:
+    """One JSON object per line on stdout, for machines."""
+    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+    sys.stdout.flush()

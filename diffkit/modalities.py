@@ -1,0 +1,21 @@
+"""The modality registry: a plain dict from name to the module that implements it.
+
+A modality module provides `register(groups)` (adds its subcommands to the verb groups) and
+`describe(run, config) -> dict` (for `diffkit info`). Modules are imported lazily by name.
+"""
+
+import importlib
+
+from diffkit.errors import choose
+
+MODALITIES = {"points": "diffkit.points.commands"}
+
+
+def get(name: str):
+    choose("modality", name, MODALITIES)
+    return importlib.import_module(MODALITIES[name])
+
+
+def register_all(groups) -> None:
+    for name in MODALITIES:
+        get(name).register(groups)

@@ -1,0 +1,110 @@
+"""Option groups shared by every command, declared once and handed to a command as one object each.
+
+`@with_options(Common, Sampling)` adds the groups' flags to a Typer command's signature and passes the
+command `common=Common(...)`, `sampling=Sampling(...)`. It also turns errors into one line on stderr:
+a DiffkitError exits 2, anything else 1; --debug shows the traceback instead.
+"""
+
+import dataclasses
+import functools
+import inspect
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from diffkit.errors import DiffkitError
+
+
+@dataclass(frozen=True)
+class Common:
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto"
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log lines.")] = False
+    json: Annotated[bool, typer.Option("--json", help="One JSON object per result line on stdout.")] = False
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False
+
+    def torch_device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise DiffkitError(f"--device: unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise DiffkitError("--device cuda: no CUDA device is available here")
+        return device
+
+
+@dataclass(frozen=True)
+class Sampling:
+    sampler: Annotated[str, typer.Option(help="ddpm, ddim, dpm++2m, dpm++3m or heun.")] = "dpm++2m"
+    steps: Annotated[int, typer.Option(help="Sampler steps (heun calls the model about twice a step).")] = 20
+    spacing: Annotated[str, typer.Option(help="Timesteps: logsnr, trailing, leading, linspace or karras.")] = "logsnr"
+    eta: Annotated[Optional[float], typer.Option(help="DDIM noise: 0 deterministic, 1 ancestral.")] = None
+    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0
+    clip: Annotated[Optional[float], typer.Option(help="Clip predicted data to ±CLIP at every step.")] = None
+
+    def kwargs(self) -> dict:
+        """Keyword arguments for diffkit.core.sample."""
+        import torch
+
+        from diffkit.core import SAMPLERS, SPACINGS
+        from diffkit.errors import choose
+
+        choose("sampler", self.sampler, SAMPLERS)
+        choose("timestep spacing", self.spacing, SPACINGS)
+        if self.steps < 1:
+            raise DiffkitError(f"--steps must be at least 1, got {self.steps}")
+        return dict(sampler=self.sampler, steps=self.steps, spacing=self.spacing, eta=self.eta, clip=self.clip,
+                    generator=torch.Generator().manual_seed(self.seed))
+
+
+def _parameters(group) -> list:
+    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+            for f in dataclasses.fields(group)]
+
+
+def with_options(*groups):
+    names = {group.__name__.lower(): group for group in groups}
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        own = [p for p in signature.parameters.values() if p.name not in names]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            bundles = {}
+            for name, group in names.items():
+                fields = [f.name for f in dataclasses.fields(group)]
+                bundles[name] = group(**{f: kwargs.pop(f) for f in fields})
+            debug = bundles["common"].debug if "common" in bundles else False
+            return run(lambda: fn(**kwargs, **bundles), debug)
+
+        command.__signature__ = signature.replace(parameters=own + [p for g in groups for p in _parameters(g)])
+        return command
+
+    return decorate
+
+
+def run(action, debug: bool):
+    """Run a command body with the CLI's error contract."""
+    try:
+        return action()
+    except (typer.Exit, typer.Abort):
+        raise
+    except DiffkitError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        raise typer.Exit(130)
+    except Exception as e:  # a runtime failure, not the user's mistake
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(1)

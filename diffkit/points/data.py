@@ -1,0 +1,71 @@
+"""Data for the points modality: CSV files of numbers, or built-in Gaussian mixtures."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from diffkit.core.mixture import GaussianMixture
+from diffkit.errors import DiffkitError
+from diffkit.io import read_input
+
+BUILTINS = {
+    "ring": lambda: GaussianMixture.ring(8, radius=1.0, std=0.05),
+    "mixture": lambda: GaussianMixture.random(3, 2, seed=3, spread=1.5, std=0.3),
+}
+
+
+def builtin(name: str) -> GaussianMixture:
+    if name not in BUILTINS:
+        raise DiffkitError(f"unknown built-in data 'builtin:{name}'; choose one of: "
+                           + ", ".join(f"builtin:{n}" for n in BUILTINS))
+    return BUILTINS[name]()
+
+
+def read_csv(source: str) -> torch.Tensor:
+    """Rows of numbers separated by commas (a header line is skipped); "-" reads stdin."""
+    text = read_input(source).decode("utf-8", errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not _is_numeric_row(lines[0]):
+        lines = lines[1:]
+    if not lines:
+        raise DiffkitError(f"{source}: no rows of numbers")
+    try:
+        array = np.loadtxt(io.StringIO("\n".join(lines)), delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as e:
+        raise DiffkitError(f"{source}: not a CSV of numbers ({e})") from None
+    if not np.isfinite(array).all():
+        raise DiffkitError(f"{source}: contains NaN or infinite values")
+    return torch.from_numpy(array).float()
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(v) for v in line.split(",")]
+        return True
+    except ValueError:
+        return False
+
+
+def to_csv(points: torch.Tensor) -> bytes:
+    out = io.StringIO()
+    np.savetxt(out, points.detach().cpu().double().numpy(), delimiter=",", fmt="%.6g")
+    return out.getvalue().encode()
+
+
+def load(source: str, n: int, seed: int) -> torch.Tensor:
+    """A data set as a tensor [N, D]: `builtin:NAME` draws n points deterministically from `seed`."""
+    if source.startswith("builtin:"):
+        return builtin(source.split(":", 1)[1]).sample(n, torch.Generator().manual_seed(seed))[0].float()
+    return read_csv(source)
+
+
+def batches(data: torch.Tensor, batch_size: int, seed: int):
+    """Endless shuffled mini-batches, deterministic from the seed."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        for idx in torch.randperm(len(data), generator=g).split(batch_size):
+            if len(idx) == batch_size or len(data) < batch_size:
+                yield data[idx]
