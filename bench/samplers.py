@@ -77,11 +77,12 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer points, seeds and budgets")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--spacing", default="logsnr")
+    parser.add_argument("--nfes", default="5,10,20,50,100,1000", help="model-call budgets, comma-separated")
     parser.add_argument("--out", default="bench/results/samplers.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     n, seeds = (2000, 1) if args.quick else (10_000, 3)
-    nfes = (10, 20) if args.quick else (5, 10, 20, 50, 100, 1000)
+    nfes = (10, 20) if args.quick else tuple(int(k) for k in args.nfes.split(","))
     report = {"threads": args.threads, "n": n, "seeds": seeds, "spacing": args.spacing, "oracles": {}}
     for label, data in (("ring-2d", GaussianMixture.ring(8, 1.0, 0.05)), ("mixture-64d", GaussianMixture.random(4, 64, seed=1))):
         floor, rows = quality(data, n, seeds, nfes, args.spacing)

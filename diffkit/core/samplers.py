@@ -54,7 +54,7 @@ def ddim(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step:
         d = denoise(x, grid.t[i])
         a, a_next = grid.ab[i], grid.ab[i + 1]
         sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
-        x = math.sqrt(a_next) * d.x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * d.eps
+        x = torch.add(d.x0 * math.sqrt(a_next), d.eps, alpha=math.sqrt(max(1 - a_next - sigma**2, 0.0)))
         if sigma > 0:
             x = x + sigma * randn_like(x, generator)
         x = after_step(x, a_next)
