@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from diffkit.core import SAMPLERS, GaussianMixture, make_denoiser, make_grid, make_schedule, sample
+from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
 from diffkit.core.samplers import EVALS_PER_STEP
 from diffkit.metrics import sliced_wasserstein
 

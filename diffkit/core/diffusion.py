@@ -10,7 +10,6 @@ import math
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from diffkit.core.schedule import Schedule

@@ -100,7 +100,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     t_start = strength_to_timestep(strength, schedule.T) if partial else schedule.T - 1
     grid = make_grid(schedule, steps, spacing, t_start)
     if grid.ab[0] == 0 and (prediction == "eps" or sampler == "heun"):
-        raise DiffkitError(f"zero terminal SNR needs v or x0 prediction and a sampler other than heun")
+        raise DiffkitError("zero terminal SNR needs v or x0 prediction and a sampler other than heun")
 
     x = torch.empty(shape, device=device, dtype=dtype)
     x = randn_like(x, generator)

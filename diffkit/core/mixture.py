@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffkit.core.diffusion import split_x0_eps, target
+from diffkit.core.diffusion import target
 from diffkit.core.schedule import Schedule
 
 
