@@ -165,7 +165,7 @@ def style(run: Model, input: Input,
     """Pull each input point toward the model's distribution by partial noising (SDEdit)."""
     from diffkit.core.checkpoint import load_config
 
-    start = _read_points(input, len(load_config(run)["mean"]))
+    start = _read_points(input, load_config(run)["dim"])
     _write(_generate(run, len(start), sampling, common, start=start, strength=strength), output, common)
 
 
@@ -181,7 +181,7 @@ def inpaint(run: Model, input: Input,
     from diffkit.core.checkpoint import load_config
     from diffkit.errors import DiffkitError
 
-    dim = len(load_config(run)["mean"])
+    dim = load_config(run)["dim"]
     known = _read_points(input, dim)
     try:
         columns = sorted({int(c) for c in keep.split(",")})
