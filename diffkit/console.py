@@ -15,17 +15,29 @@ def log(message: str, quiet: bool = False) -> None:
 
 @contextmanager
 def progress_bar(description: str, quiet: bool = False):
-    """Yields `update(done, total, **fields)`; shows a bar with ETA and any fields (loss, it/s)."""
+    """Yields `update(done, total, **fields)`; shows a bar with ETA and any fields (loss, it/s).
+
+    The bar appears at the first update, so a command that fails while validating its input prints
+    only its error line.
+    """
     if quiet:
         yield lambda done, total, **fields: None
         return
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=stderr, transient=False) as bar:
-        task = bar.add_task(description, total=None, info="")
+    bar = Progress(*columns, console=stderr, transient=False)
+    task = None
 
-        def update(done, total, **fields):
-            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-            bar.update(task, completed=done, total=total, info=info)
+    def update(done, total, **fields):
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(description, total=total, info="")
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        bar.update(task, completed=done, total=total, info=info)
 
+    try:
         yield update
+    finally:
+        if task is not None:
+            bar.stop()

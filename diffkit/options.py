@@ -51,11 +51,6 @@ class Sampling:
         """Keyword arguments for diffkit.core.sample."""
         import torch
 
-        from diffkit.core import SAMPLERS, SPACINGS
-        from diffkit.errors import choose
-
-        choose("sampler", self.sampler, SAMPLERS)
-        choose("timestep spacing", self.spacing, SPACINGS)
         if self.steps < 1:
             raise DiffkitError(f"--steps must be at least 1, got {self.steps}")
         return dict(sampler=self.sampler, steps=self.steps, spacing=self.spacing, eta=self.eta, clip=self.clip,
