@@ -3,7 +3,7 @@
 Only typer at import time; torch and the core load inside the commands.
 """
 
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, NamedTuple, Optional
 
 import typer
 
@@ -12,6 +12,16 @@ from diffkit.options import Common, Sampling, with_options
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="CSV file, or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV file of points, or - for stdin.")]
+
+
+class Loaded(NamedTuple):
+    """A trained points run, ready to sample: mean and std map standardised units back to the data's."""
+
+    config: Any
+    model: Any
+    schedule: Any
+    mean: Any
+    std: Any
 
 
 def register(groups) -> None:
@@ -70,8 +80,7 @@ def train(
     Path(out).mkdir(parents=True, exist_ok=True)
     log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(points):,} points "
         f"of dimension {config.dim} ({data}) on {device}", common.quiet)
-    metrics = open(Path(out) / "metrics.jsonl", "w")
-    with progress_bar("train points", common.quiet) as update:
+    with open(Path(out) / "metrics.jsonl", "w") as metrics, progress_bar("train points", common.quiet) as update:
         def on_step(record):
             update(record["step"], steps, loss=record["loss"], it_s=record["it_s"])
             if record["step"] % 100 == 0 or record["step"] == steps:
@@ -80,7 +89,6 @@ def train(
         ema = train_loop(model, points_data.batches((points - mean) / std, batch_size, seed), sched,
                          TrainSettings(steps=steps, lr=lr, seed=seed), prediction=prediction, variance=variance,
                          on_step=on_step)
-    metrics.close()
     save_run(out, config.to_json(), ema)
     if common.json:
         from diffkit.io import json_line
@@ -89,7 +97,7 @@ def train(
     log(f"saved {out}", common.quiet)
 
 
-def _load(run: str, common: Common):
+def _load(run: str, common: Common) -> Loaded:
     import torch
 
     from diffkit.core import make_schedule
@@ -107,15 +115,15 @@ def _load(run: str, common: Common):
     device = common.torch_device()
     model = load_weights(run, PointsDenoiser(config)).to(device).eval()
     mean, std = torch.tensor(config.mean, device=device), torch.tensor(config.std, device=device)
-    return config, model, make_schedule(config.schedule, config.timesteps), mean, std
+    return Loaded(config, model, make_schedule(config.schedule, config.timesteps), mean, std)
 
 
-def _generate(run, n, sampling: Sampling, common: Common, **edit):
+def _generate(run: Loaded, n, sampling: Sampling, common: Common, **edit):
     """Sample in standardised units and map back; `edit` carries known/mask or start/strength in data units."""
     from diffkit.console import progress_bar
     from diffkit.core import sample as core_sample
 
-    config, model, sched, mean, std = _load(run, common)
+    config, model, sched, mean, std = run
     options = sampling.kwargs()
     for key in ("known", "start"):
         if key in edit:
@@ -137,14 +145,18 @@ def _write(points, output: str, common: Common) -> None:
         write_output(output, to_csv(points))
 
 
-def _read_points(source: str, dim: int):
+def _check_columns(points, dim: int, source: str):
     from diffkit.errors import DiffkitError
-    from diffkit.points.data import read_csv
 
-    points = read_csv(source)
     if points.shape[1] != dim:
         raise DiffkitError(f"{source}: rows have {points.shape[1]} columns, the model takes {dim}")
     return points
+
+
+def _read_points(source: str, dim: int):
+    from diffkit.points.data import read_csv
+
+    return _check_columns(read_csv(source), dim, source)
 
 
 @with_options(Common, Sampling)
@@ -155,7 +167,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many point
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    _write(_generate(run, n, sampling, common), output, common)
+    _write(_generate(_load(run, common), n, sampling, common), output, common)
 
 
 @with_options(Common, Sampling)
@@ -163,10 +175,9 @@ def style(run: Model, input: Input,
           strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
           output: Output = "-", *, common: Common, sampling: Sampling):
     """Pull each input point toward the model's distribution by partial noising (SDEdit)."""
-    from diffkit.core.checkpoint import load_config
-
-    start = _read_points(input, load_config(run)["dim"])
-    _write(_generate(run, len(start), sampling, common, start=start, strength=strength), output, common)
+    loaded = _load(run, common)
+    start = _read_points(input, loaded.config.dim)
+    _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), output, common)
 
 
 @with_options(Common, Sampling)
@@ -178,10 +189,10 @@ def inpaint(run: Model, input: Input,
     """Generate the other columns of each input point given the kept ones."""
     import torch
 
-    from diffkit.core.checkpoint import load_config
     from diffkit.errors import DiffkitError
 
-    dim = load_config(run)["dim"]
+    loaded = _load(run, common)
+    dim = loaded.config.dim
     known = _read_points(input, dim)
     try:
         columns = sorted({int(c) for c in keep.split(",")})
@@ -191,7 +202,7 @@ def inpaint(run: Model, input: Input,
         raise DiffkitError(f"--keep: columns must lie in 0..{dim - 1}, got {keep!r}")
     mask = torch.zeros(dim)
     mask[columns] = 1
-    _write(_generate(run, len(known), sampling, common, known=known, mask=mask, jump=jump, resample=resample),
+    _write(_generate(loaded, len(known), sampling, common, known=known, mask=mask, jump=jump, resample=resample),
            output, common)
 
 
@@ -219,9 +230,7 @@ def evaluate(run: Model,
     source = data or config.data
     if not source.startswith("builtin:") and data is None:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out points with --data")
-    held_out = points_data.load(source, n, seed=10_000)[:n]
-    if held_out.shape[1] != config.dim:
-        raise DiffkitError(f"{source}: rows have {held_out.shape[1]} columns, the model takes {config.dim}")
+    held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], config.dim, source)
     bound = variational_bound(sched, model, (held_out.to(mean.device) - mean) / std, prediction=config.prediction,
                               variance=config.variance, generator=torch.Generator().manual_seed(0))
     # Standardising divided by std; the density in data units pays back log std per dimension.
