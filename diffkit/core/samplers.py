@@ -39,10 +39,11 @@ def ddpm(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step:
     for i in range(len(grid) - 1):
         d = denoise(x, grid.t[i])
         p = posterior(grid.ab[i], grid.ab[i + 1])
-        x = p.coef_x0 * d.x0 + p.coef_xt * x
+        x = torch.add(d.x0 * p.coef_x0, x, alpha=p.coef_xt)
         if grid.ab[i + 1] < 1:  # the last step to clean data takes the mean
             log_var = interpolate_log_variance(d.var_frac, math.log(p.variance), math.log(p.beta))
-            x = x + torch.exp(0.5 * torch.as_tensor(log_var)) * randn_like(x, generator)
+            # A scalar for fixed variances, per element when learned: one fused pass either way.
+            x = torch.addcmul(x, torch.exp(0.5 * torch.as_tensor(log_var)), randn_like(x, generator))
         x = after_step(x, grid.ab[i + 1])
     return x
 
