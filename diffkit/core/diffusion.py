@@ -247,10 +247,14 @@ def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, predictio
     return Bound(terms.sum(1) + prior, prior, terms)
 
 
+def randn(shape, generator: torch.Generator | None, device, dtype: torch.dtype) -> Tensor:
+    """Standard normal noise, drawn on the generator's device so a seed gives the same draw anywhere."""
+    draw_on = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=draw_on, dtype=dtype).to(device)
+
+
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise like x, drawn on the generator's device so a seed gives the same draw anywhere."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
 # ---------------------------------------------------------------- training losses

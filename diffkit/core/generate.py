@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from diffkit.core.diffusion import eps_from_x0, randn_like, renoise, split_output, split_x0_eps
+from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
 from diffkit.core.editing import keep_known, resampling_plan, strength_to_timestep
 from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
@@ -102,8 +102,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     if grid.ab[0] == 0 and (prediction == "eps" or sampler == "heun"):
         raise DiffkitError("zero terminal SNR needs v or x0 prediction and a sampler other than heun")
 
-    x = torch.empty(shape, device=device, dtype=dtype)
-    x = randn_like(x, generator)
+    x = randn(shape, generator, device, dtype)
     if partial:
         x = renoise(start.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
 
