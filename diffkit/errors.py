@@ -13,3 +13,11 @@ def choose(kind: str, name: str, choices) -> None:
     """Raise a DiffkitError naming the valid choices unless `name` is one of them."""
     if name not in choices:
         raise DiffkitError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(choices))}")
+
+
+class Interrupted(Exception):
+    """A signal stopped a command after it saved its work; the CLI exits 128 + the signal's number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + signum

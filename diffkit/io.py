@@ -41,6 +41,28 @@ def write_output(target: str, data: bytes) -> None:
         f.write(data)
 
 
+def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write `data` under a name not yet taken in `folder` (stem, stem-1, stem-2, ...), atomically, so two
+    processes writing into one folder never overwrite each other's files: the final hard link fails
+    when the name exists, instead of replacing it as a rename would."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        for attempt in range(10_000):
+            path = Path(folder) / f"{stem}{f'-{attempt}' if attempt else ''}{suffix}"
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+        raise DiffkitError(f"{folder}: no free name for {stem}{suffix}")
+    finally:
+        os.unlink(tmp)
+
+
 def read_input(source: str) -> bytes:
     """Bytes from stdin for "-", else from the file, with a one-line error naming it."""
     if source == "-":

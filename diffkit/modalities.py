@@ -1,6 +1,6 @@
 """The modality registry: a plain dict from name to the module that implements it.
 
-A modality module provides `register(groups)` (adds its subcommands to the verb groups) and
+A modality module provides `COMMANDS` (verb -> Typer command), `build(config) -> nn.Module` and
 `describe(run, config) -> dict` (for `diffkit info`). Modules are imported lazily by name.
 """
 
@@ -8,7 +8,7 @@ import importlib
 
 from diffkit.errors import choose
 
-MODALITIES = {"points": "diffkit.points.commands"}
+MODALITIES = {"image": "diffkit.image.commands", "points": "diffkit.points.commands"}
 
 
 def get(name: str):
@@ -18,4 +18,5 @@ def get(name: str):
 
 def register_all(groups) -> None:
     for name in MODALITIES:
-        get(name).register(groups)
+        for verb, command in get(name).COMMANDS.items():
+            groups[verb].command(name)(command)

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, Interrupted
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,63 @@ class Sampling:
                     generator=torch.Generator().manual_seed(self.seed))
 
 
+@dataclass(frozen=True)
+class Training:
+    """The shared trainer's options, the same for every modality."""
+    out: Annotated[str, typer.Option("--out", help="Run directory to create (or to continue with --resume).")]
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False
+    steps: Annotated[int, typer.Option(help="Optimiser steps in all (with --resume: the new total).")] = 2000
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 16
+    accumulate: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 2e-4
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0
+    grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0
+    ema_decay: Annotated[float, typer.Option(help="EMA decay of the sampling weights.")] = 0.999
+    weighting: Annotated[str, typer.Option(help="Loss weighting over timesteps: uniform or min_snr.")] = "uniform"
+    schedule: Annotated[str, typer.Option(help="Noise schedule: linear, cosine, sigmoid or sqrt.")] = "cosine"
+    timesteps: Annotated[int, typer.Option(help="Diffusion steps T.")] = 1000
+    prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0 or v.")] = "eps"
+    variance: Annotated[str, typer.Option(help="fixed (small), fixed_large or learned (hybrid loss).")] = "fixed"
+    checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
+    preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
+    compile: Annotated[bool, typer.Option("--compile", help="Run the network through torch.compile.")] = False
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
+
+    def diffusion(self) -> dict:
+        """The diffusion part of config.json, checked."""
+        from diffkit.core.diffusion import PREDICTIONS, VARIANCES
+        from diffkit.core.schedule import make_schedule
+        from diffkit.errors import choose
+
+        variance = "fixed_small" if self.variance == "fixed" else self.variance
+        choose("prediction", self.prediction, PREDICTIONS)
+        choose("variance", variance, VARIANCES)
+        make_schedule(self.schedule, self.timesteps)  # fails early on a bad name or T
+        return {"schedule": self.schedule, "timesteps": self.timesteps, "prediction": self.prediction,
+                "variance": variance}
+
+    def settings(self, **extra):
+        from diffkit.core.diffusion import WEIGHTINGS
+        from diffkit.core.trainer import TrainSettings
+        from diffkit.errors import choose
+
+        choose("loss weighting", self.weighting, WEIGHTINGS)
+        if self.batch_size < 1:
+            raise DiffkitError(f"--batch-size must be at least 1, got {self.batch_size}")
+        return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
+                             grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
+                             seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
+                             preview_every=self.preview_every, compile=self.compile, **extra)
+
+
+def with_defaults(group, **defaults):
+    """The option group with other defaults, for a modality whose sensible settings differ."""
+    fields = [(f.name, f.type, dataclasses.field(default=defaults.get(f.name, f.default)))
+              for f in dataclasses.fields(group)]
+    return dataclasses.make_dataclass(group.__name__, fields, bases=(group,), frozen=True)
+
+
 def _parameters(group) -> list:
     return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
             for f in dataclasses.fields(group)]
@@ -95,6 +152,9 @@ def run(action, debug: bool):
             raise
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise typer.Exit(130)

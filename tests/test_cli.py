@@ -3,21 +3,12 @@
 import csv
 import io
 import json
-import subprocess
-import sys
 import time
 
 import pytest
+from cli import run
 
-DIFFKIT = [sys.executable, "-m", "diffkit"]
 VERBS = ["train", "sample", "inpaint", "style", "eval"]
-
-
-def run(*args, stdin=None, check=True):
-    result = subprocess.run([*DIFFKIT, *map(str, args)], input=stdin, capture_output=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr.decode()
-    return result
 
 
 def rows(data: bytes):
@@ -31,7 +22,8 @@ def trained(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("args", [[], *[[verb] for verb in VERBS], *[[verb, "points"] for verb in VERBS], ["info"]])
+@pytest.mark.parametrize("args", [[], *[[verb] for verb in VERBS], *[[verb, m] for verb in VERBS for m in ("points", "image")],
+                                  ["info"]])
 def test_help_of_every_verb(args):
     result = run(*args, "--help")
     assert b"Usage" in result.stdout
@@ -46,7 +38,7 @@ def test_help_starts_fast():
 def test_train_writes_a_complete_run(trained):
     assert {"config.json", "model.safetensors", "metrics.jsonl"} <= {p.name for p in trained.iterdir()}
     config = json.loads((trained / "config.json").read_text())
-    assert config["modality"] == "points" and config["timesteps"] == 100
+    assert config["modality"] == "points" and config["diffusion"]["timesteps"] == 100
     assert not [p for p in trained.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -1,7 +1,9 @@
-"""Run directories: config.json (everything needed to rebuild the model) + model.safetensors.
+"""Run directories: config.json (everything needed to rebuild the model), model.safetensors (the EMA
+weights used for sampling) and state/trainer.safetensors (everything needed to resume training).
 
 Weights are only ever read through safetensors, never unpickled, so a run directory from a stranger
-cannot execute code.
+cannot execute code. Every file is written atomically (temp file + rename), so a crash mid-write leaves
+the previous version whole.
 """
 
 from __future__ import annotations
@@ -10,25 +12,57 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from diffkit.errors import DiffkitError
 from diffkit.io import atomic_write
 
 FORMAT_VERSION = 1
-CONFIG, WEIGHTS = "config.json", "model.safetensors"
+CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "state/trainer.safetensors"
+
+
+def write_config(run: str | Path, config: dict) -> None:
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run / CONFIG, "w") as f:
+        json.dump({"format_version": FORMAT_VERSION, **config}, f, indent=2)
+
+
+def _cpu(tensors: dict) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def write_weights(run: str | Path, model: torch.nn.Module) -> None:
+    with atomic_write(Path(run) / WEIGHTS) as f:
+        f.write(save(_cpu(model.state_dict())))
+
+
+def write_state(run: str | Path, tensors: dict, meta: dict) -> None:
+    """One file for all trainer state, so that it can never be half old and half new."""
+    path = Path(run) / STATE
+    path.parent.mkdir(exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(save(_cpu(tensors), metadata={"trainer": json.dumps(meta)}))
+
+
+def read_state(run: str | Path) -> tuple[dict, dict]:
+    path = Path(run) / STATE
+    try:
+        with safe_open(path, "pt") as f:
+            meta = json.loads(f.metadata()["trainer"])
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except FileNotFoundError:
+        raise DiffkitError(f"{run}: nothing to resume (no {STATE})") from None
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise DiffkitError(f"{path}: not a diffkit trainer state ({e})") from None
 
 
 def save_run(run: str | Path, config: dict, model: torch.nn.Module) -> None:
-    """Write weights then config, each atomically; config last, so a run with a config is complete."""
-    run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_write(run / WEIGHTS) as f:
-        f.write(save(state))
-    with atomic_write(run / CONFIG, "w") as f:
-        json.dump({"format_version": FORMAT_VERSION, **config}, f, indent=2)
+    """Weights then config, so that a run with a config is complete."""
+    Path(run).mkdir(parents=True, exist_ok=True)
+    write_weights(run, model)
+    write_config(run, config)
 
 
 def load_config(run: str | Path) -> dict:

@@ -124,6 +124,7 @@ class Grid(NamedTuple):
 
 
 SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr")
+LOG_SIGMA_MAX = math.log(160.0)
 
 
 def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: int | None = None) -> list[int]:
@@ -158,6 +159,10 @@ def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacin
     ramp = torch.linspace(1, 0, steps, dtype=torch.float64)
     # A zero-terminal-SNR start has σ = ∞: space from the level below it and start there anyway.
     lo, hi = log_sigmas[0], log_sigmas[-1] if ab[-1] > 0 else log_sigmas[-2]
+    # Past σ ≈ 160 (the linear schedule's σ at T = 1000) x_t is noise to within 1% of the data's scale.
+    # Cosine's clipped tail shoots to σ ~ 10^4 in its last few timesteps; spacing up there would spend
+    # 8 of 20 steps on t = 999..992. The first step still starts at t_start.
+    hi = torch.clamp(hi, max=LOG_SIGMA_MAX)
     if spacing == "karras":
         rho = 7.0
         target = rho * torch.log(torch.exp(lo / rho) + ramp * (torch.exp(hi / rho) - torch.exp(lo / rho)))

@@ -1,17 +1,40 @@
-"""The training loop every modality shares: AdamW, warm-up, gradient clipping, EMA of the weights."""
+"""The training loop every modality shares.
+
+AdamW with linear warm-up, gradient clipping and accumulation, an EMA of the weights (what sampling
+uses), bf16 autocast on CUDA, optional torch.compile, checkpoints in the run directory and exact resume.
+
+Exact resume rests on one rule: everything random in step s is drawn from generators seeded by
+(seed, s) — the batch (through `batch_at(step, micro)`, which the modality writes as a pure function),
+the timesteps and noise, and dropout. So the RNG state at a step boundary is the step number itself,
+and a run stopped and resumed on CPU ends with the same weights as one that never stopped.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from diffkit.core.checkpoint import read_state, write_state, write_weights
 from diffkit.core.diffusion import training_losses
 from diffkit.core.schedule import Schedule
+from diffkit.errors import DiffkitError, Interrupted
+
+Batch = tuple[Tensor, dict]            # x0 [B, ...] and the model's keyword arguments (labels, ...)
+BatchAt = Callable[[int, int], Batch]  # (step, micro-batch) -> Batch, a pure function of its arguments
+METRICS = "metrics.jsonl"
+MAX_BAD_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -24,38 +47,203 @@ class TrainSettings:
     ema_decay: float = 0.999
     weighting: str = "uniform"
     seed: int = 0
+    accumulate: int = 1          # micro-batches per optimiser step
+    checkpoint_every: int = 1000
+    preview_every: int = 0       # 0: no previews
+    log_every: int = 10          # metrics.jsonl lines
+    compile: bool = False
+    bits: int | None = None      # data quantised to 2^bits levels (the hybrid loss's decoder term)
+
+    def __post_init__(self):
+        if self.steps < 1 or self.accumulate < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise DiffkitError("--steps, --accumulate, --checkpoint-every and --log-every must be at least 1")
+        if not self.lr > 0 or self.warmup < 0 or self.preview_every < 0:
+            raise DiffkitError("--lr must be positive, --warmup and --preview-every not negative")
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * min(1.0, (step + 1) / max(self.warmup, 1))
+
+
+# Independent random streams of one run, each indexed by a step or a batch position.
+NOISE, DROPOUT, DATA, AUGMENT = 0, 1, 2, 3
+
+
+def derived_seed(seed: int, stream: int, index: int) -> int:
+    return ((seed * 8 + stream) * 2**40 + index) % 2**63
+
+
+def seeded(seed: int, stream: int, index: int, device="cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed(derived_seed(seed, stream, index))
+
+
+@functools.lru_cache(maxsize=2)
+def _permutation(n: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=seeded(seed, DATA, epoch))
+
+
+def shuffled_batch(position: int, n: int, batch_size: int, seed: int) -> Tensor:
+    """Indices of batch number `position` in an endless run of epochs, each a fresh permutation of
+    range(n): a pure function, so the data position of a run is just its batch count."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(position, per_epoch)
+    perm = _permutation(n, seed, epoch)
+    if n < batch_size:
+        return perm[torch.arange(batch_size) % n]
+    return perm[k * batch_size:(k + 1) * batch_size]
 
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, step: int, decay: float) -> None:
     # Ramp the decay up from 0 so that short runs are not dominated by their random initial weights.
     decay = min(decay, (1 + step) / (10 + step))
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
-def train(model: nn.Module, batches: Iterator[Tensor], schedule: Schedule, settings: TrainSettings, *,
+@contextmanager
+def stop_requests():
+    """Turn SIGINT / SIGTERM into a flag the loop checks between steps, so a stop always lands on a step
+    boundary with a checkpoint. Yields a one-element list holding the signal number (or None)."""
+    requested = [None]
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        requested[0] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Owns model, EMA and optimiser; `run` (a folder) receives checkpoints and metrics."""
+
+    def __init__(self, model: nn.Module, schedule: Schedule, settings: TrainSettings, *, prediction: str,
+                 variance: str, run: str | Path | None = None):
+        self.model, self.schedule, self.settings = model, schedule, settings
+        self.prediction, self.variance = prediction, variance
+        self.run = Path(run) if run is not None else None
+        self.device = next(model.parameters()).device
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        self.forward = torch.compile(model) if settings.compile else model
+        self.step = 0
+        self.skipped = 0  # consecutive steps with a non-finite loss
+
+    # ------------------------------------------------------------ state
+    def save(self) -> None:
+        """state/ first, then the EMA weights: a crash in between leaves a resumable run."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+        optim = self.optimizer.state_dict()
+        for index, values in optim["state"].items():
+            tensors |= {f"optim.{index}.{k}": v for k, v in values.items()}
+        meta = {"step": self.step, "param_groups": optim["param_groups"], "settings": asdict(self.settings)}
+        write_state(self.run, tensors, meta)
+        write_weights(self.run, self.ema)
+
+    def restore(self) -> None:
+        tensors, meta = read_state(self.run)
+
+        def part(prefix):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        try:
+            self.model.load_state_dict(part("model."))
+            self.ema.load_state_dict(part("ema."))
+            states: dict[int, dict] = {}
+            for key, value in part("optim.").items():
+                index, name = key.split(".", 1)
+                states.setdefault(int(index), {})[name] = value
+            self.optimizer.load_state_dict({"state": states, "param_groups": meta["param_groups"]})
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise DiffkitError(f"{self.run}: trainer state does not fit the model ({str(e).splitlines()[0]})") from None
+        self.step = int(meta["step"])
+        self._trim_metrics()
+
+    def _trim_metrics(self) -> None:
+        """Drop metric lines past the checkpoint: those steps are about to be trained again."""
+        path = self.run / METRICS
+        if path.exists():
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    # ------------------------------------------------------------ one step
+    def train_step(self, batch_at: BatchAt) -> dict:
+        s = self.settings
+        generator = seeded(s.seed, NOISE, self.step, self.device)
+        torch.manual_seed(derived_seed(s.seed, DROPOUT, self.step))
+        for group in self.optimizer.param_groups:
+            group["lr"] = s.lr_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(s.accumulate):
+            x0, kwargs = batch_at(self.step, micro)
+            x0 = x0.to(self.device, non_blocking=True)
+            kwargs = {k: v.to(self.device, non_blocking=True) for k, v in kwargs.items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                losses = training_losses(self.schedule, self.forward, x0, prediction=self.prediction,
+                                         variance=self.variance, weighting=s.weighting, bits=s.bits,
+                                         generator=generator, model_kwargs=kwargs)
+            loss = losses["loss"].mean() / s.accumulate
+            loss.backward()
+            total += loss.item()
+        record = {"step": self.step + 1, "loss": total, "lr": s.lr_at(self.step)}
+        if not math.isfinite(total):
+            self.skipped += 1
+            if self.skipped >= MAX_BAD_STEPS:
+                raise DiffkitError(f"{self.skipped} steps in a row had a non-finite loss; stopped at step "
+                                   f"{self.step} (the last checkpoint is intact; try a lower --lr)")
+            record["skipped"] = True
+        else:
+            self.skipped = 0
+            record["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip).item()
+            self.optimizer.step()
+            update_ema(self.ema, self.model, self.step, s.ema_decay)
+        self.step += 1
+        return record
+
+    # ------------------------------------------------------------ the loop
+    def fit(self, batch_at: BatchAt, *, on_step: Callable[[dict], None] | None = None,
+            preview: Callable[[nn.Module, int], None] | None = None) -> nn.Module:
+        """Train up to settings.steps, checkpointing and previewing into the run; returns the EMA model."""
+        s = self.settings
+        self.model.train()
+        start, first = time.perf_counter(), self.step
+        metrics = open(self.run / METRICS, "a") if self.run is not None else None
+        try:
+            with stop_requests() as stop:
+                while self.step < s.steps:
+                    if stop[0] is not None:
+                        self._checkpoint()
+                        raise Interrupted(stop[0], f"checkpoint saved at step {self.step}; continue with --resume")
+                    record = self.train_step(batch_at)
+                    record["it_s"] = (self.step - first) / (time.perf_counter() - start)
+                    if metrics is not None and (self.step % s.log_every == 0 or self.step == s.steps):
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
+                    if on_step is not None:
+                        on_step(record)
+                    if self.step % s.checkpoint_every == 0 or self.step == s.steps:
+                        self._checkpoint()
+                    if preview is not None and s.preview_every and self.step % s.preview_every == 0:
+                        preview(self.ema, self.step)
+        finally:
+            if metrics is not None:
+                metrics.close()
+        return self.ema
+
+    def _checkpoint(self) -> None:
+        if self.run is not None:
+            self.save()
+
+
+def train(model: nn.Module, batch_at: BatchAt, schedule: Schedule, settings: TrainSettings, *,
           prediction: str, variance: str, on_step: Callable[[dict], None] | None = None) -> nn.Module:
-    """Train `model` on `batches` for `settings.steps` steps; returns the EMA copy used for sampling."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device).manual_seed(settings.seed)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(settings.warmup, 1)))
-    model.train()
-    start = time.perf_counter()
-    for step in range(settings.steps):
-        x0 = next(batches).to(device)
-        losses = training_losses(schedule, model, x0, prediction=prediction, variance=variance,
-                                 weighting=settings.weighting, generator=generator)
-        loss = losses["loss"].mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        warmup.step()
-        update_ema(ema, model, step, settings.ema_decay)
-        if on_step is not None:
-            on_step({"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm.item(),
-                     "lr": warmup.get_last_lr()[0], "it_s": (step + 1) / (time.perf_counter() - start)})
-    return ema
+    """Train in memory (no run directory); returns the EMA copy used for sampling."""
+    return Trainer(model, schedule, settings, prediction=prediction, variance=variance).fit(batch_at, on_step=on_step)

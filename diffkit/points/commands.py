@@ -3,135 +3,83 @@
 Only typer at import time; torch and the core load inside the commands.
 """
 
-from typing import Annotated, Any, List, NamedTuple, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from diffkit.options import Common, Sampling, with_options
+from diffkit.options import Common, Sampling, Training, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="CSV file, or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV file of points, or - for stdin.")]
 
 
-class Loaded(NamedTuple):
-    """A trained points run, ready to sample: mean and std map standardised units back to the data's."""
-
-    config: Any
-    model: Any
-    schedule: Any
-    mean: Any
-    std: Any
+PointsTraining = with_defaults(Training, steps=3000, batch_size=256, lr=1e-3, schedule="linear",
+                               checkpoint_every=1000)
 
 
-def register(groups) -> None:
-    groups["train"].command("points")(train)
-    groups["sample"].command("points")(sample)
-    groups["inpaint"].command("points")(inpaint)
-    groups["style"].command("points")(style)
-    groups["eval"].command("points")(evaluate)
+def build(config: dict):
+    from diffkit.points.model import PointsConfig, PointsDenoiser
+
+    return PointsDenoiser(PointsConfig(**config["model"]))
 
 
-@with_options(Common)
+@with_options(PointsTraining, Common)
 def train(
-    out: Annotated[str, typer.Option("--out", help="Run directory to create.")],
     data: Annotated[str, typer.Option(help="CSV file, - for stdin, or builtin:ring / builtin:mixture.")] = "builtin:ring",
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 3000,
-    batch_size: Annotated[int, typer.Option(help="Points per step.")] = 256,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    schedule: Annotated[str, typer.Option(help="Noise schedule: linear, cosine, sigmoid or sqrt.")] = "linear",
-    timesteps: Annotated[int, typer.Option(help="Diffusion steps T.")] = 1000,
-    prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0 or v.")] = "eps",
-    variance: Annotated[str, typer.Option(help="fixed_small, fixed_large or learned.")] = "fixed_small",
     hidden: Annotated[int, typer.Option(help="Width of the MLP.")] = 256,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data and noise.")] = 0,
-    *, common: Common,
+    *, training: PointsTraining, common: Common,
 ):
-    """Train an MLP denoiser on points."""
-    import json
-    from pathlib import Path
+    """Train an MLP denoiser on points (standardised per column; sampling maps back)."""
+    from dataclasses import asdict
 
-    import torch
-
-    from diffkit.console import log, progress_bar
-    from diffkit.core import make_schedule
-    from diffkit.core.checkpoint import save_run
-    from diffkit.core.diffusion import PREDICTIONS, VARIANCES
-    from diffkit.core.trainer import TrainSettings, train as train_loop
-    from diffkit.errors import DiffkitError, choose
+    from diffkit.core.trainer import shuffled_batch
     from diffkit.points import data as points_data
-    from diffkit.points.model import PointsConfig, PointsDenoiser
+    from diffkit.points.model import PointsConfig
+    from diffkit.runs import start_run, train_run
 
-    choose("prediction", prediction, PREDICTIONS)
-    choose("variance", variance, VARIANCES)
-    if steps < 1 or batch_size < 1:
-        raise DiffkitError("--steps and --batch-size must be at least 1")
-    sched = make_schedule(schedule, timesteps)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise DiffkitError(f"{out}: exists and is not a folder")
-    points = points_data.load(data, 20_000, seed)
-    mean, std = points.mean(0), points.std(0).clamp(min=1e-6)
-    config = PointsConfig(dim=points.shape[1], hidden=hidden, schedule=schedule, timesteps=timesteps,
-                          prediction=prediction, variance=variance, data=data,
-                          mean=tuple(mean.tolist()), std=tuple(std.tolist()))
-    torch.manual_seed(seed)
-    device = common.torch_device()
-    model = PointsDenoiser(config).to(device)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    log(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {len(points):,} points "
-        f"of dimension {config.dim} ({data}) on {device}", common.quiet)
-    with open(Path(out) / "metrics.jsonl", "w") as metrics, progress_bar("train points", common.quiet) as update:
-        def on_step(record):
-            update(record["step"], steps, loss=record["loss"], it_s=record["it_s"])
-            if record["step"] % 100 == 0 or record["step"] == steps:
-                metrics.write(json.dumps(record) + "\n")
+    def make_config():
+        diffusion = training.diffusion()
+        points = points_data.load(data, 20_000, training.seed)
+        mean, std = points.mean(0), points.std(0).clamp(min=1e-6)
+        dim = points.shape[1]
+        model = PointsConfig(dim=dim, hidden=hidden, out=dim * (2 if diffusion["variance"] == "learned" else 1))
+        spec = {"source": data, "dim": dim, "mean": mean.tolist(), "std": std.tolist()}
+        return {"model": asdict(model), "diffusion": diffusion, "data": spec}, points
 
-        ema = train_loop(model, points_data.batches((points - mean) / std, batch_size, seed), sched,
-                         TrainSettings(steps=steps, lr=lr, seed=seed), prediction=prediction, variance=variance,
-                         on_step=on_step)
-    save_run(out, config.to_json(), ema)
-    if common.json:
-        from diffkit.io import json_line
+    config, points = start_run(training, "points", make_config,
+                               lambda config: points_data.load(config["data"]["source"], 20_000, training.seed))
+    spec = config["data"]
+    standard = (points - torch_tensor(spec["mean"])) / torch_tensor(spec["std"])
 
-        json_line({"run": out, "steps": steps})
-    log(f"saved {out}", common.quiet)
+    def batch_at(step, micro):
+        return standard[shuffled_batch(step * training.accumulate + micro, len(standard), training.batch_size,
+                                       training.seed)], {}
+
+    train_run(config, build, batch_at, training, common)
 
 
-def _load(run: str, common: Common) -> Loaded:
+def torch_tensor(values):
     import torch
 
-    from diffkit.core import make_schedule
-    from diffkit.core.checkpoint import load_config, load_weights
-    from diffkit.errors import DiffkitError
-    from diffkit.points.model import PointsConfig, PointsDenoiser
-
-    raw = load_config(run)
-    if raw["modality"] != "points":
-        raise DiffkitError(f"{run}: a {raw['modality']} run, not a points run")
-    try:
-        config = PointsConfig(**{k: v for k, v in raw.items() if k not in ("modality", "format_version")})
-    except TypeError as e:
-        raise DiffkitError(f"{run}/config.json: {e}") from None
-    device = common.torch_device()
-    model = load_weights(run, PointsDenoiser(config)).to(device).eval()
-    mean, std = torch.tensor(config.mean, device=device), torch.tensor(config.std, device=device)
-    return Loaded(config, model, make_schedule(config.schedule, config.timesteps), mean, std)
+    return torch.tensor(values, dtype=torch.float32)
 
 
-def _generate(run: Loaded, n, sampling: Sampling, common: Common, **edit):
+def _load(path: str, common: Common):
+    from diffkit.runs import load_run
+
+    return load_run(path, "points", build, common)
+
+
+def _generate(run, n, sampling: Sampling, common: Common, **edit):
     """Sample in standardised units and map back; `edit` carries known/mask or start/strength in data units."""
-    from diffkit.console import progress_bar
-    from diffkit.core import sample as core_sample
+    from diffkit.runs import generate
 
-    config, model, sched, mean, std = run
-    options = sampling.kwargs()
+    mean, std = (torch_tensor(run.config["data"][k]).to(run.device) for k in ("mean", "std"))
     for key in ("known", "start"):
         if key in edit:
-            edit[key] = (edit[key].to(mean.device) - mean) / std
-    with progress_bar(f"sample {sampling.sampler}", common.quiet) as update:
-        x = core_sample(model, (n, config.dim), sched, prediction=config.prediction, variance=config.variance,
-                        progress=update, **options, **edit)
-    return x * std + mean
+            edit[key] = (edit[key].to(run.device) - mean) / std
+    return generate(run, (n, len(mean)), sampling, common, **edit) * std + mean
 
 
 def _write(points, output: str, common: Common) -> None:
@@ -176,7 +124,7 @@ def style(run: Model, input: Input,
           output: Output = "-", *, common: Common, sampling: Sampling):
     """Pull each input point toward the model's distribution by partial noising (SDEdit)."""
     loaded = _load(run, common)
-    start = _read_points(input, loaded.config.dim)
+    start = _read_points(input, loaded.config["data"]["dim"])
     _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), output, common)
 
 
@@ -192,7 +140,7 @@ def inpaint(run: Model, input: Input,
     from diffkit.errors import DiffkitError
 
     loaded = _load(run, common)
-    dim = loaded.config.dim
+    dim = loaded.config["data"]["dim"]
     known = _read_points(input, dim)
     try:
         columns = sorted({int(c) for c in keep.split(",")})
@@ -226,19 +174,22 @@ def evaluate(run: Model,
     from diffkit.points import data as points_data
     from diffkit.points.plot import bounds_of, scatter_png
 
-    config, model, sched, mean, std = _load(run, common)
-    source = data or config.data
+    loaded = _load(run, common)
+    spec, diffusion = loaded.config["data"], loaded.config["diffusion"]
+    mean, std = (torch_tensor(spec[k]).to(loaded.device) for k in ("mean", "std"))
+    source = data or spec["source"]
     if not source.startswith("builtin:") and data is None:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out points with --data")
-    held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], config.dim, source)
-    bound = variational_bound(sched, model, (held_out.to(mean.device) - mean) / std, prediction=config.prediction,
-                              variance=config.variance, generator=torch.Generator().manual_seed(0))
+    held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], spec["dim"], source)
+    bound = variational_bound(loaded.schedule, loaded.model, (held_out.to(loaded.device) - mean) / std,
+                              prediction=diffusion["prediction"], variance=diffusion["variance"],
+                              generator=torch.Generator().manual_seed(0))
     # Standardising divided by std; the density in data units pays back log std per dimension.
     bits = bound.total.mean().item() + std.log().mean().item() / math.log(2)
     results = [{"metric": "nll_bits_per_dim", "value": bits, "data": source, "n": len(held_out)}]
     panels = [(f"data ({source})", held_out)]
     for path in samples or []:
-        generated = _read_points(path, config.dim)
+        generated = _read_points(path, spec["dim"])
         results.append({"metric": "sliced_w2", "value": sliced_wasserstein(generated, held_out), "samples": path})
         panels.append((path.rsplit("/", 1)[-1], generated))
     for record in results:
@@ -252,11 +203,10 @@ def evaluate(run: Model,
 
 
 def describe(run: str, config: dict) -> dict:
-    from diffkit.core.checkpoint import load_weights
-    from diffkit.points.model import PointsConfig, PointsDenoiser
+    """`diffkit info` for a points run."""
+    from diffkit.runs import summary
 
-    fields = {k: v for k, v in config.items() if k not in ("modality", "format_version")}
-    model = load_weights(run, PointsDenoiser(PointsConfig(**fields)))
-    keep = ("dim", "hidden", "blocks", "schedule", "timesteps", "prediction", "variance", "data")
-    return {"modality": "points", "parameters": sum(p.numel() for p in model.parameters()),
-            **{k: config[k] for k in keep}}
+    return summary(run, config, build, dim=config["data"]["dim"], hidden=config["model"]["hidden"])
+
+
+COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}

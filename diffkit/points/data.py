@@ -60,12 +60,3 @@ def load(source: str, n: int, seed: int) -> torch.Tensor:
     if source.startswith("builtin:"):
         return builtin(source.split(":", 1)[1]).sample(n, torch.Generator().manual_seed(seed))[0].float()
     return read_csv(source)
-
-
-def batches(data: torch.Tensor, batch_size: int, seed: int):
-    """Endless shuffled mini-batches, deterministic from the seed."""
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        for idx in torch.randperm(len(data), generator=g).split(batch_size):
-            if len(idx) == batch_size or len(data) < batch_size:
-                yield data[idx]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
@@ -14,17 +14,7 @@ class PointsConfig:
     dim: int = 2
     hidden: int = 256
     blocks: int = 3
-    schedule: str = "linear"
-    timesteps: int = 1000
-    prediction: str = "eps"
-    variance: str = "fixed_small"
-    data: str = "builtin:ring"
-    # Data are standardised per column for training; sampling maps back.
-    mean: tuple = ()
-    std: tuple = ()
-
-    def to_json(self) -> dict:
-        return {"modality": "points", **asdict(self)}
+    out: int = 2  # dim, or 2·dim when the variance is learned
 
 
 class Block(nn.Module):
@@ -40,11 +30,10 @@ class Block(nn.Module):
 class PointsDenoiser(nn.Module):
     def __init__(self, config: PointsConfig):
         super().__init__()
-        out = config.dim * (2 if config.variance == "learned" else 1)
         self.inp = nn.Linear(config.dim, config.hidden)
         self.time = TimeMLP(64, config.hidden)
         self.blocks = nn.ModuleList(Block(config.hidden) for _ in range(config.blocks))
-        self.out = nn.Sequential(nn.LayerNorm(config.hidden), nn.Linear(config.hidden, out))
+        self.out = nn.Sequential(nn.LayerNorm(config.hidden), nn.Linear(config.hidden, config.out))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         h, cond = self.inp(x), self.time(t)

@@ -1,0 +1,382 @@
+"""`diffkit train|sample|inpaint|style|eval image`: the image modality's commands.
+
+Only typer at import time; torch, Pillow and the core load inside the commands.
+"""
+
+from typing import Annotated, Optional
+
+import typer
+
+from diffkit.options import Common, Sampling, Training, with_options
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, or - for stdout.")]
+Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
+Label = Annotated[Optional[int], typer.Option("--class", help="Class index for a class-conditional model.")]
+Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none; 0: unconditional).")]
+
+PREVIEW_COUNT = 16
+
+
+def build(config: dict):
+    from diffkit.core.nn import UNet, UNetConfig
+
+    return UNet(UNetConfig(**config["model"]))
+
+
+def _attention_levels(resolutions: str, size: tuple[int, int], levels: int, factor: int) -> tuple:
+    from diffkit.errors import DiffkitError
+
+    try:
+        wanted = {int(r) for r in resolutions.split(",") if r.strip()}
+    except ValueError:
+        raise DiffkitError(f"--attention: expected resolutions like 16 or 16,8, got {resolutions!r}") from None
+    return tuple(level for level in range(levels) if min(size) // factor**level in wanted)
+
+
+@with_options(Training, Common)
+def train(
+    data: Annotated[str, typer.Option(help="Image folder (sub-folders = classes), or builtin:shapes / builtin:digits.")] = "builtin:shapes",
+    image_size: Annotated[str, typer.Option(help="H or HxW; a multiple of the U-Net's down-sampling.")] = "32",
+    channels: Annotated[Optional[int], typer.Option(help="1 (grey), 3 (RGB) or 4 (RGBA); default: the data's.")] = None,
+    crop: Annotated[str, typer.Option(help="center or random crops after resizing.")] = "center",
+    flip: Annotated[bool, typer.Option("--flip", help="Random left-right flips.")] = False,
+    class_cond: Annotated[bool, typer.Option("--class-cond", help="Condition on class labels (enables --guidance).")] = False,
+    label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
+    width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 64,
+    mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,2",
+    blocks: Annotated[int, typer.Option(help="Residual blocks per level.")] = 2,
+    attention: Annotated[str, typer.Option(help="Resolutions with self-attention, comma-separated.")] = "16",
+    dropout: Annotated[float, typer.Option(help="Dropout in the residual blocks.")] = 0.0,
+    *, training: Training, common: Common,
+):
+    """Train a U-Net on images; writes config.json, model.safetensors, state/, metrics.jsonl, previews/."""
+    from pathlib import Path
+
+    import torch
+
+    from diffkit.core.nn import UNetConfig, drop_labels
+    from diffkit.core.trainer import AUGMENT, seeded, shuffled_batch
+    from diffkit.errors import DiffkitError
+    from diffkit.image import codec
+    from diffkit.image.data import open_data, parse_size
+    from diffkit.runs import load_run, start_run, train_run
+
+    def make_config():
+        size = parse_size(image_size)
+        try:
+            levels = [int(m) for m in mults.split(",")]
+        except ValueError:
+            raise DiffkitError(f"--mults: expected integers like 1,2,2, got {mults!r}") from None
+        if not 0 <= label_dropout < 1:
+            raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
+        multiple = 2 ** (len(levels) - 1)
+        if any(s % multiple for s in size):
+            raise DiffkitError(f"--image-size {image_size}: each side must be a multiple of {multiple} "
+                               f"for {len(levels)} levels")
+        diffusion = training.diffusion()
+        dataset = open_data(data, size, channels, seed=training.seed, crop=crop, flip=flip, class_cond=class_cond)
+        out_channels = dataset.channels * (2 if diffusion["variance"] == "learned" else 1)
+        model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=width,
+                           mults=tuple(levels), blocks=blocks, attention=_attention_levels(attention, size, len(levels), 2),
+                           dropout=dropout, classes=len(dataset.classes) if class_cond else 0)
+        return {"model": model.to_json(), "diffusion": diffusion,
+                "data": {"source": data, "image_size": list(size), "channels": dataset.channels,
+                         "classes": dataset.classes if class_cond else [], "crop": crop, "flip": flip,
+                         "label_dropout": label_dropout if class_cond else 0.0}}, dataset
+
+    def reopen(config: dict):
+        spec = config["data"]
+        return open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=training.seed,
+                         crop=spec["crop"], flip=spec["flip"], class_cond=bool(spec["classes"]))
+
+    config, dataset = start_run(training, "image", make_config, reopen)
+    spec = config["data"]
+    classes = len(spec["classes"])
+    finite = len(dataset) < 2**40
+
+    def batch_at(step: int, micro: int):
+        position = step * training.accumulate + micro
+        generator = seeded(training.seed, AUGMENT, position)
+        if finite:
+            indices = shuffled_batch(position, len(dataset), training.batch_size, training.seed)
+        else:
+            indices = torch.arange(position * training.batch_size, (position + 1) * training.batch_size)
+        images, labels = dataset.batch(indices, generator)
+        if not classes:
+            return codec.to_model(images), {}
+        return codec.to_model(images), {"y": drop_labels(labels, spec["label_dropout"], classes, generator)}
+
+    previews = Path(training.out) / "previews"
+
+    def preview(ema, step):
+        from diffkit.io import write_output
+        from diffkit.runs import Run, schedule_of
+
+        run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
+        labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
+        images = _images(run, PREVIEW_COUNT, Sampling(), Common(quiet=True), labels=labels)
+        previews.mkdir(exist_ok=True)
+        write_output(str(previews / f"step-{step:07d}.png"), codec.png(codec.grid(images)))
+
+    train_run(config, build, batch_at, training, common, preview=preview, bits=8)
+
+
+def _load(path: str, common: Common):
+    from diffkit.runs import load_run
+
+    return load_run(path, "image", build, common)
+
+
+def _images(run, n: int, sampling: Sampling, common: Common, *, labels=None, guidance: float = 1.0, **edit):
+    """n images from a run as uint8 [n, C, H, W]; `edit` (known/mask or start/strength) in uint8 too."""
+    import dataclasses
+
+    import torch
+
+    from diffkit.image import codec
+    from diffkit.runs import generate
+
+    spec, classes = run.config["data"], len(run.config["data"]["classes"])
+    cond = uncond = None
+    if labels is not None:
+        cond = {"y": labels.to(run.device)}
+        uncond = {"y": torch.full_like(cond["y"], classes)}
+    for key in ("known", "start"):
+        if key in edit:
+            edit[key] = codec.to_model(edit[key]).to(run.device)
+    if sampling.clip is None:  # pixel data live in [-1, 1]
+        sampling = dataclasses.replace(sampling, clip=1.0)
+    shape = (n, spec["channels"], *spec["image_size"])
+    x = generate(run, shape, sampling, common, cond=cond, uncond=uncond, guidance=guidance, **edit)
+    return codec.to_uint8(x)
+
+
+def _labels(run, label: int | None, n: int, guidance: float):
+    import torch
+
+    from diffkit.errors import DiffkitError
+
+    classes = run.config["data"]["classes"]
+    if label is None:
+        if guidance != 1 and not classes:
+            raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
+        return None
+    if not classes:
+        raise DiffkitError(f"{run.path} is not class-conditional; --class does not apply")
+    if not 0 <= label < len(classes):
+        raise DiffkitError(f"--class must be in 0..{len(classes) - 1} ({', '.join(classes)}), got {label}")
+    return torch.full((n,), label, dtype=torch.long)
+
+
+def _write_single(image, output: str, common: Common, **record) -> None:
+    """One PNG to a file or stdout (refusing a terminal)."""
+    import sys
+
+    from diffkit.errors import DiffkitError
+    from diffkit.image import codec
+    from diffkit.io import json_line, write_output
+
+    if output == "-" and sys.stdout.isatty():
+        raise DiffkitError("refusing to write a PNG to the terminal; use -o FILE or a pipe")
+    write_output(output, codec.png(image))
+    if common.json and output != "-":
+        json_line({"path": output, **record})
+
+
+@with_options(Common, Sampling)
+def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many images.")] = 16,
+           label: Label = None, guidance: Guidance = 1.0,
+           output: Annotated[str, typer.Option("--output", "-o", help="A folder (one PNG each, paths on stdout), a .png grid, or - (a PNG grid on stdout).")] = "-",
+           *, common: Common, sampling: Sampling):
+    """Draw new images; the same seed gives the same images."""
+    from pathlib import Path
+
+    from diffkit.errors import DiffkitError
+    from diffkit.image import codec
+    from diffkit.io import json_line, write_new
+
+    if n < 1:
+        raise DiffkitError(f"-n must be at least 1, got {n}")
+    if output == "-" or output.lower().endswith(".png"):
+        if output != "-" and not Path(output).parent.is_dir():
+            raise DiffkitError(f"{output}: folder {Path(output).parent} does not exist")
+        loaded = _load(run, common)
+        images = _images(loaded, n, sampling, common, labels=_labels(loaded, label, n, guidance), guidance=guidance)
+        _write_single(codec.grid(images), output, common, n=n, seed=sampling.seed)
+        return
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise DiffkitError(f"{output}: exists and is not a folder (a grid file must end in .png)")
+    loaded = _load(run, common)
+    images = _images(loaded, n, sampling, common, labels=_labels(loaded, label, n, guidance), guidance=guidance)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        path = write_new(folder, f"seed{sampling.seed}-{i:04d}", ".png", codec.png(image))
+        if common.json:
+            json_line({"path": str(path), "seed": sampling.seed, "index": i, "class": label})
+        else:
+            print(path, flush=True)
+
+
+def _read_mask(mask: str, size: tuple[int, int], resize_mask: bool):
+    """The user's mask as bool [H, W], True = regenerate: a grey image (white = regenerate) or box:x,y,w,h."""
+    import torch
+
+    from diffkit.errors import DiffkitError
+    from diffkit.image import codec
+
+    h, w = size
+    if mask.startswith("box:"):
+        try:
+            x, y, bw, bh = (int(v) for v in mask[4:].split(","))
+        except ValueError:
+            raise DiffkitError(f"--mask {mask!r}: expected box:x,y,w,h in pixels") from None
+        if bw < 1 or bh < 1 or x < 0 or y < 0 or x + bw > w or y + bh > h:
+            raise DiffkitError(f"--mask {mask!r}: the box must lie inside the {w}x{h} input")
+        regenerate = torch.zeros(h, w, dtype=torch.bool)
+        regenerate[y:y + bh, x:x + bw] = True
+        return regenerate
+    grey = codec.read_image(mask, 1)
+    if tuple(grey.shape[1:]) != (h, w):
+        if not resize_mask:
+            raise DiffkitError(f"{mask}: mask is {grey.shape[2]}x{grey.shape[1]}, the input {w}x{h} "
+                               "(pass --resize-mask to scale it)")
+        grey = codec.resize(grey, size, nearest=True)
+    return grey[0] >= 128
+
+
+@with_options(Common, Sampling)
+def inpaint(run: Model, input: Input,
+            mask: Annotated[str, typer.Option(help="Grey image of the input's size, white = regenerate, black = keep; or box:x,y,w,h.")],
+            resize_mask: Annotated[bool, typer.Option("--resize-mask", help="Scale a mask of another size to the input's.")] = False,
+            jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
+            resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 10,
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            *, common: Common, sampling: Sampling):
+    """Regenerate the white part of the mask; every black-mask pixel keeps the input's value exactly."""
+    import torch
+
+    from diffkit.image import codec
+
+    loaded = _load(run, common)
+    spec = loaded.config["data"]
+    size = tuple(spec["image_size"])
+    image = codec.read_image(input, spec["channels"])
+    regenerate = _read_mask(mask, tuple(image.shape[1:]), resize_mask)
+    # Model size: shrink the mask so a pixel is regenerated where any of its area is.
+    small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
+    keep = (~small).float()[None, None]
+    result = _images(loaded, 1, sampling, common, labels=_labels(loaded, label, 1, guidance), guidance=guidance,
+                     known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample)[0]
+    result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
+    _write_single(result, output, common, input=input)
+
+
+@with_options(Common, Sampling)
+def style(run: Model, input: Input,
+          strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.6,
+          label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+          *, common: Common, sampling: Sampling):
+    """Partially noise the input and denoise it with the model (SDEdit): its content in the model's style."""
+    from diffkit.errors import DiffkitError
+    from diffkit.image import codec
+
+    if not 0 <= strength <= 1:
+        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    loaded = _load(run, common)
+    spec = loaded.config["data"]
+    image = codec.read_image(input, spec["channels"])
+    if strength == 0:  # exactly the input, at its own size
+        _write_single(image, output, common, input=input)
+        return
+    result = _images(loaded, 1, sampling, common, labels=_labels(loaded, label, 1, guidance), guidance=guidance,
+                     start=codec.resize(image, tuple(spec["image_size"]))[None], strength=strength)[0]
+    _write_single(codec.resize(result, tuple(image.shape[1:])), output, common, input=input)
+
+
+@with_options(Common, Sampling)
+def evaluate(run: Model,
+             data: Annotated[Optional[str], typer.Option(help="Held-out image folder; default: fresh images of the built-in set.")] = None,
+             n: Annotated[int, typer.Option("-n", help="Held-out images for the bound.")] = 64,
+             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 100,
+             samples: Annotated[int, typer.Option(help="Generated images for KID against as many held-out ones (0: skip).")] = 100,
+             reference: Annotated[bool, typer.Option("--reference", help="Also score uniform noise, the far end of the KID scale.")] = False,
+             batch_size: Annotated[int, typer.Option(help="Images per network call.")] = 64,
+             *, common: Common, sampling: Sampling):
+    """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples."""
+    import torch
+
+    from diffkit.console import log, progress_bar
+    from diffkit.core import variational_bound
+    from diffkit.errors import DiffkitError
+    from diffkit.image import codec
+    from diffkit.image.data import open_data
+    from diffkit.io import json_line
+
+    loaded = _load(run, common)
+    spec, diffusion = loaded.config["data"], loaded.config["diffusion"]
+    source = data or spec["source"]
+    if data is None and not source.startswith("builtin:"):
+        raise DiffkitError(f"{run} was trained on {source}; pass held-out images with --data")
+    if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
+        raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
+    # Built-in sets: images from another seed than training's, so none of them was seen.
+    held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9)
+    count = min(max(n, samples), len(held_out))
+    images, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
+    conditional = bool(spec["classes"]) and data is None
+    results = []
+
+    def report(record):
+        results.append(record)
+        if common.json:
+            json_line(record)
+        else:
+            print(f"{record['metric']:>18}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
+
+    totals, generator, bound_count = [], torch.Generator().manual_seed(0), min(n, count)
+    with progress_bar("bound", common.quiet) as update:
+        for start in range(0, bound_count, batch_size):
+            index = torch.arange(start, min(start + batch_size, bound_count))
+            kwargs = {"y": labels[index].to(loaded.device)} if conditional else {}
+            bound = variational_bound(loaded.schedule, loaded.model, codec.to_model(images[index]).to(loaded.device),
+                                      prediction=diffusion["prediction"], variance=diffusion["variance"], bits=8,
+                                      model_kwargs=kwargs, generator=generator, strata=strata)
+            totals.append(bound.total.cpu())
+            update(int(index[-1]) + 1, bound_count)
+    values = torch.cat(totals)
+    report({"metric": "nll_bits_per_dim", "value": values.mean().item(),
+            "stderr": (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0,
+            "of": f"{bound_count} images of {source}, {min(strata, loaded.schedule.T - 1)} strata"})
+    if samples == 0:
+        return
+    try:
+        from diffkit.metrics.image import feature_network, features, kernel_distance
+
+        network = feature_network()
+    except DiffkitError as e:
+        log(f"KID skipped: {e}", common.quiet)
+        return
+    real = features(images[:samples], network)
+    # A class-conditional model is scored on the held-out labels, unguided: the data's own distribution.
+    generated = _images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None)
+    sets = [(f"{sampling.sampler}-{sampling.steps}", generated)]
+    if reference:
+        noise = torch.randint(0, 256, generated.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        sets.append(("uniform noise", noise))
+    for name, fake in sets:
+        kid, spread = kernel_distance(real, features(fake, network))
+        report({"metric": "kid", "value": kid, "stderr": spread, "of": f"{name} vs {len(real)} held-out images"})
+
+
+def describe(run: str, config: dict) -> dict:
+    """`diffkit info` for an image run."""
+    from diffkit.runs import summary
+
+    spec = config["data"]
+    return summary(run, config, build, image_size="x".join(map(str, spec["image_size"])),
+                   channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
+
+
+COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}
