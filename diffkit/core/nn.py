@@ -125,16 +125,18 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = max(1, channels // head_channels)
         self.norm = group_norm(channels)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.out = zero(nn.Conv1d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         b, c, *spatial = x.shape
-        h = self.qkv(self.norm(x).reshape(b, c, -1))                       # [B, 3C, N]
-        q, k, v = h.reshape(b, 3, self.heads, c // self.heads, -1).transpose(-1, -2).unbind(1)
-        h = F.scaled_dot_product_attention(q, k, v)                         # [B, heads, N, d]
-        h = h.transpose(-1, -2).reshape(b, c, -1)
-        return x + self.out(h).reshape(b, c, *spatial)
+        h = self.qkv(self.norm(x).reshape(b, c, -1).transpose(1, 2))          # [B, N, 3C]
+        # [3, B, heads, N, d] with unit stride in d: the fused CPU and GPU kernels need it (the
+        # strided layout falls back to the unfused path, ~1.5x slower here).
+        q, k, v = h.reshape(b, -1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(q, k, v)                             # [B, heads, N, d]
+        h = self.out(h.transpose(1, 2).reshape(b, -1, c))                       # [B, N, C]
+        return x + h.transpose(1, 2).reshape(b, c, *spatial)
 
 
 class Downsample(nn.Module):
