@@ -22,9 +22,9 @@ install: $(VENV)/.installed
 demo: install
 	rm -rf $(DEMO)
 	$(DIFFKIT) train image --data builtin:shapes --out $(DEMO) --image-size 32 --class-cond --prediction v \
-		--width 32 --mults 1,2,2 --blocks 1 --attention 16 --batch-size 16 --lr 1e-3 --ema-decay 0.995 \
-		--steps 900 --checkpoint-every 300 --preview-every 300
-	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 --class 0 -o $(DEMO)/circles.png
+		--width 32 --mults 1,2,2 --blocks 1 --attention 16 --batch-size 16 --lr 2e-3 --weighting min_snr \
+		--lr-decay cosine --ema-decay 0.995 --steps 900 --checkpoint-every 300 --preview-every 300
+	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 --class 0 --guidance 2 -o $(DEMO)/circles.png
 	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 -o $(DEMO)/samples.png
 	$(DIFFKIT) sample image -m $(DEMO) -n 1 --seed 7 -q -o $(DEMO)/one.png
 	$(DIFFKIT) inpaint image -m $(DEMO) -i $(DEMO)/one.png --mask box:8,8,16,16 -o $(DEMO)/inpainted.png

@@ -60,7 +60,7 @@ def digits() -> Path:
 
 def load(folder: Path) -> torch.Tensor:
     files = sorted(folder.rglob("*.png"))
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(f))).unsqueeze(0) for f in files])
+    return torch.stack([torch.from_numpy(np.array(Image.open(f))).unsqueeze(0) for f in files])
 
 
 def train_diffkit(root: Path, out: Path, minutes: float, env: dict) -> int:

@@ -67,6 +67,7 @@ class Training:
     accumulate: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 2e-4
     warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100
+    lr_decay: Annotated[str, typer.Option(help="After warm-up: constant, or cosine down to 0 at --steps.")] = "constant"
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the sampling weights.")] = 0.999
@@ -101,8 +102,8 @@ class Training:
         choose("loss weighting", self.weighting, WEIGHTINGS)
         if self.batch_size < 1:
             raise DiffkitError(f"--batch-size must be at least 1, got {self.batch_size}")
-        return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
-                             grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
+        return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
+                             weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
                              preview_every=self.preview_every, compile=self.compile, **extra)
 

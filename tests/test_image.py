@@ -298,3 +298,15 @@ def test_stratified_bound_is_unbiased(gen):
     full = bound()
     estimates = torch.stack([bound(strata=10) for _ in range(30)])
     assert abs(estimates.mean() - full) < 4 * estimates.std() / 30**0.5 + 1e-3
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from diffkit.core.trainer import TrainSettings
+    from diffkit.errors import DiffkitError
+
+    cosine = TrainSettings(steps=1000, warmup=100, decay="cosine", lr=1.0)
+    assert [round(cosine.lr_at(s), 6) for s in (0, 99, 100, 550)] == [0.01, 1.0, 1.0, 0.5]
+    assert 0 < cosine.lr_at(999) < 1e-5  # the last step's update is nearly, not exactly, zero
+    assert TrainSettings(steps=1000, warmup=100, lr=1.0).lr_at(999) == 1.0
+    with pytest.raises(DiffkitError, match="lr-decay"):
+        TrainSettings(decay="linear")

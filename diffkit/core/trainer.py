@@ -42,6 +42,7 @@ class TrainSettings:
     steps: int = 2000
     lr: float = 1e-3
     warmup: int = 100
+    decay: str = "constant"      # after warm-up: constant, or cosine down to 0 at `steps`
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -57,11 +58,18 @@ class TrainSettings:
     def __post_init__(self):
         if self.steps < 1 or self.accumulate < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise DiffkitError("--steps, --accumulate, --checkpoint-every and --log-every must be at least 1")
+        if self.decay not in ("constant", "cosine"):
+            raise DiffkitError(f"--lr-decay must be constant or cosine, got {self.decay!r}")
         if not self.lr > 0 or self.warmup < 0 or self.preview_every < 0:
             raise DiffkitError("--lr must be positive, --warmup and --preview-every not negative")
 
     def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / max(self.warmup, 1))
+        """A pure function of the step, so resuming needs no scheduler state. Cosine decay follows the
+        total `steps`: resuming with a larger total stretches the rest of the curve."""
+        lr = self.lr * min(1.0, (step + 1) / max(self.warmup, 1))
+        if self.decay == "cosine" and step >= self.warmup:
+            lr *= 0.5 * (1 + math.cos(math.pi * (step - self.warmup) / max(self.steps - self.warmup, 1)))
+        return lr
 
 
 # Independent random streams of one run, each indexed by a step or a batch position.
