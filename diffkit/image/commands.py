@@ -198,21 +198,20 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    if output == "-" or output.lower().endswith(".png"):
-        if output != "-" and not Path(output).parent.is_dir():
-            raise DiffkitError(f"{output}: folder {Path(output).parent} does not exist")
-        loaded = _load(run, common)
-        images = _images(loaded, n, sampling, common, labels=_labels(loaded, label, n, guidance), guidance=guidance)
-        _write_single(codec.grid(images), output, common, n=n, seed=sampling.seed)
-        return
-    folder = Path(output)
-    if folder.exists() and not folder.is_dir():
+    # Check the destination before the (long) sampling, so a mistake costs nothing.
+    grid = output == "-" or output.lower().endswith(".png")
+    if grid and output != "-" and not Path(output).parent.is_dir():
+        raise DiffkitError(f"{output}: folder {Path(output).parent} does not exist")
+    if not grid and Path(output).exists() and not Path(output).is_dir():
         raise DiffkitError(f"{output}: exists and is not a folder (a grid file must end in .png)")
     loaded = _load(run, common)
     images = _images(loaded, n, sampling, common, labels=_labels(loaded, label, n, guidance), guidance=guidance)
-    folder.mkdir(parents=True, exist_ok=True)
+    if grid:
+        _write_single(codec.grid(images), output, common, n=n, seed=sampling.seed)
+        return
+    Path(output).mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
-        path = write_new(folder, f"seed{sampling.seed}-{i:04d}", ".png", codec.png(image))
+        path = write_new(Path(output), f"seed{sampling.seed}-{i:04d}", ".png", codec.png(image))
         if common.json:
             json_line({"path": str(path), "seed": sampling.seed, "index": i, "class": label})
         else:
