@@ -58,13 +58,6 @@ def read_state(run: str | Path) -> tuple[dict, dict]:
         raise DiffkitError(f"{path}: not a diffkit trainer state ({e})") from None
 
 
-def save_run(run: str | Path, config: dict, model: torch.nn.Module) -> None:
-    """Weights then config, so that a run with a config is complete."""
-    Path(run).mkdir(parents=True, exist_ok=True)
-    write_weights(run, model)
-    write_config(run, config)
-
-
 def load_config(run: str | Path) -> dict:
     path = Path(run) / CONFIG
     if not Path(run).is_dir():

@@ -128,7 +128,8 @@ def stop_requests():
 
 
 class Trainer:
-    """Owns model, EMA and optimiser; `run` (a folder) receives checkpoints and metrics."""
+    """Owns model, EMA and optimiser; `run` (a folder) receives checkpoints and metrics. Without a run
+    it trains in memory, for library use."""
 
     def __init__(self, model: nn.Module, schedule: Schedule, settings: TrainSettings, *, prediction: str,
                  variance: str, run: str | Path | None = None):
@@ -250,8 +251,3 @@ class Trainer:
         if self.run is not None:
             self.save()
 
-
-def train(model: nn.Module, batch_at: BatchAt, schedule: Schedule, settings: TrainSettings, *,
-          prediction: str, variance: str, on_step: Callable[[dict], None] | None = None) -> nn.Module:
-    """Train in memory (no run directory); returns the EMA copy used for sampling."""
-    return Trainer(model, schedule, settings, prediction=prediction, variance=variance).fit(batch_at, on_step=on_step)

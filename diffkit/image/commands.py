@@ -60,7 +60,7 @@ def train(
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.image.data import open_data, parse_size
-    from diffkit.runs import load_run, start_run, train_run
+    from diffkit.runs import start_run, train_run
 
     def make_config():
         size = parse_size(image_size)
