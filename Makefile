@@ -23,13 +23,12 @@ demo: install
 	rm -rf $(DEMO)
 	$(DIFFKIT) train image --data builtin:shapes --out $(DEMO) --image-size 32 --class-cond --prediction v \
 		--width 32 --mults 1,2,2 --blocks 1 --attention 16 --batch-size 16 --lr 2e-3 --weighting min_snr \
-		--lr-decay cosine --ema-decay 0.995 --steps 900 --checkpoint-every 300 --preview-every 300
-	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 --class 0 --guidance 2 -o $(DEMO)/circles.png
-	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 -o $(DEMO)/samples.png
+		--lr-decay cosine --ema-decay 0.995 --steps 1200 --checkpoint-every 400 --preview-every 400
+	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 --class all --guidance 2 -o $(DEMO)/samples.png
 	$(DIFFKIT) sample image -m $(DEMO) -n 1 --seed 7 -q -o $(DEMO)/one.png
 	$(DIFFKIT) inpaint image -m $(DEMO) -i $(DEMO)/one.png --mask box:8,8,16,16 -o $(DEMO)/inpainted.png
-	$(DIFFKIT) eval image -m $(DEMO) -n 32 --strata 50 --samples 100 --reference
-	@echo "demo: samples in $(DEMO)/samples.png and circles.png, inpainting in $(DEMO)/inpainted.png, previews in $(DEMO)/previews/"
+	$(DIFFKIT) eval image -m $(DEMO) -n 32 --strata 50 --samples 100 --guidance 2 --reference
+	@echo "demo: samples in $(DEMO)/samples.png (a column per class), inpainting in $(DEMO)/inpainted.png, previews in $(DEMO)/previews/"
 
 test: install
 	$(PY) -m pytest -q

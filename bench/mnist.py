@@ -136,7 +136,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    from diffkit.metrics.image import feature_network, features, frechet_distance, kernel_distance
+    from diffkit.metrics import frechet_distance, kernel_distance
+    from diffkit.metrics.image import feature_network, features
 
     root = digits()
     reference, train = load(root / "reference"), load(root / "train")

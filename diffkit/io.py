@@ -79,3 +79,38 @@ def json_line(record: dict) -> None:
     """One JSON object per line on stdout, for machines."""
     sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+def destination(output: str, suffix: str) -> str:
+    """What `-o` names, checked before any (long) work so that a mistake costs nothing: "stdout" for -,
+    "file" for a name ending in `suffix` (its folder must exist), else "folder" (created if missing)."""
+    if output == "-":
+        return "stdout"
+    path = Path(output)
+    if output.lower().endswith(suffix):
+        if not path.parent.is_dir():
+            raise DiffkitError(f"{output}: folder {path.parent} does not exist")
+        return "file"
+    if path.exists() and not path.is_dir():
+        raise DiffkitError(f"{output}: exists and is not a folder (a single file must end in {suffix})")
+    return "folder"
+
+
+def write_one(output: str, data: bytes, as_json: bool, **record) -> None:
+    """One binary result to a file or stdout, refusing a terminal; with `as_json`, a line naming the file."""
+    if output == "-" and sys.stdout.isatty():
+        raise DiffkitError("refusing to write binary data to the terminal; use -o FILE or a pipe")
+    write_output(output, data)
+    if as_json and output != "-":
+        json_line({"path": output, **record})
+
+
+def write_each(folder: str, stem: str, suffix: str, blobs, as_json: bool, **record) -> None:
+    """Each blob to a new file in `folder` (never overwriting), printing its path, or a JSON line."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(blobs):
+        path = write_new(Path(folder), f"{stem}-{i:04d}", suffix, data)
+        if as_json:
+            json_line({"path": str(path), "index": i, **record})
+        else:
+            print(path, flush=True)

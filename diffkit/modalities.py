@@ -8,7 +8,8 @@ import importlib
 
 from diffkit.errors import choose
 
-MODALITIES = {"image": "diffkit.image.commands", "points": "diffkit.points.commands"}
+MODALITIES = {"image": "diffkit.image.commands", "audio": "diffkit.audio.commands",
+              "points": "diffkit.points.commands"}
 
 
 def get(name: str):

@@ -17,6 +17,13 @@ import typer
 from diffkit.errors import DiffkitError, Interrupted
 
 
+# Options of every class-conditional modality's sample / inpaint / style / eval.
+Label = Annotated[Optional[str], typer.Option(
+    "--class", help="Class of a class-conditional model: an index or name, a comma list (outputs take them in "
+                    "turn) or 'all'.")]
+Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none; 0: unconditional).")]
+
+
 @dataclass(frozen=True)
 class Common:
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto"
@@ -79,6 +86,7 @@ class Training:
     checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
     preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
     compile: Annotated[bool, typer.Option("--compile", help="Run the network through torch.compile.")] = False
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.")] = "auto"
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
 
     def diffusion(self) -> dict:
@@ -105,7 +113,8 @@ class Training:
         return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
-                             preview_every=self.preview_every, compile=self.compile, **extra)
+                             preview_every=self.preview_every, compile=self.compile,
+                             precision=self.precision, **extra)
 
 
 def with_defaults(group, **defaults):

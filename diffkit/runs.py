@@ -20,7 +20,8 @@ from diffkit.core import make_schedule, sample
 from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, write_config
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
-from diffkit.core.trainer import METRICS, BatchAt, Trainer
+from diffkit.core.nn import drop_labels
+from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Trainer, seeded, shuffled_batch
 from diffkit.errors import DiffkitError
 from diffkit.io import json_line
 from diffkit.options import Common, Sampling, Training
@@ -99,18 +100,94 @@ def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], commo
     return Run(Path(path), config, model, schedule, device)
 
 
-def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, cond: dict | None = None,
-             uncond: dict | None = None, guidance: float = 1.0, **edit) -> torch.Tensor:
-    """core.sample on a loaded run with a progress bar; `cond`/`uncond` are model keyword arguments
-    (e.g. class labels) mixed by classifier-free guidance when `guidance` is not 1."""
+def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
+             guidance: float = 1.0, **edit) -> torch.Tensor:
+    """core.sample on a loaded run with a progress bar. Class `labels` (of a class-conditional network,
+    whose null label is the class count) are mixed by classifier-free guidance when `guidance` is not 1."""
     diffusion = run.config["diffusion"]
-    model, kwargs = run.model, cond
-    if cond and guidance != 1:
-        model, kwargs = classifier_free(run.model, guidance, cond, uncond, diffusion["variance"]), None
+    model, kwargs = run.model, None
+    if labels is not None:
+        kwargs = {"y": labels.to(run.device)}
+        if guidance != 1:
+            null = {"y": torch.full_like(kwargs["y"], len(run.config["data"]["classes"]))}
+            model, kwargs = classifier_free(run.model, guidance, kwargs, null, diffusion["variance"]), None
     with progress_bar(f"sample {sampling.sampler}", common.quiet) as update:
         return sample(model, shape, run.schedule, prediction=diffusion["prediction"],
                       variance=diffusion["variance"], device=run.device, model_kwargs=kwargs, progress=update,
                       **sampling.kwargs(), **edit)
+
+
+def class_labels(run: Run, wanted: str | None, n: int, guidance: float) -> torch.Tensor | None:
+    """`--class` as n labels: an index or name, a comma list taken in turn, or "all"; None without it."""
+    classes = run.config["data"]["classes"]
+    if wanted is None:
+        if guidance != 1 and not classes:
+            raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
+        return None
+    if not classes:
+        raise DiffkitError(f"{run.path} is not class-conditional; --class does not apply")
+    parts = [part.strip() for part in wanted.split(",")]
+    indices = list(range(len(classes))) if parts == ["all"] else [_class_index(classes, p) for p in parts]
+    return torch.tensor(indices)[torch.arange(n) % len(indices)]
+
+
+def _class_index(classes: list[str], wanted: str) -> int:
+    if wanted in classes:
+        return classes.index(wanted)
+    if wanted.isdigit() and int(wanted) < len(classes):
+        return int(wanted)
+    listing = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
+    raise DiffkitError(f"--class {wanted!r} is neither a class index nor a name ({listing})")
+
+
+def batches(dataset, training: Training, encode: Callable[[torch.Tensor], torch.Tensor], classes: int,
+            label_dropout: float) -> BatchAt:
+    """The trainer's batch_at over a dataset with `batch(indices, generator) -> (examples, labels)`:
+    shuffled epochs over a finite set, consecutive indices over an endless (`endless`) generated one.
+    A pure function of (step, micro-batch), as exact resume needs."""
+
+    def batch_at(step: int, micro: int):
+        position = step * training.accumulate + micro
+        generator = seeded(training.seed, AUGMENT, position)
+        if getattr(dataset, "endless", False):
+            indices = torch.arange(position * training.batch_size, (position + 1) * training.batch_size)
+        else:
+            indices = shuffled_batch(position, len(dataset), training.batch_size, training.seed)
+        examples, labels = dataset.batch(indices, generator)
+        if not classes:
+            return encode(examples), {}
+        return encode(examples), {"y": drop_labels(labels, label_dropout, classes, generator)}
+
+    return batch_at
+
+
+def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int, strata: int, batch_size: int,
+          common: Common) -> tuple[float, float]:
+    """The variational bound of each example of x0 (model space) in bits per dimension with a progress bar:
+    (mean, standard error of the mean). `labels` condition a class-conditional network."""
+    from diffkit.core import variational_bound
+
+    diffusion = run.config["diffusion"]
+    totals, generator = [], torch.Generator().manual_seed(0)
+    with progress_bar("bound", common.quiet) as update:
+        for start in range(0, len(x0), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(x0)))
+            kwargs = {"y": labels[index].to(run.device)} if labels is not None else {}
+            result = variational_bound(run.schedule, run.model, x0[index].to(run.device),
+                                       prediction=diffusion["prediction"], variance=diffusion["variance"],
+                                       bits=bits, model_kwargs=kwargs, generator=generator, strata=strata)
+            totals.append(result.total.cpu())
+            update(int(index[-1]) + 1, len(x0))
+    values = torch.cat(totals)
+    return values.mean().item(), (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
+
+
+def report(record: dict, common: Common) -> None:
+    """One metric of `diffkit eval`: a JSON line, or "metric  value ± stderr  what it was measured on"."""
+    if common.json:
+        json_line(record)
+    else:
+        print(f"{record['metric']:>22}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
 
 
 def summary(path: str, config: dict, build: Callable[[dict], nn.Module], **fields) -> dict:

@@ -11,3 +11,48 @@ def run(*args, stdin=None, check=True):
     if check:
         assert result.returncode == 0, result.stderr.decode()
     return result
+
+
+_registered = []
+
+
+def run_here(*args, stdin=None):
+    """The same CLI inside this process, for the many cases that fail before any real work: no fresh
+    interpreter and torch import per case. Returns (exit code, stderr text)."""
+    from typer.testing import CliRunner
+
+    from diffkit import cli
+    from diffkit.modalities import register_all
+
+    if not _registered:
+        register_all(cli.GROUPS)
+        _registered.append(True)
+    result = CliRunner().invoke(cli.app, [str(a) for a in args], input=stdin)
+    return result.exit_code, result.stderr
+
+
+def foreign_run(folder, modality: str):
+    """A run directory of another modality (its config is all a command reads before refusing it)."""
+    import json
+
+    (folder / modality).mkdir()
+    (folder / modality / "config.json").write_text(json.dumps({"modality": modality, "format_version": 1}))
+    return folder / modality
+
+
+def assert_stdin_error_in_a_real_process(modality: str, run_dir, output) -> None:
+    """Text on stdin where a file is expected, in a fresh process: exit 2, no traceback, no output."""
+    result = run("style", modality, "-m", run_dir, "-i", "-", "-o", output, stdin=b"plain text", check=False)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.startswith("error: stdin: ") and "Traceback" not in stderr
+    assert not output.exists()
+
+
+def assert_bad_input(args, stdin: bytes, folder, suffix: str) -> None:
+    """The bad-input contract: exit 2, one `error:` line on stderr, and no output file left in `folder`."""
+    before = set(folder.rglob("*"))
+    code, stderr = run_here(*args, stdin=stdin)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
+    created = set(folder.rglob("*")) - before
+    assert not [p for p in created if p.suffix in (suffix, ".json", ".safetensors")]

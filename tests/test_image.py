@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from cli import DIFFKIT, run
+from cli import DIFFKIT, assert_bad_input, assert_stdin_error_in_a_real_process, foreign_run, run
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -79,6 +79,15 @@ def test_sample_grid_to_file_and_stdout_with_guidance(trained, tmp_path):
     assert grid.shape == (2 + 2 * 18, 2 + 2 * 18, 3)
     out = run("sample", "image", "-m", trained, "-n", 4, *FAST, "--class", 2, "--guidance", 3, "-o", "-").stdout
     assert pixels(out).shape == grid.shape
+
+
+def test_class_by_name_list_or_all(trained):
+    by_name = run("sample", "image", "-m", trained, "-n", 4, *FAST, "--class", "circle,1,triangle,star",
+                  "--guidance", 2, "-o", "-").stdout
+    every = run("sample", "image", "-m", trained, "-n", 4, *FAST, "--class", "all", "--guidance", 2,
+                "-o", "-").stdout
+    stars = run("sample", "image", "-m", trained, "-n", 4, *FAST, "--class", "star", "--guidance", 2, "-o", "-").stdout
+    assert by_name == every != stars
 
 
 def test_inpaint_keeps_black_mask_pixels_exactly(trained, picture, tmp_path):
@@ -192,9 +201,10 @@ BAD = {
     "non-image on stdin": lambda t, p, tmp: ["style", "image", "-m", t, "-i", "-", "-o", tmp / "out.png"],
     "strength above 1": lambda t, p, tmp: ["style", "image", "-m", t, "-i", p, "--strength", 1.5, "-o", tmp / "out.png"],
     "class out of range": lambda t, p, tmp: ["sample", "image", "-m", t, "--class", 9, "-o", tmp / "out.png"],
+    "unknown class name": lambda t, p, tmp: ["sample", "image", "-m", t, "--class", "circle,cat", "-o", tmp / "out.png"],
     "zero steps": lambda t, p, tmp: ["sample", "image", "-m", t, "--steps", 0, "-o", tmp / "out.png"],
     "grid into a missing folder": lambda t, p, tmp: ["sample", "image", "-m", t, "-o", tmp / "no" / "out.png"],
-    "a points run": lambda t, p, tmp: ["sample", "image", "-m", _points_run(tmp), "-o", tmp / "out.png"],
+    "a points run": lambda t, p, tmp: ["sample", "image", "-m", foreign_run(tmp, "points"), "-o", tmp / "out.png"],
     "bad image size": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--image-size", "15"],
     "empty data folder": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--data", tmp],
     "unknown builtin": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--data", "builtin:cats"],
@@ -207,22 +217,13 @@ def _corrupt(tmp):
     return tmp / "corrupt.png"
 
 
-def _points_run(tmp):
-    (tmp / "points").mkdir()
-    (tmp / "points" / "config.json").write_text(json.dumps({"modality": "points", "format_version": 1}))
-    return tmp / "points"
-
-
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_gives_one_error_line_and_no_output(case, trained, picture, tmp_path):
-    args = BAD[case](trained, picture, tmp_path)
-    before = set(tmp_path.rglob("*"))
-    result = run(*args, stdin=b"plain text, not a picture", check=False)
-    lines = result.stderr.decode().strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr.decode()
-    assert not (tmp_path / "out.png").exists()
-    created = set(tmp_path.rglob("*")) - before
-    assert not [p for p in created if p.suffix in (".png", ".json", ".safetensors")]
+    assert_bad_input(BAD[case](trained, picture, tmp_path), b"plain text, not a picture", tmp_path, ".png")
+
+
+def test_a_bad_input_in_a_real_process_exits_2_without_a_traceback(trained, tmp_path):
+    assert_stdin_error_in_a_real_process("image", trained, tmp_path / "out.png")
 
 
 # ---------------------------------------------------------------- pieces

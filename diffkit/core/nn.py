@@ -156,7 +156,9 @@ class Upsample(nn.Module):
         self.conv = CONV[dims](channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=self.factor, mode="nearest"))
+        # Convolve before repeating: the same weights at 1/factor^dims of the cost. The repeated values are
+        # smoothed by the next block's convolutions, which also see the skip connection's full detail.
+        return F.interpolate(self.conv(x), scale_factor=self.factor, mode="nearest")
 
 
 class UNet(nn.Module):

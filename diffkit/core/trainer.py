@@ -1,7 +1,8 @@
 """The training loop every modality shares.
 
 AdamW with linear warm-up, gradient clipping and accumulation, an EMA of the weights (what sampling
-uses), bf16 autocast on CUDA, optional torch.compile, checkpoints in the run directory and exact resume.
+uses), bf16 autocast (on CUDA, and on CPUs with bf16 matrix units), optional torch.compile, checkpoints
+in the run directory and exact resume.
 
 Exact resume rests on one rule: everything random in step s is drawn from generators seeded by
 (seed, s) — the batch (through `batch_at(step, micro)`, which the modality writes as a pure function),
@@ -53,6 +54,7 @@ class TrainSettings:
     preview_every: int = 0       # 0: no previews
     log_every: int = 10          # metrics.jsonl lines
     compile: bool = False
+    precision: str = "auto"      # auto, fp32 or bf16 (autocast; weights, optimiser and loss stay fp32)
     bits: int | None = None      # data quantised to 2^bits levels (the hybrid loss's decoder term)
 
     def __post_init__(self):
@@ -60,6 +62,8 @@ class TrainSettings:
             raise DiffkitError("--steps, --accumulate, --checkpoint-every and --log-every must be at least 1")
         if self.decay not in ("constant", "cosine"):
             raise DiffkitError(f"--lr-decay must be constant or cosine, got {self.decay!r}")
+        if self.precision not in PRECISIONS:
+            raise DiffkitError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.lr > 0 or self.warmup < 0 or self.preview_every < 0:
             raise DiffkitError("--lr must be positive, --warmup and --preview-every not negative")
 
@@ -70,6 +74,21 @@ class TrainSettings:
         if self.decay == "cosine" and step >= self.warmup:
             lr *= 0.5 * (1 + math.cos(math.pi * (step - self.warmup) / max(self.steps - self.warmup, 1)))
         return lr
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware multiplies it natively: CUDA, and CPUs with AMX tiles, where oneDNN's
+    bf16 convolutions make a training step ~1.4x faster. Elsewhere on CPU bf16 is emulated and slower,
+    so `auto` keeps fp32 there."""
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return None
+    if precision == "bf16" or device.type == "cuda":
+        return torch.bfloat16
+    # A private probe, hence the fallback: a torch without it gets fp32.
+    return torch.bfloat16 if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() else None
 
 
 # Independent random streams of one run, each indexed by a step or a batch position.
@@ -138,7 +157,10 @@ class Trainer:
         self.run = Path(run) if run is not None else None
         self.device = next(model.parameters()).device
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        # The fused kernel does the update in one pass over each tensor: ~10% of a small model's step on CPU.
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+                                           fused=True)
+        self.autocast = autocast_dtype(settings.precision, self.device)
         self.forward = torch.compile(model) if settings.compile else model
         self.step = 0
         self.skipped = 0  # consecutive steps with a non-finite loss
@@ -195,7 +217,7 @@ class Trainer:
             x0, kwargs = batch_at(self.step, micro)
             x0 = x0.to(self.device, non_blocking=True)
             kwargs = {k: v.to(self.device, non_blocking=True) for k, v in kwargs.items()}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 losses = training_losses(self.schedule, self.forward, x0, prediction=self.prediction,
                                          variance=self.variance, weighting=s.weighting, bits=s.bits,
                                          generator=generator, model_kwargs=kwargs)

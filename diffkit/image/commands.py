@@ -7,13 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Sampling, Training, with_options
+from diffkit.options import Common, Guidance, Label, Sampling, Training, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
-Label = Annotated[Optional[int], typer.Option("--class", help="Class index for a class-conditional model.")]
-Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none; 0: unconditional).")]
 
 PREVIEW_COUNT = 16
 
@@ -55,12 +53,11 @@ def train(
 
     import torch
 
-    from diffkit.core.nn import UNetConfig, drop_labels
-    from diffkit.core.trainer import AUGMENT, seeded, shuffled_batch
+    from diffkit.core.nn import UNetConfig
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.image.data import open_data, parse_size
-    from diffkit.runs import start_run, train_run
+    from diffkit.runs import batches, start_run, train_run
 
     def make_config():
         size = parse_size(image_size)
@@ -93,19 +90,7 @@ def train(
     config, dataset = start_run(training, "image", make_config, reopen)
     spec = config["data"]
     classes = len(spec["classes"])
-    finite = len(dataset) < 2**40
-
-    def batch_at(step: int, micro: int):
-        position = step * training.accumulate + micro
-        generator = seeded(training.seed, AUGMENT, position)
-        if finite:
-            indices = shuffled_batch(position, len(dataset), training.batch_size, training.seed)
-        else:
-            indices = torch.arange(position * training.batch_size, (position + 1) * training.batch_size)
-        images, labels = dataset.batch(indices, generator)
-        if not classes:
-            return codec.to_model(images), {}
-        return codec.to_model(images), {"y": drop_labels(labels, spec["label_dropout"], classes, generator)}
+    batch_at = batches(dataset, training, codec.to_model, classes, spec["label_dropout"])
 
     previews = Path(training.out) / "previews"
 
@@ -132,56 +117,16 @@ def _images(run, n: int, sampling: Sampling, common: Common, *, labels=None, gui
     """n images from a run as uint8 [n, C, H, W]; `edit` (known/mask or start/strength) in uint8 too."""
     import dataclasses
 
-    import torch
-
     from diffkit.image import codec
     from diffkit.runs import generate
 
-    spec, classes = run.config["data"], len(run.config["data"]["classes"])
-    cond = uncond = None
-    if labels is not None:
-        cond = {"y": labels.to(run.device)}
-        uncond = {"y": torch.full_like(cond["y"], classes)}
     for key in ("known", "start"):
         if key in edit:
             edit[key] = codec.to_model(edit[key]).to(run.device)
     if sampling.clip is None:  # pixel data live in [-1, 1]
         sampling = dataclasses.replace(sampling, clip=1.0)
-    shape = (n, spec["channels"], *spec["image_size"])
-    x = generate(run, shape, sampling, common, cond=cond, uncond=uncond, guidance=guidance, **edit)
-    return codec.to_uint8(x)
-
-
-def _labels(run, label: int | None, n: int, guidance: float):
-    import torch
-
-    from diffkit.errors import DiffkitError
-
-    classes = run.config["data"]["classes"]
-    if label is None:
-        if guidance != 1 and not classes:
-            raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
-        return None
-    if not classes:
-        raise DiffkitError(f"{run.path} is not class-conditional; --class does not apply")
-    if not 0 <= label < len(classes):
-        raise DiffkitError(f"--class must be in 0..{len(classes) - 1} ({', '.join(classes)}), got {label}")
-    return torch.full((n,), label, dtype=torch.long)
-
-
-def _write_single(image, output: str, common: Common, **record) -> None:
-    """One PNG to a file or stdout (refusing a terminal)."""
-    import sys
-
-    from diffkit.errors import DiffkitError
-    from diffkit.image import codec
-    from diffkit.io import json_line, write_output
-
-    if output == "-" and sys.stdout.isatty():
-        raise DiffkitError("refusing to write a PNG to the terminal; use -o FILE or a pipe")
-    write_output(output, codec.png(image))
-    if common.json and output != "-":
-        json_line({"path": output, **record})
+    shape = (n, run.config["data"]["channels"], *run.config["data"]["image_size"])
+    return codec.to_uint8(generate(run, shape, sampling, common, labels=labels, guidance=guidance, **edit))
 
 
 @with_options(Common, Sampling)
@@ -190,32 +135,21 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
            output: Annotated[str, typer.Option("--output", "-o", help="A folder (one PNG each, paths on stdout), a .png grid, or - (a PNG grid on stdout).")] = "-",
            *, common: Common, sampling: Sampling):
     """Draw new images; the same seed gives the same images."""
-    from pathlib import Path
-
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
-    from diffkit.io import json_line, write_new
+    from diffkit.io import destination, write_each, write_one
+    from diffkit.runs import class_labels
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    # Check the destination before the (long) sampling, so a mistake costs nothing.
-    grid = output == "-" or output.lower().endswith(".png")
-    if grid and output != "-" and not Path(output).parent.is_dir():
-        raise DiffkitError(f"{output}: folder {Path(output).parent} does not exist")
-    if not grid and Path(output).exists() and not Path(output).is_dir():
-        raise DiffkitError(f"{output}: exists and is not a folder (a grid file must end in .png)")
+    kind = destination(output, ".png")
     loaded = _load(run, common)
-    images = _images(loaded, n, sampling, common, labels=_labels(loaded, label, n, guidance), guidance=guidance)
-    if grid:
-        _write_single(codec.grid(images), output, common, n=n, seed=sampling.seed)
-        return
-    Path(output).mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        path = write_new(Path(output), f"seed{sampling.seed}-{i:04d}", ".png", codec.png(image))
-        if common.json:
-            json_line({"path": str(path), "seed": sampling.seed, "index": i, "class": label})
-        else:
-            print(path, flush=True)
+    images = _images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance)
+    if kind == "folder":
+        write_each(output, f"seed{sampling.seed}", ".png", map(codec.png, images), common.json, seed=sampling.seed,
+                   label=label)
+    else:
+        write_one(output, codec.png(codec.grid(images)), common.json, n=n, seed=sampling.seed)
 
 
 def _read_mask(mask: str, size: tuple[int, int], resize_mask: bool):
@@ -257,6 +191,8 @@ def inpaint(run: Model, input: Input,
     import torch
 
     from diffkit.image import codec
+    from diffkit.io import write_one
+    from diffkit.runs import class_labels
 
     loaded = _load(run, common)
     spec = loaded.config["data"]
@@ -266,10 +202,10 @@ def inpaint(run: Model, input: Input,
     # Model size: shrink the mask so a pixel is regenerated where any of its area is.
     small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
     keep = (~small).float()[None, None]
-    result = _images(loaded, 1, sampling, common, labels=_labels(loaded, label, 1, guidance), guidance=guidance,
+    result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                      known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample)[0]
     result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
-    _write_single(result, output, common, input=input)
+    write_one(output, codec.png(result), common.json, input=input)
 
 
 @with_options(Common, Sampling)
@@ -280,6 +216,8 @@ def style(run: Model, input: Input,
     """Partially noise the input and denoise it with the model (SDEdit): its content in the model's style."""
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
+    from diffkit.io import write_one
+    from diffkit.runs import class_labels
 
     if not 0 <= strength <= 1:
         raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
@@ -287,11 +225,11 @@ def style(run: Model, input: Input,
     spec = loaded.config["data"]
     image = codec.read_image(input, spec["channels"])
     if strength == 0:  # exactly the input, at its own size
-        _write_single(image, output, common, input=input)
+        write_one(output, codec.png(image), common.json, input=input)
         return
-    result = _images(loaded, 1, sampling, common, labels=_labels(loaded, label, 1, guidance), guidance=guidance,
+    result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                      start=codec.resize(image, tuple(spec["image_size"]))[None], strength=strength)[0]
-    _write_single(codec.resize(result, tuple(image.shape[1:])), output, common, input=input)
+    write_one(output, codec.png(codec.resize(result, tuple(image.shape[1:]))), common.json, input=input)
 
 
 @with_options(Common, Sampling)
@@ -302,19 +240,19 @@ def evaluate(run: Model,
              samples: Annotated[int, typer.Option(help="Generated images for KID against as many held-out ones (0: skip).")] = 100,
              reference: Annotated[bool, typer.Option("--reference", help="Also score uniform noise, the far end of the KID scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Images per network call.")] = 64,
+             guidance: Guidance = 1.0,
              *, common: Common, sampling: Sampling):
     """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples."""
     import torch
 
-    from diffkit.console import log, progress_bar
-    from diffkit.core import variational_bound
+    from diffkit.console import log
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.image.data import open_data
-    from diffkit.io import json_line
+    from diffkit.runs import bound, report
 
     loaded = _load(run, common)
-    spec, diffusion = loaded.config["data"], loaded.config["diffusion"]
+    spec = loaded.config["data"]
     source = data or spec["source"]
     if data is None and not source.startswith("builtin:"):
         raise DiffkitError(f"{run} was trained on {source}; pass held-out images with --data")
@@ -322,51 +260,36 @@ def evaluate(run: Model,
         raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
     # Built-in sets: images from another seed than training's, so none of them was seen.
     held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9)
-    count = min(max(n, samples), len(held_out))
+    count = max(n, samples) if getattr(held_out, "endless", False) else min(max(n, samples), len(held_out))
     images, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
     conditional = bool(spec["classes"]) and data is None
-    results = []
-
-    def report(record):
-        results.append(record)
-        if common.json:
-            json_line(record)
-        else:
-            print(f"{record['metric']:>18}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
-
-    totals, generator, bound_count = [], torch.Generator().manual_seed(0), min(n, count)
-    with progress_bar("bound", common.quiet) as update:
-        for start in range(0, bound_count, batch_size):
-            index = torch.arange(start, min(start + batch_size, bound_count))
-            kwargs = {"y": labels[index].to(loaded.device)} if conditional else {}
-            bound = variational_bound(loaded.schedule, loaded.model, codec.to_model(images[index]).to(loaded.device),
-                                      prediction=diffusion["prediction"], variance=diffusion["variance"], bits=8,
-                                      model_kwargs=kwargs, generator=generator, strata=strata)
-            totals.append(bound.total.cpu())
-            update(int(index[-1]) + 1, bound_count)
-    values = torch.cat(totals)
-    report({"metric": "nll_bits_per_dim", "value": values.mean().item(),
-            "stderr": (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0,
-            "of": f"{bound_count} images of {source}, {min(strata, loaded.schedule.T - 1)} strata"})
+    if guidance != 1 and not conditional:
+        raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
+    bits, stderr = bound(loaded, codec.to_model(images[:min(n, count)]), labels[:n] if conditional else None, bits=8,
+                         strata=strata, batch_size=batch_size, common=common)
+    report({"metric": "nll_bits_per_dim", "value": bits, "stderr": stderr,
+            "of": f"{min(n, count)} images of {source}, {min(strata, loaded.schedule.T - 1)} strata"}, common)
     if samples == 0:
         return
     try:
-        from diffkit.metrics.image import feature_network, features, kernel_distance
+        from diffkit.metrics import kernel_distance
+        from diffkit.metrics.image import feature_network, features
 
         network = feature_network()
     except DiffkitError as e:
         log(f"KID skipped: {e}", common.quiet)
         return
     real = features(images[:samples], network)
-    # A class-conditional model is scored on the held-out labels, unguided: the data's own distribution.
-    generated = _images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None)
+    # A class-conditional model is scored on the held-out labels: the data's own class distribution.
+    generated = _images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None,
+                        guidance=guidance)
     sets = [(f"{sampling.sampler}-{sampling.steps}", generated)]
     if reference:
         noise = torch.randint(0, 256, generated.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
         sets.append(("uniform noise", noise))
     for name, fake in sets:
         kid, spread = kernel_distance(real, features(fake, network))
-        report({"metric": "kid", "value": kid, "stderr": spread, "of": f"{name} vs {len(real)} held-out images"})
+        report({"metric": "kid", "value": kid, "stderr": spread, "of": f"{name} vs {len(real)} held-out images"}, common)
 
 
 def describe(run: str, config: dict) -> dict:

@@ -142,15 +142,17 @@ def draw_shape(rng: np.random.Generator, label: int, size: tuple[int, int]) -> I
     h, w = size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE
     image = Image.new("RGB", (w, h), _hue_colour(rng, (0.08, 0.25)))
     draw = ImageDraw.Draw(image)
-    # Large shapes near the centre: a small network learns them in a few CPU minutes.
+    # Large upright shapes near the centre, varying in size, place, tilt and colour: little enough
+    # variety that a small network draws them recognisably after a few CPU minutes.
     radius = rng.uniform(0.26, 0.36) * min(h, w)
     cx, cy = w / 2 + rng.uniform(-0.12, 0.12) * w, h / 2 + rng.uniform(-0.12, 0.12) * h
-    angle, colour = rng.uniform(0, 2 * math.pi), _hue_colour(rng, (0.55, 0.75))
+    tilt, colour = math.radians(rng.uniform(-10, 10)), _hue_colour(rng, (0.55, 0.75))
     if label == 0:
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
     else:
-        corners, inner = {1: (4, 1.0), 2: (3, 1.0), 3: (5, 0.45)}[label]
-        draw.polygon(_polygon(cx, cy, radius, corners, angle, inner), fill=colour)
+        # Corner angles that stand squares on an edge and point triangles and stars up.
+        corners, inner, angle = {1: (4, 1.0, math.pi / 4), 2: (3, 1.0, -math.pi / 2), 3: (5, 0.45, -math.pi / 2)}[label]
+        draw.polygon(_polygon(cx, cy, radius, corners, angle + tilt, inner), fill=colour)
     return image.resize((size[1], size[0]), Image.Resampling.BOX)
 
 
@@ -191,6 +193,8 @@ BUILTINS = {
 class BuiltinImages:
     """An endless labelled set: image i is drawn from a generator seeded by (seed, i)."""
 
+    endless = True
+
     def __init__(self, name: str, size: tuple[int, int], channels: int | None, seed: int, flip: bool):
         if name not in BUILTINS:
             raise DiffkitError(f"unknown built-in data 'builtin:{name}'; choose one of: "
@@ -198,9 +202,6 @@ class BuiltinImages:
         self.draw, self.classes, natural = BUILTINS[name]
         self.size, self.channels, self.seed, self.flip = size, channels or natural, seed, flip
         to_channels(Image.new("L", (1, 1)), self.channels)  # checks the channel count
-
-    def __len__(self) -> int:
-        return sys.maxsize
 
     def image(self, index: int) -> tuple[Tensor, int]:
         rng = np.random.default_rng([self.seed, index])

