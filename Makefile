@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m pip install --quiet -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) bench/samplers.py
 	$(PY) bench/train_speed.py
+	$(PY) bench/audio.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

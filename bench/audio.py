@@ -11,7 +11,7 @@
    `diffkit eval audio --reference` figures for generated clips, a second set of real clips and white
    noise: log-mel Fréchet distance, spectral flatness, share of clips on the scale's pitches.
 
-    python bench/audio.py [--threads 2] [--repeats 3] [--minutes 5] [--skip-quality]
+    python bench/audio.py [--threads 2] [--repeats 3] [--minutes 5] [--skip-speed | --skip-quality]
 """
 
 import argparse
@@ -116,30 +116,33 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the quality part")
+    parser.add_argument("--skip-quality", action="store_true", help="only the speed parts")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: NETWORK PRECISION in this process
     parser.add_argument("--out", default="bench/results/audio.json")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, args.steps, args.threads)))
         return
-    configs = [("diffkit", "fp32")] + ([("diffusers", "fp32")] if have_diffusers() else []) \
-        + ([("diffkit", "bf16")] if have_amx() else [])
-    if not have_diffusers():
-        print("diffusers is not installed (pip install 'diffkit[bench]'): diffkit only", file=sys.stderr)
-    rows = isolated(__file__, configs, args.repeats, args.steps, args.threads)
-    report(f"training step, {BATCH}x1x{LENGTH}, AdamW, CPU, {args.threads} threads, median of {args.repeats} runs",
-           rows, args.out.replace(".json", "-speed.json"))
-    print(f"\nsampling {LENGTH} samples ({LENGTH / RATE:.3f} s at {RATE} Hz), 20 steps, fp32, {args.threads} threads")
-    rtf = real_time_factors(args.threads)
-    for row in rtf:
-        print(f"{row['name']:>10} {row['parameters']:>10,} params  real-time factor {row['rtf']:.3f}")
-    results = {"speed": list(rows.values()), "rtf": rtf}
+    results = {}
+    if not args.skip_speed:
+        configs = [("diffkit", "fp32")] + ([("diffusers", "fp32")] if have_diffusers() else []) \
+            + ([("diffkit", "bf16")] if have_amx() else [])
+        if not have_diffusers():
+            print("diffusers is not installed (pip install 'diffkit[bench]'): diffkit only", file=sys.stderr)
+        rows = isolated(__file__, configs, args.repeats, args.steps, args.threads)
+        report(f"training step, {BATCH}x1x{LENGTH}, AdamW, CPU, {args.threads} threads, median of {args.repeats} runs",
+               rows, args.out.replace(".json", "-speed.json"))
+        print(f"\nsampling {LENGTH} samples ({LENGTH / RATE:.3f} s at {RATE} Hz), 20 steps, fp32, {args.threads} threads")
+        results = {"speed": list(rows.values()), "rtf": real_time_factors(args.threads)}
+        for row in results["rtf"]:
+            print(f"{row['name']:>10} {row['parameters']:>10,} params  real-time factor {row['rtf']:.3f}")
     if not args.skip_quality:
         print(f"\nbuiltin:tones after {args.minutes:g} CPU minutes, {args.threads} threads")
         results["quality"] = quality(args.minutes, args.threads)
         for r in results["quality"]:
             print(f"{r['metric']:>20} {r['value']:>10.4f}  {r['of']}  (after {r['steps']} steps)")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
 

@@ -32,9 +32,9 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    """0.6 s of 16-bit noise at the model's rate: longer than the 0.25 s window."""
+    """0.6 s of full-scale 16-bit noise at the model's rate: longer than the 0.25 s window."""
     path = tmp_path_factory.mktemp("inputs") / "in.wav"
-    samples = np.random.default_rng(0).integers(-8000, 8000, int(0.6 * RATE)).astype(np.int16)
+    samples = np.random.default_rng(0).integers(-32768, 32768, int(0.6 * RATE)).astype(np.int16)
     soundfile.write(path, samples, RATE, subtype="PCM_16")
     return path
 
@@ -108,6 +108,7 @@ def test_eval_reports_bits_and_spectral_figures_between_real_and_noise(trained):
     assert scores["mel_frechet", "white noise"] > 3 * scores["mel_frechet", "held-out clips"]
     assert scores["spectral_flatness", "white noise"] > 0.4 > 0.1 > scores["spectral_flatness", "held-out clips"]
     assert scores["on_pitch_share", "held-out clips"] > 0.8 > 0.3 > scores["on_pitch_share", "white noise"]
+    assert scores["crepe_pitch_distance", "held-out clips"] < scores["crepe_pitch_distance", "white noise"]
 
 
 BAD = {
@@ -233,3 +234,15 @@ def test_pitch_flatness_and_mel_distance_against_known_answers(gen):
     other = torch.stack([torch.sin(2 * math.pi * f * t) for f in (310, 390, 510, 590)])[:, None]
     noises = torch.randn(4, 1, 16000, generator=gen)
     assert mel_frechet(tones, other, 16000) < mel_frechet(tones, noises, 16000) / 5
+
+
+def test_crepe_hears_the_pitch_of_a_tone_and_little_voicing_in_noise(gen):
+    from diffkit.metrics.audio import crepe_pitches, pitch_distance
+
+    t = torch.arange(8000) / 8000
+    cents, voiced = crepe_pitches(0.5 * torch.sin(2 * math.pi * 440 * t)[None, None], 8000)
+    assert voiced > 0.8 and cents.abs().median() < 20  # A4 is 0 cents
+    octave, _ = crepe_pitches(0.5 * torch.sin(2 * math.pi * 880 * t)[None, None], 8000)
+    assert abs(pitch_distance(cents, octave) - 1200) < 40
+    _, noise_voiced = crepe_pitches(0.3 * torch.randn(1, 1, 8000, generator=gen), 8000)
+    assert noise_voiced < 0.3

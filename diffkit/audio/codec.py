@@ -26,7 +26,9 @@ def wav(wave: Tensor, sample_rate: int) -> bytes:
     import soundfile
 
     buffer = io.BytesIO()
-    pcm = (wave.reshape(-1).clamp(-1, 1) * 32767).round().to(torch.int16).cpu().numpy()
+    # x 32768, the inverse of how 16-bit files read as float (v / 32768): a sample read and written back
+    # keeps its exact value, at full scale too.
+    pcm = (wave.reshape(-1).float() * 32768).round().clamp(-32768, 32767).to(torch.int16).cpu().numpy()
     soundfile.write(buffer, pcm, sample_rate, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
 

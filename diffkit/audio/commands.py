@@ -60,6 +60,7 @@ def train(
     *, training: AudioTraining, common: Common,
 ):
     """Train a 1-D U-Net on waveforms; writes config.json, model.safetensors, state/, metrics.jsonl, previews/."""
+    import dataclasses
     from pathlib import Path
 
     from diffkit.audio import codec
@@ -68,7 +69,6 @@ def train(
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import write_output
     from diffkit.runs import Run, batches, schedule_of, start_run, train_run
-
 
     def make_config():
         levels = _ints("mults", mults)
@@ -82,13 +82,12 @@ def train(
         diffusion = training.diffusion()
         model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion["variance"] == "learned" else 1,
                            channels=width, mults=levels, blocks=blocks, factor=factor, dilations=_ints("dilations", dilations),
-                           attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
-                           kernel=3)
+                           attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout)
         length = round(seconds * sample_rate)
         window = padded(length, model.downsampling)
         dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond)
         classes = dataset.classes if class_cond else []
-        model = UNetConfig(**{**model.to_json(), "classes": len(classes)})
+        model = dataclasses.replace(model, classes=len(classes))
         return {"model": model.to_json(), "diffusion": diffusion,
                 "data": {"source": data, "sample_rate": sample_rate, "length": length, "window": window,
                          "normalise": normalise, "classes": classes,
@@ -127,13 +126,12 @@ def _load(path: str, common: Common):
 
 def _waves(run, n: int, length: int, sampling: Sampling, common: Common, *, labels=None, guidance: float = 1.0,
            **edit):
-    """n clips of `length` samples from a run, float [n, 1, length] on the 16-bit grid; `edit` tensors
-    (known/mask or start) are [n, 1, length] too and are padded like the clips."""
+    """n clips of `length` samples from a run, float [n, 1, length] on CPU; `edit` tensors (known/mask or
+    start) are [n, 1, length] too and are padded like the clips."""
     import dataclasses
 
     import torch.nn.functional as F
 
-    from diffkit.audio import codec
     from diffkit.runs import generate
 
     window = padded(length, run.model.config.downsampling)
@@ -144,7 +142,7 @@ def _waves(run, n: int, length: int, sampling: Sampling, common: Common, *, labe
     if sampling.clip is None:  # waveforms live in [-1, 1]
         sampling = dataclasses.replace(sampling, clip=1.0)
     x = generate(run, (n, 1, window), sampling, common, labels=labels, guidance=guidance, **edit)
-    return codec.quantise(x[..., :length].float().cpu())
+    return x[..., :length].float().cpu()
 
 
 def _seconds_to_samples(run, seconds: float | None) -> int:
@@ -338,13 +336,15 @@ def evaluate(run: Model,
              guidance: Guidance = 1.0,
              *, common: Common, sampling: Sampling):
     """NLL in bits per sample on held-out clips (variational bound, 16-bit decoder), and spectral quality
-    of samples: log-mel Fréchet distance, spectral flatness and, on builtin:tones, the on-pitch share."""
+    of samples: log-mel Fréchet distance, spectral flatness, on builtin:tones the on-pitch share, and with
+    torchcrepe installed the distance between real and generated pitch distributions."""
     import torch
 
     from diffkit.audio import codec
     from diffkit.audio.data import TONE_HZ, open_data
     from diffkit.errors import DiffkitError
-    from diffkit.metrics.audio import mel_frechet, on_pitch_share, spectral_flatness
+    from diffkit.console import log
+    from diffkit.metrics.audio import crepe_pitches, mel_frechet, on_pitch_share, pitch_distance, spectral_flatness
     from diffkit.runs import bound, report
 
     loaded = _load(run, common)
@@ -381,6 +381,11 @@ def evaluate(run: Model,
         noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(0)) * real.std()
         sets.append(("white noise", codec.quantise(noise)))
     tones = source == "builtin:tones"
+    try:
+        real_pitches = crepe_pitches(real, rate)[0]
+    except DiffkitError as e:
+        log(f"pitch statistics skipped: {e}", common.quiet)
+        real_pitches = None
     for name, fake in sets:
         of = f"{name}, {len(fake)} clips vs {len(real)} held-out"
         report({"metric": "mel_frechet", "value": mel_frechet(real, fake, rate), "stderr": 0.0, "of": of}, common)
@@ -392,6 +397,10 @@ def evaluate(run: Model,
             share = on_pitch_share(fake, rate, TONE_HZ)
             report({"metric": "on_pitch_share", "value": share, "stderr": (share * (1 - share) / len(fake)) ** 0.5,
                     "of": f"{name}, within 25 cents of the scale"}, common)
+        if real_pitches is not None:
+            pitches, voiced = crepe_pitches(fake, rate)
+            report({"metric": "crepe_pitch_distance", "value": pitch_distance(real_pitches, pitches), "stderr": 0.0,
+                    "of": f"{name}, cents, {voiced:.0%} of frames voiced"}, common)
 
 
 def describe(run: str, config: dict) -> dict:

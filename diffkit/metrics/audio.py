@@ -4,6 +4,8 @@
   clip is one observation, so a few dozen clips already give thousands of 64-d observations).
 - Dominant pitch of a clip by harmonic summation over its spectrum, and the share of clips whose pitch
   lies within 25 cents of a given pitch set (builtin:tones' scale).
+- With the optional torchcrepe package (CREPE's weights ship inside its wheel): the pitch of every voiced
+  10 ms frame, for the distance between real and generated pitch distributions and the voiced share.
 - Spectral flatness (Wiener entropy): geometric over arithmetic mean of the power spectrum, ~0 for a
   pure tone and ~0.56 for white noise, averaged over frames weighted by their energy so that silence
   does not count.
@@ -17,6 +19,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffkit.errors import DiffkitError
 from diffkit.metrics import frechet_distance
 
 MELS = 64
@@ -99,3 +102,29 @@ def cents_off(frequency: float, pitches: tuple[float, ...]) -> float:
 def on_pitch_share(clips: Tensor, sample_rate: int, pitches: tuple[float, ...], cents: float = 25.0) -> float:
     """Share of clips whose dominant pitch lies within `cents` of the pitch set."""
     return sum(cents_off(dominant_pitch(c, sample_rate), pitches) <= cents for c in clips) / len(clips)
+
+
+def crepe_pitches(clips: Tensor, sample_rate: int, threshold: float = 0.5) -> tuple[Tensor, float]:
+    """CREPE (tiny) pitch of every voiced 10 ms frame of the clips in cents from A4, and the share of
+    frames that are voiced (periodicity >= threshold)."""
+    try:
+        import torchcrepe
+    except ImportError:
+        raise DiffkitError("pitch statistics need the optional package torchcrepe: pip install 'diffkit[eval]'") from None
+    cents, voiced, frames = [], 0, 0
+    for clip in clips:
+        f0, periodicity = torchcrepe.predict(clip.reshape(1, -1).float().cpu(), sample_rate, sample_rate // 100,
+                                             PITCH_RANGE[0], PITCH_RANGE[1], "tiny", torchcrepe.decode.weighted_argmax,
+                                             return_periodicity=True, batch_size=256, device="cpu")
+        keep = periodicity[0] >= threshold
+        cents.append(1200 * torch.log2(f0[0][keep].double() / 440))
+        voiced, frames = voiced + int(keep.sum()), frames + keep.numel()
+    return torch.cat(cents), voiced / max(frames, 1)
+
+
+def pitch_distance(a: Tensor, b: Tensor) -> float:
+    """The 1-D Fréchet distance between two sets of pitches in cents, √((μa-μb)² + (σa-σb)²): in cents,
+    inf when either set has no voiced frame."""
+    if len(a) < 2 or len(b) < 2:
+        return math.inf
+    return math.hypot(a.mean() - b.mean(), a.std() - b.std())
