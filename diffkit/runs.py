@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from diffkit.console import log, progress_bar
-from diffkit.core import make_schedule, sample
+from diffkit.core import make_schedule, sample, variational_bound
 from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, write_config
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
@@ -165,8 +165,6 @@ def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int,
           common: Common) -> tuple[float, float]:
     """The variational bound of each example of x0 (model space) in bits per dimension with a progress bar:
     (mean, standard error of the mean). `labels` condition a class-conditional network."""
-    from diffkit.core import variational_bound
-
     diffusion = run.config["diffusion"]
     totals, generator = [], torch.Generator().manual_seed(0)
     with progress_bar("bound", common.quiet) as update:
@@ -178,7 +176,11 @@ def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int,
                                        bits=bits, model_kwargs=kwargs, generator=generator, strata=strata)
             totals.append(result.total.cpu())
             update(int(index[-1]) + 1, len(x0))
-    values = torch.cat(totals)
+    return mean_stderr(torch.cat(totals))
+
+
+def mean_stderr(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
     return values.mean().item(), (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
 
 

@@ -345,7 +345,7 @@ def evaluate(run: Model,
     from diffkit.errors import DiffkitError
     from diffkit.console import log
     from diffkit.metrics.audio import crepe_pitches, mel_frechet, on_pitch_share, pitch_distance, spectral_flatness
-    from diffkit.runs import bound, report
+    from diffkit.runs import bound, mean_stderr, report
 
     loaded = _load(run, common)
     spec = loaded.config["data"]
@@ -386,13 +386,13 @@ def evaluate(run: Model,
     except DiffkitError as e:
         log(f"pitch statistics skipped: {e}", common.quiet)
         real_pitches = None
+    real_flatness = mean_stderr(torch.tensor([spectral_flatness(w, rate) for w in real]))[0]
     for name, fake in sets:
         of = f"{name}, {len(fake)} clips vs {len(real)} held-out"
         report({"metric": "mel_frechet", "value": mel_frechet(real, fake, rate), "stderr": 0.0, "of": of}, common)
-        flatness = torch.tensor([spectral_flatness(w, rate) for w in fake])
-        report({"metric": "spectral_flatness", "value": flatness.mean().item(),
-                "stderr": (flatness.std() / len(flatness) ** 0.5).item() if len(flatness) > 1 else 0.0,
-                "of": f"{name} (held-out: {sum(spectral_flatness(w, rate) for w in real) / len(real):.4f})"}, common)
+        flatness, spread = mean_stderr(torch.tensor([spectral_flatness(w, rate) for w in fake]))
+        report({"metric": "spectral_flatness", "value": flatness, "stderr": spread,
+                "of": f"{name} (held-out: {real_flatness:.4f})"}, common)
         if tones:
             share = on_pitch_share(fake, rate, TONE_HZ)
             report({"metric": "on_pitch_share", "value": share, "stderr": (share * (1 - share) / len(fake)) ** 0.5,
