@@ -41,6 +41,7 @@ bench: install
 	$(PY) bench/samplers.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/audio.py
+	$(PY) bench/text.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

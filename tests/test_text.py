@@ -1,0 +1,201 @@
+"""The text modality end to end on a tiny corpus and 16-token sequences, plus its grammar, tokenizer,
+data reading and network on their own."""
+
+import json
+import random
+
+import pytest
+import torch
+from cli import assert_bad_input, foreign_run, run, run_here
+
+from diffkit.core import make_schedule
+from diffkit.errors import DiffkitError
+from diffkit.text import grammar
+from diffkit.text.data import examples, load_lines, load_pairs, read_text
+from diffkit.text.model import TextConfig, TextDenoiser, bits_per_token
+from diffkit.text.tokenizer import EOS, PAD, Tokenizer, default_vocab_size, train_tokenizer
+
+TINY = ["--seq-len", 16, "--embed-dim", 8, "--width", 32, "--depth", 1, "--heads", 2, "--batch-size", 16,
+        "--timesteps", 50, "-q"]
+FAST = ["--steps", 4, "-q"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text("\n".join(grammar.lines(300, seed=1)) + "\n\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("runs") / "weather"
+    run("train", "text", "--data", corpus, "--out", out, "--steps", 30, "--preview-every", 30, *TINY)
+    return out
+
+
+# ---------------------------------------------------------------- the pieces on their own
+
+def test_grammar_accepts_its_sentences_and_checks_agreement():
+    lines = grammar.lines(500, seed=3)
+    assert all(grammar.parse(line) for line in lines) and lines == grammar.lines(500, seed=3)
+    assert grammar.parse("monday will be sunny in paris with a high of 20 degrees .")["city"] == "paris"
+    assert grammar.parse("monday will be snowy in paris with a high of 20 degrees .") is None  # snow at 20
+    assert grammar.parse("monday will be sunny in london with a high of 20 degrees .") is None
+    assert grammar.parse("monday will be sunny in paris with a high of degrees .") is None
+    for source, target in grammar.pairs(50, seed=0):
+        assert grammar.parse(target) == grammar.from_record(source)
+
+
+def test_tokenizer_pieces_give_back_the_text():
+    lines = grammar.lines(2000, seed=0)
+    tok = Tokenizer(train_tokenizer(lines, default_vocab_size(lines)))
+    line = "oslo ,  today : snowy , high -3 ."
+    assert "".join(tok.pieces(line)).replace("\u2581", " ") == " " + line
+    packed = tok.pack(tok.encode(lines[0]), 32)
+    assert packed.shape == (32,) and int(packed[len(tok.encode(lines[0]))]) == EOS and int(packed[-1]) == PAD
+    assert tok.decode(packed) == lines[0]
+    assert len(tok.encode(lines[0])) == len(lines[0].split())  # a small corpus gets whole words
+
+
+def test_reading_text(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\n\n  second line  \n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("para one\ncontinued\n\npara two\n")
+    (tmp_path / ".hidden").write_text("skipped\n")
+    assert load_lines(str(tmp_path)) == ["first line", "second line", "para one", "continued", "para two"]
+    assert examples("para one\ncontinued\n\npara two\n", "paragraph") == ["para one continued", "para two"]
+    (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe")
+    with pytest.raises(DiffkitError, match=r"bad.txt: not UTF-8 text \(invalid byte 0xff at byte offset 3\)"):
+        read_text(str(tmp_path / "bad.txt"))
+    (tmp_path / "pairs.tsv").write_text("a b\tc d\n\nno tab here\n")
+    with pytest.raises(DiffkitError, match=r"pairs.tsv:3: expected source<TAB>target"):
+        load_pairs(str(tmp_path / "pairs.tsv"))
+
+
+def test_network_keeps_a_given_source_and_the_bound_is_a_bound():
+    torch.manual_seed(0)
+    model = TextDenoiser(TextConfig(vocab=20, seq_len=8, embed_dim=4, width=16, depth=1, heads=2)).eval()
+    tokens = torch.randint(4, 20, (3, 8))
+    clean = model.embed(tokens)
+    keep = torch.arange(8).expand(3, 8) < 3
+    out = model(torch.randn(3, 4, 8), torch.tensor([5, 50, 90]), clean=clean, keep=keep)
+    assert out.shape == (3, 4, 8) and torch.equal(out[..., :3], clean[..., :3])
+    assert torch.equal(model.nearest(clean + 0.01 * torch.randn_like(clean)), clean)
+    bits = bits_per_token(model, make_schedule("sqrt", 100), tokens, variance="fixed_small",
+                          strata=None, generator=torch.Generator().manual_seed(0))
+    # -log2 p(w) >= 0 for any model, and an untrained one is no better than uniform over 20 tokens.
+    assert bits.shape == (3,) and (bits > 0).all() and (bits > torch.log2(torch.tensor(20.0))).all()
+
+
+# ---------------------------------------------------------------- the commands, end to end
+
+def test_train_writes_a_run_with_its_tokenizer(trained):
+    config = json.loads((trained / "config.json").read_text())
+    assert config["modality"] == "text" and config["data"]["seq_len"] == 16 and not config["data"]["pairs"]
+    assert (trained / "tokenizer.model").is_file()
+    assert len((trained / "previews" / "step-0000030.txt").read_text().splitlines()) == 8
+    summary = json.loads(run("info", trained, "--json").stdout)
+    assert summary["modality"] == "text" and summary["step"] == 30 and summary["vocab"] == config["model"]["vocab"]
+    # Resuming reuses the stored tokenizer: the same vocabulary, and the run goes on.
+    before = (trained / "tokenizer.model").read_bytes()
+    run("train", "text", "--out", trained, "--resume", "--steps", 32, *TINY)
+    assert (trained / "tokenizer.model").read_bytes() == before
+
+
+def test_sample_gives_n_lines_the_same_for_a_seed(trained, tmp_path):
+    lines = run("sample", "text", "-m", trained, "-n", 5, *FAST).stdout.decode().splitlines()
+    assert len(lines) == 5
+    run("sample", "text", "-m", trained, "-n", 5, *FAST, "-o", tmp_path / "out.txt")
+    assert (tmp_path / "out.txt").read_text().splitlines() == lines
+    records = [json.loads(r) for r in run("sample", "text", "-m", trained, "-n", 2, "--json", *FAST).stdout.splitlines()]
+    assert [r["text"] for r in records] == lines[:2] and all(r["seed"] == 0 and r["nll_bits_per_token"] > 0 for r in records)
+
+
+def test_inpaint_keeps_the_unmasked_words_verbatim(trained):
+    lines = ["[MASK] will be sunny in paris with a high of 20 degrees .",
+             "oslo ,  today : [MASK] , high [MASK] ."]
+    out = run("inpaint", "text", "-m", trained, "-i", "-", *FAST, "--jump", 2, "--resample", 2,
+              stdin="\n".join(lines).encode()).stdout.decode().splitlines()
+    assert len(out) == 2
+    assert out[0].endswith(" will be sunny in paris with a high of 20 degrees .")
+    assert out[1].startswith("oslo ,  today : ") and out[1].endswith(" .") and " , high " in out[1]
+    # Token positions instead of a marker: position 3 of "monday will be sunny in ..." is "sunny".
+    line = "monday will be sunny in rome with a high of 20 degrees ."
+    out = run("inpaint", "text", "-m", trained, "-i", "-", "--mask", "3,5", *FAST, stdin=line.encode()).stdout.decode()
+    words = out.split()
+    assert len(out.splitlines()) == 1 and out.startswith("monday will be ")
+    assert words[:3] == line.split()[:3] and words[4] == "in" and out.rstrip("\n").endswith(" with a high of 20 degrees .")
+
+
+def test_style_strength_zero_returns_each_line(trained):
+    text = "monday will be sunny in rome with a high of 20 degrees .\nhello   there\n"
+    assert run("style", "text", "-m", trained, "-i", "-", "--strength", 0, stdin=text.encode()).stdout.decode() == text
+    out = run("style", "text", "-m", trained, "-i", "-", "--strength", 0.5, *FAST, stdin=text.encode()).stdout.decode()
+    assert len(out.splitlines()) == 2
+
+
+def test_eval_reports_the_bound_and_sample_quality(trained, corpus):
+    records = [json.loads(r) for r in run("eval", "text", "-m", trained, "--data", corpus, "-n", 8, "--strata", 5,
+                                          "--samples", 8, "--reference", "--json", *FAST).stdout.splitlines()]
+    metrics = {(r["metric"], r["of"].split(",")[0]) for r in records}
+    assert ("nll_bits_per_token", f"8 lines of {corpus}") in metrics
+    for name in ("dpm++2m-4", "held-out lines", "unigram baseline"):
+        assert ("distinct_2", name) in metrics and ("novel_share", name) in metrics
+    bits = next(r for r in records if r["metric"] == "nll_bits_per_token")
+    assert bits["value"] > 0 and bits["stderr"] > 0
+
+
+def test_builtin_eval_scores_grammar_and_infilling(tmp_path):
+    out = tmp_path / "builtin"
+    run("train", "text", "--out", out, "--steps", 2, *TINY)
+    records = [json.loads(r) for r in run("eval", "text", "-m", out, "-n", 4, "--strata", 2, "--samples", 6,
+                                          "--reference", "--resample", 1, "--json", *FAST).stdout.splitlines()]
+    by = {(r["metric"], r["of"].split(",")[0]): r["value"] for r in records}
+    assert by[("grammar_share", "held-out lines")] == 1.0  # the grammar accepts real lines
+    assert by[("grammar_share", "unigram baseline")] == 0.0
+    assert ("infill_accuracy", "dpm++2m-4") in by and ("infill_exact", "unigram baseline") in by
+
+
+def test_pairs_condition_the_target_on_the_source(tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    rng = random.Random(0)
+    pairs.write_text("".join(f"{a} {b}\t{b} {a}\n" for a, b in
+                             ((rng.choice("abcdef"), rng.choice("uvwxyz")) for _ in range(200))))
+    out = tmp_path / "swap"
+    run("train", "text", "--pairs", pairs, "--out", out, "--steps", 10, *TINY)
+    lines = run("sample", "text", "-m", out, "--prompt", "a u", "-n", 3, *FAST).stdout.decode().splitlines()
+    assert len(lines) == 3
+    sources = "a u\nb v\n"
+    assert len(run("sample", "text", "-m", out, "-i", "-", *FAST, stdin=sources.encode()).stdout.splitlines()) == 2
+    code, stderr = run_here("sample", "text", "-m", out, *FAST)
+    assert code == 2 and "trained with --pairs" in stderr
+
+
+def test_bad_input(trained, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    long_line = " ".join(["paris"] * 40)
+    cases = [
+        (["train", "text", "--data", tmp_path / "empty.txt", "--out", tmp_path / "r1", *TINY], b"", "no text"),
+        (["train", "text", "--data", tmp_path / "latin1.txt", "--out", tmp_path / "r2", *TINY], b"",
+         "latin1.txt: not UTF-8 text (invalid byte 0xe9 at byte offset 3)"),
+        (["train", "text", "--data", "-", "--out", tmp_path / "r3", *TINY], b"", "<stdin>: no text"),
+        (["train", "text", "--out", tmp_path / "r4", "--seq-len", 2, "-q"], b"", "--seq-len"),
+        (["inpaint", "text", "-m", trained, "-i", "-"], b"oslo is sunny\n", "<stdin>:1: no [MASK] in the line"),
+        (["inpaint", "text", "-m", trained, "-i", "-"], f"{long_line} [MASK]\n".encode(), "<stdin>:1:"),
+        (["inpaint", "text", "-m", trained, "-i", "-", "--mask", "2-1"], b"oslo is sunny\n", "ends before it starts"),
+        (["inpaint", "text", "-m", trained, "-i", "-", "--mask", "40"], b"oslo is sunny\n", "past the line's"),
+        (["inpaint", "text", "-m", trained, "-i", "-", "--span-length", 0], b"[MASK]\n", "--span-length"),
+        (["style", "text", "-m", trained, "-i", "-"], f"{long_line}\n".encode(), "more than the model's 15"),
+        (["style", "text", "-m", trained, "-i", "-", "--strength", 1.5], b"a\n", "--strength must be in [0, 1]"),
+        (["style", "text", "-m", trained, "-i", tmp_path / "latin1.txt"], b"", "not UTF-8 text"),
+        (["sample", "text", "-m", trained, "--prompt", "a"], b"", "not trained with --pairs"),
+        (["sample", "text", "-m", trained, "--steps", 0, "-n", 1], b"", "--steps must be at least 1"),
+        (["sample", "text", "-m", foreign_run(tmp_path, "audio")], b"", "holds a run of modality audio, not text"),
+        (["eval", "text", "-m", trained], b"", "pass held-out text with --data"),
+    ]
+    for args, stdin, message in cases:
+        if args[0] in ("inpaint", "style", "sample"):
+            args = [*args, "-o", tmp_path / "out.txt"]
+        assert message in assert_bad_input(args, stdin, tmp_path, ".txt"), args
