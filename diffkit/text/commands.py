@@ -6,7 +6,7 @@ Sequences of `--seq-len` tokens (end of sequence, then padding) are embedded, di
 Only typer at import time; torch, sentencepiece and the core load inside the commands.
 """
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
@@ -19,6 +19,10 @@ Clamp = Annotated[bool, typer.Option("--clamp/--no-clamp", help="Snap the predic
 
 TextTraining = with_defaults(Training, steps=3000, batch_size=64, lr=1e-3, lr_decay="cosine", schedule="sqrt",
                              prediction="x0", ema_decay=0.995, checkpoint_every=500)
+# Ancestral sampling by default: its fresh noise at every step lets later steps undo an early choice of
+# token, which deterministic solvers keep (builtin:weather after 2,000 steps, 20 steps each: 66% of
+# samples grammatical with ddpm against 49% with dpm++2m).
+TextSampling = with_defaults(Sampling, sampler="ddpm")
 PREVIEW_COUNT = 8
 
 
@@ -159,7 +163,7 @@ def train(
     def preview(ema, step):
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         sources = (tokens[:PREVIEW_COUNT], keep[:PREVIEW_COUNT]) if keep is not None else None
-        texts = _texts(run, tok, min(PREVIEW_COUNT, len(tokens)), Sampling(), Common(quiet=True), sources=sources)
+        texts = _texts(run, tok, min(PREVIEW_COUNT, len(tokens)), TextSampling(), Common(quiet=True), sources=sources)
         previews.mkdir(exist_ok=True)
         with atomic_write(previews / f"step-{step:07d}.txt", "w") as f:
             f.write("".join(line + "\n" for line in texts))
@@ -189,15 +193,15 @@ def _generate(run, n: int, sampling: Sampling, common: Common, *, clamp: bool = 
     return model.logits(x).argmax(-1).cpu()
 
 
-def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None, clamp: bool = True,
-           **edit) -> list[str]:
+def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None,
+           clamp: bool = True) -> list[str]:
     """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
     text after it is returned."""
     conditions = None
     if sources is not None:
         tokens, keep = sources
         conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
-    ids = _generate(run, n, sampling, common, clamp=clamp, conditions=conditions, **edit)
+    ids = _generate(run, n, sampling, common, clamp=clamp, conditions=conditions)
     if sources is None:
         return [tokenizer.decode(row) for row in ids]
     return [tokenizer.decode(row[~k]) for row, k in zip(ids, sources[1])]
@@ -221,14 +225,13 @@ def emit(lines: list[str], output: str, common: Common, records: list[dict] | No
 
 def _read_lines(source: str) -> list[str]:
     """The lines of --input (a file or -), blank ones included: one result per input line."""
+    from diffkit.errors import DiffkitError
     from diffkit.io import read_input
     from diffkit.text.data import decode_utf8
 
     name = "<stdin>" if source == "-" else source
     lines = decode_utf8(read_input(source), name).splitlines()
     if not lines:
-        from diffkit.errors import DiffkitError
-
         raise DiffkitError(f"{name}: no lines")
     return lines
 
@@ -244,7 +247,7 @@ def _nll(run, tokens, strata: int = 20) -> list[float]:
                           generator=torch.Generator().manual_seed(0)).tolist()
 
 
-@with_options(Common, Sampling)
+@with_options(Common, TextSampling)
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts (per --prompt).")] = 8,
            prompt: Annotated[Optional[str], typer.Option(help="Source text for a model trained with --pairs.")] = None,
            input: Annotated[Optional[str], typer.Option("--input", "-i", help="Sources, one per line (file or -), for a model trained with --pairs: one text each.")] = None,
@@ -276,12 +279,14 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     emit(lines, output, common, records)
 
 
-class Template:
+class Template(NamedTuple):
     """An input line to fill: packed token ids with the gaps as padding, which positions are kept, the
     positions of each gap, and the user's own text around the gaps (so kept text comes back verbatim)."""
 
-    def __init__(self, tokens, keep, gaps: list[list[int]], texts: list[str]):
-        self.tokens, self.keep, self.gaps, self.texts = tokens, keep, gaps, texts
+    tokens: Any          # [L] token ids
+    keep: Any            # [L] bool
+    gaps: list[list[int]]
+    texts: list[str]     # one more than the gaps
 
     def fill(self, ids, tokenizer) -> str:
         fills = [tokenizer.decode(ids[gap]) for gap in self.gaps]
@@ -377,7 +382,7 @@ def fill_templates(run, tokenizer, templates: list[Template], sampling: Sampling
     return [t.fill(row, tokenizer) for t, row in zip(templates, ids)]
 
 
-@with_options(Common, Sampling)
+@with_options(Common, TextSampling)
 def inpaint(run: Model, input: Input,
             mask_token: Annotated[str, typer.Option(help="The marker of a gap in the input lines.")] = "[MASK]",
             span_length: Annotated[int, typer.Option(help="Tokens generated for each marker.")] = 1,
@@ -404,7 +409,7 @@ def inpaint(run: Model, input: Input,
     emit(lines, output, common)
 
 
-@with_options(Common, Sampling)
+@with_options(Common, TextSampling)
 def style(run: Model, input: Input,
           strength: Annotated[float, typer.Option(help="0 returns each line, 1 ignores it.")] = 0.5,
           clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
@@ -457,7 +462,7 @@ def _slot_templates(lines: list[str], marker: str, tokenizer, length: int, seed:
     return templates, values
 
 
-@with_options(Common, Sampling)
+@with_options(Common, TextSampling)
 def evaluate(run: Model,
              data: Annotated[Optional[str], typer.Option(help="Held-out text (or TSV pairs for a --pairs model); default: fresh lines of the built-in corpus.")] = None,
              n: Annotated[int, typer.Option("-n", help="Held-out lines for the bound.")] = 64,
