@@ -8,6 +8,7 @@ a DiffkitError exits 2, anything else 1; --debug shows the traceback instead.
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Optional
@@ -24,6 +25,14 @@ Label = Annotated[Optional[str], typer.Option(
 Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none; 0: unconditional).")]
 
 
+def int_list(option: str, text: str) -> tuple[int, ...]:
+    """A comma-separated option of integers ("1,2,4"), with a clear error naming the option."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise DiffkitError(f"--{option}: expected integers like 1,2,4, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Common:
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto"
@@ -34,14 +43,19 @@ class Common:
     def torch_device(self):
         import torch
 
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from diffkit.core.distributed import local_rank
+
+        wanted = self.device
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            device = torch.device(self.device)
+            device = torch.device(wanted)
         except RuntimeError:
             raise DiffkitError(f"--device: unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DiffkitError("--device cuda: no CUDA device is available here")
+        if device.type == "cuda" and device.index is None:  # under torchrun: this process's own GPU
+            device = torch.device("cuda", local_rank())
         return device
 
 
@@ -85,6 +99,7 @@ class Training:
     variance: Annotated[str, typer.Option(help="fixed (small), fixed_large or learned (hybrid loss).")] = "fixed"
     checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
     preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
+    log_every: Annotated[int, typer.Option(help="Append a metrics.jsonl line every N steps.")] = 10
     compile: Annotated[bool, typer.Option("--compile", help="Run the network through torch.compile.")] = False
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.")] = "auto"
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
@@ -113,7 +128,7 @@ class Training:
         return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
-                             preview_every=self.preview_every, compile=self.compile,
+                             preview_every=self.preview_every, log_every=self.log_every, compile=self.compile,
                              precision=self.precision, **extra)
 
 
@@ -160,7 +175,8 @@ def run(action, debug: bool):
     except DiffkitError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun the main process speaks for all
+            print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2)
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ channels, class names, ...), plus "train" (the settings it was trained with).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -21,6 +22,7 @@ from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, wr
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
+from diffkit.core import distributed
 from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, seeded, shuffled_batch
 from diffkit.errors import DiffkitError
 from diffkit.io import json_line
@@ -42,7 +44,28 @@ def schedule_of(config: dict) -> Schedule:
 def start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
               open_data: Callable[[dict], Any]) -> tuple[dict, Any]:
     """The run's config and its data: read back and reopened with --resume, else made by `make_config`
-    (which loads and checks the data) and written. Nothing is created before the inputs are checked."""
+    (which loads and checks the data) and written. Nothing is created before the inputs are checked.
+    Under torchrun the main process does this; the others then read the config it wrote."""
+    world = distributed.join()
+    if world.size == 1:
+        return _start_run(training, modality, make_config, open_data)
+    result, error = None, None
+    if world.main:
+        try:
+            result = _start_run(training, modality, make_config, open_data)
+        except DiffkitError as e:
+            error = str(e)
+    error = distributed.from_main(error, world)
+    if error is not None:
+        raise DiffkitError(error)
+    if world.main:
+        return result
+    config = load_config(training.out)
+    return config, open_data(config)
+
+
+def _start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
+               open_data: Callable[[dict], Any]) -> tuple[dict, Any]:
     out = Path(training.out)
     if out.exists() and not out.is_dir():
         raise DiffkitError(f"{out}: exists and is not a folder")
@@ -67,17 +90,24 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     """Build the network from its seed and train (or resume) it into --out with a progress bar;
     returns the EMA model."""
     device = common.torch_device()
+    world = distributed.current()
+    if training.batch_size % world.size:
+        raise DiffkitError(f"--batch-size {training.batch_size} (the global batch) must be a multiple of the "
+                           f"{world.size} processes")
+    common = dataclasses.replace(common, quiet=common.quiet or not world.main, json=common.json and world.main)
     torch.manual_seed(training.seed)
     model = build(config)
     diffusion = config["diffusion"]
     trainer = Trainer(model.to(device), schedule_of(config), training.settings(**settings),
                       prediction=diffusion["prediction"], variance=diffusion["variance"], run=training.out,
-                      objective=objective)
+                      objective=objective, world=world)
     if training.resume:
         trainer.restore()
         log(f"resuming {training.out} at step {trainer.step}", common.quiet)
     size = sum(p.numel() for p in model.parameters())
-    log(f"training {size:,} parameters on {device} for {training.steps} steps into {training.out}", common.quiet)
+    processes = f" x {world.size} processes" if world.size > 1 else ""
+    log(f"training {size:,} parameters on {device}{processes} for {training.steps} steps into {training.out}",
+        common.quiet)
     with progress_bar(f"train {config['modality']}", common.quiet) as update:
         ema = trainer.fit(batch_at, preview=preview,
                           on_step=lambda r: update(r["step"], training.steps, loss=r["loss"], it_s=r["it_s"]))
@@ -151,18 +181,28 @@ def batches(dataset, training: Training, encode: Callable[[torch.Tensor], torch.
     A pure function of (step, micro-batch), as exact resume needs."""
 
     def batch_at(step: int, micro: int):
-        position = step * training.accumulate + micro
-        generator = seeded(training.seed, AUGMENT, position)
-        if getattr(dataset, "endless", False):
-            indices = torch.arange(position * training.batch_size, (position + 1) * training.batch_size)
-        else:
-            indices = shuffled_batch(position, len(dataset), training.batch_size, training.seed)
-        examples, labels = dataset.batch(indices, generator)
+        generator = seeded(training.seed, AUGMENT, step * training.accumulate + micro)
+        size = None if getattr(dataset, "endless", False) else len(dataset)
+        examples, labels = dataset.batch(batch_indices(step, micro, size, training), generator)
         if not classes:
             return encode(examples), {}
         return encode(examples), {"y": drop_labels(labels, label_dropout, classes, generator)}
 
     return batch_at
+
+
+def batch_indices(step: int, micro: int, size: int | None, training: Training) -> torch.Tensor:
+    """This process's examples of micro-batch `micro` of `step`: of shuffled epochs over `size` examples,
+    or of consecutive indices of an endless generated set (size None). The global batch is the same for
+    any number of processes; process r of N takes its examples r, r + N, ... (DistributedSampler's
+    split, as a pure function of the step, which exact resume needs)."""
+    position = step * training.accumulate + micro
+    if size is None:
+        indices = torch.arange(position * training.batch_size, (position + 1) * training.batch_size)
+    else:
+        indices = shuffled_batch(position, size, training.batch_size, training.seed)
+    world = distributed.current()
+    return indices[world.rank::world.size]
 
 
 def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int, strata: int, batch_size: int,

@@ -175,6 +175,10 @@ def test_pairs_condition_the_target_on_the_source(tmp_path):
     assert len(run("sample", "text", "-m", out, "-i", "-", *FAST, stdin=sources.encode()).stdout.splitlines()) == 2
     code, stderr = run_here("sample", "text", "-m", out, *FAST)
     assert code == 2 and "trained with --pairs" in stderr
+    records = [json.loads(r) for r in run("eval", "text", "-m", out, "--data", pairs, "-n", 2, "--samples", 4,
+                                          "--json", *FAST).stdout.splitlines()]
+    match = next(r for r in records if r["metric"] == "exact_match")
+    assert 0 <= match["value"] <= 1 and not any(r["metric"] == "nll_bits_per_token" for r in records)
 
 
 def test_bad_input(trained, tmp_path):

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Guidance, Label, Sampling, Training, with_defaults, with_options
+from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, or - for stdout.")]
@@ -27,15 +27,6 @@ def build(config: dict):
     from diffkit.core.nn import UNet, UNetConfig
 
     return UNet(UNetConfig(**config["model"]))
-
-
-def _ints(option: str, text: str) -> tuple:
-    from diffkit.errors import DiffkitError
-
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise DiffkitError(f"--{option}: expected integers like 1,2,4, got {text!r}") from None
 
 
 def padded(length: int, multiple: int) -> int:
@@ -71,7 +62,7 @@ def train(
     from diffkit.runs import Run, batches, schedule_of, start_run, train_run
 
     def make_config():
-        levels = _ints("mults", mults)
+        levels = int_list("mults", mults)
         if not 0 <= label_dropout < 1:
             raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
         if not 0 < seconds <= 600:
@@ -81,7 +72,7 @@ def train(
         choose("normalisation", normalise, NORMALISE)
         diffusion = training.diffusion()
         model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion["variance"] == "learned" else 1,
-                           channels=width, mults=levels, blocks=blocks, factor=factor, dilations=_ints("dilations", dilations),
+                           channels=width, mults=levels, blocks=blocks, factor=factor, dilations=int_list("dilations", dilations),
                            attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout)
         length = round(seconds * sample_rate)
         window = padded(length, model.downsampling)

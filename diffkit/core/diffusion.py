@@ -289,17 +289,22 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
                     variance: str = "fixed_small", weighting: str = "uniform", gamma: float = 5.0,
                     vlb_weight: float = 0.001, bits: int | None = None, t: Tensor | None = None,
                     noise: Tensor | None = None, generator: torch.Generator | None = None,
-                    model_kwargs: dict | None = None) -> dict[str, Tensor]:
+                    model_kwargs: dict | None = None, shard: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
     """Per-example losses: "mse" (weighted L_simple), "vlb" (learned variance only) and their sum "loss".
 
     With a learned variance the hybrid loss L_simple + λ L_vlb trains Σ through the bound while the
     mean's gradient comes from L_simple alone (Nichol & Dhariwal 2021, §3.1, λ = 0.001).
+    `shard` = (rank, processes): x0 is examples rank, rank + processes, ... of a global batch, and gets
+    the same slice of timesteps and noise drawn for all of it, so that data-parallel processes train
+    exactly as one process would.
     """
     choose("prediction", prediction, PREDICTIONS)
+    rank, processes = shard
+    whole = (x0.shape[0] * processes, *x0.shape[1:])
     if t is None:
-        t = sample_timesteps(schedule, x0.shape[0], generator, x0.device)
+        t = sample_timesteps(schedule, whole[0], generator, x0.device)[rank::processes]
     if noise is None:
-        noise = randn_like(x0, generator)
+        noise = randn(whole, generator, x0.device, x0.dtype)[rank::processes]
     x_t = q_sample(schedule, x0, t, noise)
     out = model(x_t, t, **(model_kwargs or {}))
     pred, frac = split_output(out, variance)

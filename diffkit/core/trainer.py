@@ -27,16 +27,20 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from diffkit.core import distributed
 from diffkit.core.checkpoint import read_state, write_state, write_weights
 from diffkit.core.diffusion import training_losses
+from diffkit.core.distributed import World
 from diffkit.core.schedule import Schedule
 from diffkit.errors import DiffkitError, Interrupted
 
 Batch = tuple[Tensor, dict]            # x0 [B, ...] and the model's keyword arguments (labels, ...)
 BatchAt = Callable[[int, int], Batch]  # (step, micro-batch) -> Batch, a pure function of its arguments
-# (network, x0, keyword arguments, generator) -> per-example losses, "loss" the one optimised. A modality
-# whose data are not the diffused tensor itself (text: tokens, embedded inside the step) brings its own.
-Objective = Callable[[nn.Module, Tensor, dict, torch.Generator], dict[str, Tensor]]
+# (network, x0, keyword arguments, generator, shard) -> per-example losses, "loss" the one optimised; the
+# shard (rank, processes) says which slice of the global batch's noise is this process's (see
+# training_losses). A modality whose data are not the diffused tensor itself (text: tokens, embedded
+# inside the step) brings its own.
+Objective = Callable[[nn.Module, Tensor, dict, torch.Generator, tuple[int, int]], dict[str, Tensor]]
 METRICS = "metrics.jsonl"
 MAX_BAD_STEPS = 20
 
@@ -151,21 +155,30 @@ def stop_requests():
 
 class Trainer:
     """Owns model, EMA and optimiser; `run` (a folder) receives checkpoints and metrics. Without a run
-    it trains in memory, for library use."""
+    it trains in memory, for library use. Under torchrun (`world` of several processes) the network is
+    wrapped in DistributedDataParallel, every process keeps the same weights and EMA, and only the main
+    one writes to the run."""
 
     def __init__(self, model: nn.Module, schedule: Schedule, settings: TrainSettings, *, prediction: str,
-                 variance: str, run: str | Path | None = None, objective: Objective | None = None):
+                 variance: str, run: str | Path | None = None, objective: Objective | None = None,
+                 world: World = World()):
         self.model, self.schedule, self.settings = model, schedule, settings
         self.prediction, self.variance = prediction, variance
         self.objective = objective or self.diffusion_loss
         self.run = Path(run) if run is not None else None
+        self.world = world
         self.device = next(model.parameters()).device
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         # The fused kernel does the update in one pass over each tensor: ~10% of a small model's step on CPU.
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
                                            fused=True)
         self.autocast = autocast_dtype(settings.precision, self.device)
-        self.forward = torch.compile(model) if settings.compile else model
+        network = model
+        if world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            network = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward = torch.compile(network) if settings.compile else network
         self.step = 0
         self.skipped = 0  # consecutive steps with a non-finite loss
 
@@ -198,7 +211,8 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as e:
             raise DiffkitError(f"{self.run}: trainer state does not fit the model ({str(e).splitlines()[0]})") from None
         self.step = int(meta["step"])
-        self._trim_metrics()
+        if self.world.main:
+            self._trim_metrics()
 
     def _trim_metrics(self) -> None:
         """Drop metric lines past the checkpoint: those steps are about to be trained again."""
@@ -209,10 +223,11 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------ one step
-    def diffusion_loss(self, model, x0: Tensor, kwargs: dict, generator: torch.Generator) -> dict[str, Tensor]:
+    def diffusion_loss(self, model, x0: Tensor, kwargs: dict, generator: torch.Generator,
+                       shard: tuple[int, int]) -> dict[str, Tensor]:
         return training_losses(self.schedule, model, x0, prediction=self.prediction, variance=self.variance,
                                weighting=self.settings.weighting, bits=self.settings.bits, generator=generator,
-                               model_kwargs=kwargs)
+                               model_kwargs=kwargs, shard=shard)
 
     def train_step(self, batch_at: BatchAt) -> dict:
         s = self.settings
@@ -227,10 +242,12 @@ class Trainer:
             x0 = x0.to(self.device, non_blocking=True)
             kwargs = {k: v.to(self.device, non_blocking=True) for k, v in kwargs.items()}
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                losses = self.objective(self.forward, x0, kwargs, generator)
+                losses = self.objective(self.forward, x0, kwargs, generator, self.world.shard)
             loss = losses["loss"].mean() / s.accumulate
             loss.backward()
             total += loss.item()
+        # The loss of the global batch, the same on every process, so that all of them skip alike.
+        total = distributed.mean(total, self.world)
         record = {"step": self.step + 1, "loss": total, "lr": s.lr_at(self.step)}
         if not math.isfinite(total):
             self.skipped += 1
@@ -253,13 +270,15 @@ class Trainer:
         s = self.settings
         self.model.train()
         start, first = time.perf_counter(), self.step
-        metrics = open(self.run / METRICS, "a") if self.run is not None else None
+        metrics = open(self.run / METRICS, "a") if self.run is not None and self.world.main else None
         try:
             with stop_requests() as stop:
                 while self.step < s.steps:
-                    if stop[0] is not None:
+                    # A signal may reach only some processes: all stop at the same step.
+                    if distributed.any_true(stop[0] is not None, self.world):
                         self._checkpoint()
-                        raise Interrupted(stop[0], f"checkpoint saved at step {self.step}; continue with --resume")
+                        raise Interrupted(stop[0] or signal.SIGTERM,
+                                          f"checkpoint saved at step {self.step}; continue with --resume")
                     record = self.train_step(batch_at)
                     record["it_s"] = (self.step - first) / (time.perf_counter() - start)
                     if metrics is not None and (self.step % s.log_every == 0 or self.step == s.steps):
@@ -269,7 +288,7 @@ class Trainer:
                         on_step(record)
                     if self.step % s.checkpoint_every == 0 or self.step == s.steps:
                         self._checkpoint()
-                    if preview is not None and s.preview_every and self.step % s.preview_every == 0:
+                    if preview is not None and s.preview_every and self.step % s.preview_every == 0 and self.world.main:
                         preview(self.ema, self.step)
         finally:
             if metrics is not None:
@@ -277,6 +296,6 @@ class Trainer:
         return self.ema
 
     def _checkpoint(self) -> None:
-        if self.run is not None:
+        if self.run is not None and self.world.main:
             self.save()
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Guidance, Label, Sampling, Training, with_options
+from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, or - for stdout.")]
@@ -61,10 +61,7 @@ def train(
 
     def make_config():
         size = parse_size(image_size)
-        try:
-            levels = [int(m) for m in mults.split(",")]
-        except ValueError:
-            raise DiffkitError(f"--mults: expected integers like 1,2,2, got {mults!r}") from None
+        levels = int_list("mults", mults)
         if not 0 <= label_dropout < 1:
             raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
         multiple = 2 ** (len(levels) - 1)

@@ -33,10 +33,9 @@ def train(
     """Train an MLP denoiser on points (standardised per column; sampling maps back)."""
     from dataclasses import asdict
 
-    from diffkit.core.trainer import shuffled_batch
     from diffkit.points import data as points_data
     from diffkit.points.model import PointsConfig
-    from diffkit.runs import start_run, train_run
+    from diffkit.runs import batch_indices, start_run, train_run
 
     def make_config():
         diffusion = training.diffusion()
@@ -53,8 +52,7 @@ def train(
     standard = (points - torch_tensor(spec["mean"])) / torch_tensor(spec["std"])
 
     def batch_at(step, micro):
-        return standard[shuffled_batch(step * training.accumulate + micro, len(standard), training.batch_size,
-                                       training.seed)], {}
+        return standard[batch_indices(step, micro, len(standard), training)], {}
 
     train_run(config, build, batch_at, training, common)
 

@@ -103,10 +103,9 @@ def train(
     config.json, tokenizer.model, model.safetensors, state/, metrics.jsonl, previews/."""
     from pathlib import Path
 
-    from diffkit.core.trainer import shuffled_batch
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import atomic_write
-    from diffkit.runs import Run, schedule_of, start_run, train_run
+    from diffkit.runs import Run, batch_indices, schedule_of, start_run, train_run
     from diffkit.text.data import load_lines, load_pairs
     from diffkit.text.model import TextConfig, text_objective
     from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer, default_vocab_size, train_tokenizer
@@ -155,7 +154,7 @@ def train(
     config, (tok, (tokens, keep)) = start_run(training, "text", make_config, reopen)
 
     def batch_at(step: int, micro: int):
-        index = shuffled_batch(step * training.accumulate + micro, len(tokens), training.batch_size, training.seed)
+        index = batch_indices(step, micro, len(tokens), training)
         return tokens[index], ({"keep": keep[index]} if keep is not None else {})
 
     previews = Path(training.out) / "previews"
@@ -550,9 +549,12 @@ def evaluate(run: Model,
         if builtin:
             share("grammar_share", sum(grammar.parse(line) is not None for line in lines) / len(lines),
                   f"{name}, accepted by the grammar")
-        if builtin and spec["pairs"]:
-            said = [grammar.parse(line) == grammar.from_record(s) for line, (s, _) in zip(lines, pairs)]
-            share("slot_accuracy", sum(said) / len(lines), f"{name}, says exactly its record")
+        if spec["pairs"] and name == scale:  # generated for these very sources
+            same = [" ".join(line.split()) == " ".join(target.split()) for line, (_, target) in zip(lines, pairs)]
+            share("exact_match", sum(same) / len(lines), f"{name}, the held-out target word for word")
+            if builtin:
+                said = [grammar.parse(line) == grammar.from_record(s) for line, (s, _) in zip(lines, pairs)]
+                share("slot_accuracy", sum(said) / len(lines), f"{name}, says exactly its record")
         if real_features is not None:
             report({"metric": "sentence_frechet", "value": frechet_distance(real_features, sentence_features(lines)),
                     "stderr": 0.0, "of": f"{name} vs {count} held-out lines, all-MiniLM-L6-v2"}, common)

@@ -102,8 +102,12 @@ class TextDenoiser(nn.Module):
         """Each vector replaced by the nearest token embedding (Diffusion-LM's clamping)."""
         return self.embed(self.logits(x).argmax(-1)).to(x.dtype)
 
-    def forward(self, x: Tensor, t: Tensor, clean: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
-        return self.predict(x, t, clean, keep)[0]
+    def forward(self, x: Tensor, t: Tensor, clean: Tensor | None = None, keep: Tensor | None = None,
+                with_logits: bool = False):
+        """`predict`'s output, and with `with_logits` its token logits too (through forward, so that a
+        DistributedDataParallel wrapper sees the call)."""
+        out, logits = self.predict(x, t, clean, keep)
+        return (out, logits) if with_logits else out
 
     def predict(self, x: Tensor, t: Tensor, clean: Tensor | None = None,
                 keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -133,20 +137,21 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str):
     """The trainer's objective for token batches: the diffusion loss on the embeddings x_0 = EMB(w), plus
     the rounding cross-entropy -log p(w | x̂_0) of the network's prediction at the same step."""
 
-    def objective(model, tokens: Tensor, kwargs: dict, generator) -> dict:
-        net = getattr(model, "_orig_mod", model)  # under torch.compile, the module behind it
+    def objective(model, tokens: Tensor, kwargs: dict, generator, shard: tuple[int, int]) -> dict:
+        net = getattr(model, "_orig_mod", model)  # the module behind torch.compile and DDP wrappers
+        net = getattr(net, "module", net)
         x0 = net.embed(tokens)
         if "keep" in kwargs:
             kwargs = {**kwargs, "clean": x0}
         logits = []
 
         def recorded(x, t, **kw):  # the network, keeping its token logits for the rounding term
-            out, token_logits = net.predict(x, t, **kw)
+            out, token_logits = model(x, t, with_logits=True, **kw)
             logits.append(token_logits)
             return out
 
         losses = training_losses(schedule, recorded, x0, prediction="x0", variance=variance, weighting=weighting,
-                                 generator=generator, model_kwargs=kwargs)
+                                 generator=generator, model_kwargs=kwargs, shard=shard)
         rounding = F.cross_entropy(logits[0].transpose(1, 2), tokens, reduction="none")
         if "keep" in kwargs:  # the source is given, nothing to learn there
             rounding = rounding * ~kwargs["keep"]

@@ -1,0 +1,74 @@
+"""Data-parallel training with torchrun: two gloo processes on CPU train as one process does."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cli import run
+from safetensors.torch import load_file
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+POINTS = ["--data", "builtin:ring", "--batch-size", 64, "--log-every", 1, "--hidden", 64, "--timesteps", 100,
+          "--precision", "fp32", "-q"]
+
+
+def torchrun(*args, check=True):
+    result = subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check:
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+    return result
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert left.keys() == right.keys()
+    for key in left:
+        torch.testing.assert_close(left[key], right[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "run"
+    run("train", "points", "--out", out, "--steps", 12, "--checkpoint-every", 6, *POINTS)
+    return out
+
+
+def test_two_processes_follow_the_single_process_loss_curve(single, tmp_path):
+    out = tmp_path / "ddp"
+    result = torchrun("-m", "diffkit", "train", "points", "--out", out, "--steps", 12, "--checkpoint-every", 6, *POINTS)
+    assert len(losses(out)) == 12  # one process wrote the metrics
+    torch.testing.assert_close(torch.tensor(losses(out)), torch.tensor(losses(single)), rtol=1e-4, atol=1e-6)
+    assert_same_weights(out, single)
+    assert b"Traceback" not in result.stderr
+
+
+def test_both_ranks_hold_identical_weights(tmp_path):
+    torchrun(Path(__file__).parent / "ddp_ranks.py", tmp_path)
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+
+
+def test_resume_with_another_number_of_processes(single, tmp_path):
+    out = tmp_path / "resumed"
+    torchrun("-m", "diffkit", "train", "points", "--out", out, "--steps", 6, "--checkpoint-every", 6, *POINTS)
+    run("train", "points", "--out", out, "--resume", "--steps", 12, "--checkpoint-every", 6, *POINTS)
+    torch.testing.assert_close(torch.tensor(losses(out)), torch.tensor(losses(single)), rtol=1e-4, atol=1e-6)
+    assert_same_weights(out, single)
+
+
+def test_a_bad_input_stops_every_process_with_one_error(tmp_path):
+    result = torchrun("-m", "diffkit", "train", "points", "--out", tmp_path / "run", "--steps", 2,
+                      "--data", tmp_path / "missing.csv", "-q", check=False)
+    errors = [line for line in result.stderr.decode().splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1 and "missing.csv: no such file" in errors[0]
+    assert "diffkit/" not in result.stderr.decode()  # no traceback of ours (torchrun prints its own)
