@@ -30,11 +30,15 @@ demo: install
 	$(DIFFKIT) eval image -m $(DEMO) -n 32 --strata 50 --samples 100 --guidance 2 --reference
 	@echo "demo: samples in $(DEMO)/samples.png (a column per class), inpainting in $(DEMO)/inpainted.png, previews in $(DEMO)/previews/"
 
+# Two workers, one thread each: most tests wait on a fresh interpreter importing torch, so the two
+# cores overlap them; a test file stays on one worker so its trained-run fixtures are built once.
+TEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: install
-	$(PY) -m pytest -q
+	$(TEST)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(TEST) -m "not slow"
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true

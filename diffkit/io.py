@@ -19,13 +19,19 @@ def atomic_write(path: str | Path, mode: str = "wb"):
     path = Path(path)
     if not path.parent.exists():
         raise DiffkitError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise DiffkitError(f"{path}: cannot write here ({e.strerror})") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota: the file as it was stays in place
+        os.unlink(tmp)
+        raise DiffkitError(f"{path}: writing failed ({e.strerror}); any previous version is intact") from None
     except BaseException:
         os.unlink(tmp)
         raise

@@ -54,8 +54,11 @@ class Common:
             raise DiffkitError(f"--device: unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DiffkitError("--device cuda: no CUDA device is available here")
-        if device.type == "cuda" and device.index is None:  # under torchrun: this process's own GPU
-            device = torch.device("cuda", local_rank())
+        if device.type == "cuda":
+            if device.index is None:  # under torchrun: this process's own GPU
+                device = torch.device("cuda", local_rank())
+            # TF32 tensor cores for what runs outside bf16 autocast (fp32 runs, the optimiser's matmuls).
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         return device
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -69,12 +71,13 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
     out = Path(training.out)
     if out.exists() and not out.is_dir():
         raise DiffkitError(f"{out}: exists and is not a folder")
+    writable_folder(out)
     if training.resume:
         config = load_config(out)
         if config["modality"] != modality:
             raise DiffkitError(f"{out}: holds a run of modality {config['modality']}, not {modality}")
-        if not (out / STATE).exists():
-            raise DiffkitError(f"{out}: nothing to resume (no {STATE})")
+        for stale in out.rglob(".*.tmp"):  # half-written by a killed process (atomic_write's names)
+            stale.unlink()
         return config, open_data(config)
     if (out / CONFIG).exists() or (out / STATE).exists():
         raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
@@ -82,6 +85,27 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
     config = {"modality": modality, **config}
     write_config(out, config)
     return config, data
+
+
+def writable_folder(out: Path) -> None:
+    """Fail before any work if the run folder cannot be created or written (checked on its nearest
+    existing ancestor, without creating anything)."""
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DiffkitError(f"{out}: cannot create or write the run here ({ancestor} is not a writable folder)")
+
+
+def enough_disk(out: Path, parameters: int) -> None:
+    """A checkpoint holds five float32 copies of the weights (state/: weights, EMA and two optimiser
+    moments; model.safetensors: the EMA), and each file briefly exists twice while it is replaced:
+    refuse to start without room for that."""
+    needed = 2 * 5 * 4 * parameters
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise DiffkitError(f"{out}: {free / 2**20:.0f} MiB free on its disk, checkpoints need about "
+                           f"{needed / 2**20:.0f} MiB")
 
 
 def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchAt, training: Training,
@@ -101,10 +125,16 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     trainer = Trainer(model.to(device), schedule_of(config), training.settings(**settings),
                       prediction=diffusion["prediction"], variance=diffusion["variance"], run=training.out,
                       objective=objective, world=world)
-    if training.resume:
+    if training.resume and (Path(training.out) / STATE).exists():
         trainer.restore()
         log(f"resuming {training.out} at step {trainer.step}", common.quiet)
+    elif training.resume:  # stopped before its first checkpoint: its config stands, training restarts
+        if world.main:
+            trainer.trim_metrics()
+        log(f"{training.out} has no checkpoint yet: training from step 0", common.quiet)
     size = sum(p.numel() for p in model.parameters())
+    if world.main:
+        enough_disk(Path(training.out), size)
     processes = f" x {world.size} processes" if world.size > 1 else ""
     log(f"training {size:,} parameters on {device}{processes} for {training.steps} steps into {training.out}",
         common.quiet)
