@@ -49,6 +49,9 @@ def start_run(training: Training, modality: str, make_config: Callable[[], tuple
     (which loads and checks the data) and written. Nothing is created before the inputs are checked.
     Under torchrun the main process does this; the others then read the config it wrote."""
     world = distributed.join()
+    if training.batch_size % world.size:
+        raise DiffkitError(f"--batch-size {training.batch_size} (the global batch) must be a multiple of the "
+                           f"{world.size} processes")
     if world.size == 1:
         return _start_run(training, modality, make_config, open_data)
     result, error = None, None
@@ -115,9 +118,6 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     returns the EMA model."""
     device = common.torch_device()
     world = distributed.current()
-    if training.batch_size % world.size:
-        raise DiffkitError(f"--batch-size {training.batch_size} (the global batch) must be a multiple of the "
-                           f"{world.size} processes")
     common = dataclasses.replace(common, quiet=common.quiet or not world.main, json=common.json and world.main)
     torch.manual_seed(training.seed)
     model = build(config)
