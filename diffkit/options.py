@@ -103,6 +103,7 @@ class Training:
     checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
     preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
     log_every: Annotated[int, typer.Option(help="Append a metrics.jsonl line every N steps.")] = 10
+    max_bad_steps: Annotated[int, typer.Option(help="Stop after this many steps in a row with a non-finite loss (each is skipped).")] = 20
     compile: Annotated[bool, typer.Option("--compile", help="Run the network through torch.compile.")] = False
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.")] = "auto"
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
@@ -131,7 +132,8 @@ class Training:
         return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
-                             preview_every=self.preview_every, log_every=self.log_every, compile=self.compile,
+                             preview_every=self.preview_every, log_every=self.log_every, max_bad_steps=self.max_bad_steps,
+                             compile=self.compile,
                              precision=self.precision, **extra)
 
 

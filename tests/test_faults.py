@@ -1,11 +1,15 @@
 """A run is never lost: SIGKILL at random moments (checkpoint writes included) and resume, a full disk,
-an unwritable --out."""
+an unwritable --out. And files handed to us are never trusted: pickles where checkpoints belong, configs
+that do not fit."""
 
 import errno
+import json
+import pickle
 import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from cli import DIFFKIT, assert_bad_input, run
@@ -64,3 +68,76 @@ def test_an_unwritable_out_fails_before_training(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     message = assert_bad_input(["train", "points", "--out", tmp_path / "file" / "run", *POINTS], b"", tmp_path, ".csv")
     assert "cannot create or write the run here" in message
+
+
+class Payload:
+    """A pickle that would leave a marker file behind if anything ever unpickled it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def points_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("untrusted") / "run"
+    run("train", "points", "--out", out, "--steps", 2, *TINY)
+    return out
+
+
+def _copy(run_dir, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(run_dir, tmp_path / "copy"))
+
+
+@pytest.mark.parametrize("where", ["model.safetensors", "state/trainer.safetensors"])
+def test_a_pickle_where_a_checkpoint_belongs_is_rejected_unexecuted(points_run, tmp_path, where):
+    copy, marker = _copy(points_run, tmp_path), tmp_path / "executed"
+    (copy / where).write_bytes(pickle.dumps(Payload(marker)))
+    args = ["sample", "points", "-m", copy, "-n", 1] if where == "model.safetensors" else \
+        ["train", "points", "--out", copy, "--resume", "--steps", 4, *TINY]
+    message = assert_bad_input(args, b"", tmp_path, ".csv")
+    assert "not a safetensors file" in message or "not a diffkit trainer state" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(modality="video"), "unknown modality 'video'"),
+    (lambda c: c.update(format_version=99), "written by a newer diffkit (format 99)"),
+    (lambda c: c.pop("model"), "missing or unexpected setting"),
+    (lambda c: c["model"].update(hidden=32), "weights do not fit the model in config.json"),
+    (lambda c: c.pop("modality"), "missing the 'modality' key"),
+])
+def test_a_config_that_does_not_fit_is_refused(points_run, tmp_path, change, message):
+    copy = _copy(points_run, tmp_path)
+    config = json.loads((copy / "config.json").read_text())
+    change(config)
+    (copy / "config.json").write_text(json.dumps(config))
+    command = ["info", copy] if "video" in message else ["sample", "points", "-m", copy, "-n", 1]
+    assert message in assert_bad_input(command, b"", tmp_path, ".csv")
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run_with_its_checkpoint_intact(tmp_path):
+    import torch
+
+    from diffkit.core import make_schedule
+    from diffkit.core.checkpoint import read_state
+    from diffkit.core.trainer import TrainSettings, Trainer
+    from diffkit.points.model import PointsConfig, PointsDenoiser
+
+    model = PointsDenoiser(PointsConfig(dim=2, hidden=16, out=2))
+    settings = TrainSettings(steps=20, checkpoint_every=2, max_bad_steps=3, warmup=1, log_every=1)
+    trainer = Trainer(model, make_schedule("cosine", 100), settings, prediction="eps", variance="fixed_small",
+                      run=tmp_path)
+    data = torch.randn(16, 2)
+    # Good data for the first 4 steps, then a NaN in every batch.
+    batch_at = lambda step, micro: (data if step < 4 else data * float("nan"), {})  # noqa: E731
+    with pytest.raises(DiffkitError, match="3 steps in a row had a non-finite loss; stopped at step 6"):
+        trainer.fit(batch_at)
+    tensors, meta = read_state(tmp_path)
+    assert meta["step"] == 6 and all(torch.isfinite(t).all() for t in tensors.values())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("skipped")] == [5, 6] and len(records) == 6

@@ -42,7 +42,6 @@ BatchAt = Callable[[int, int], Batch]  # (step, micro-batch) -> Batch, a pure fu
 # inside the step) brings its own.
 Objective = Callable[[nn.Module, Tensor, dict, torch.Generator, tuple[int, int]], dict[str, Tensor]]
 METRICS = "metrics.jsonl"
-MAX_BAD_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -63,10 +62,12 @@ class TrainSettings:
     compile: bool = False
     precision: str = "auto"      # auto, fp32 or bf16 (autocast; weights, optimiser and loss stay fp32)
     bits: int | None = None      # data quantised to 2^bits levels (the hybrid loss's decoder term)
+    max_bad_steps: int = 20      # consecutive non-finite losses (each step skipped) before the run stops
 
     def __post_init__(self):
-        if self.steps < 1 or self.accumulate < 1 or self.checkpoint_every < 1 or self.log_every < 1:
-            raise DiffkitError("--steps, --accumulate, --checkpoint-every and --log-every must be at least 1")
+        if min(self.steps, self.accumulate, self.checkpoint_every, self.log_every, self.max_bad_steps) < 1:
+            raise DiffkitError("--steps, --accumulate, --checkpoint-every, --log-every and --max-bad-steps must "
+                               "be at least 1")
         if self.decay not in ("constant", "cosine"):
             raise DiffkitError(f"--lr-decay must be constant or cosine, got {self.decay!r}")
         if self.precision not in PRECISIONS:
@@ -257,7 +258,7 @@ class Trainer:
         record = {"step": self.step + 1, "loss": total, "lr": s.lr_at(self.step)}
         if not math.isfinite(total):
             self.skipped += 1
-            if self.skipped >= MAX_BAD_STEPS:
+            if self.skipped >= s.max_bad_steps:
                 raise DiffkitError(f"{self.skipped} steps in a row had a non-finite loss; stopped at step "
                                    f"{self.step} (the last checkpoint is intact; try a lower --lr)")
             record["skipped"] = True
