@@ -109,6 +109,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         raise DiffkitError(f"strength must be in [0, 1], got {strength}")
     if (known is None) != (mask is None):
         raise DiffkitError("inpainting needs both the known data and its mask")
+    if known is not None and (jump < 1 or resample < 1):
+        raise DiffkitError(f"--jump and --resample must be at least 1, got {jump} and {resample}")
     device = torch.device(device) if device is not None else _model_device(model)
 
     partial = start is not None and strength < 1

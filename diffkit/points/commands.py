@@ -172,6 +172,8 @@ def evaluate(run: Model,
     from diffkit.points import data as points_data
     from diffkit.points.plot import bounds_of, scatter_png
 
+    if n < 1:
+        raise DiffkitError(f"-n must be at least 1, got {n}")
     loaded = _load(run, common)
     spec, diffusion = loaded.config["data"], loaded.config["diffusion"]
     mean, std = (torch_tensor(spec[k]).to(loaded.device) for k in ("mean", "std"))
