@@ -196,6 +196,7 @@ def _bad_mask(tmp_path):
 BAD = {
     "missing model dir": lambda t, p, tmp: ["sample", "image", "-m", tmp / "nope", "-o", tmp / "out.png"],
     "corrupt input png": lambda t, p, tmp: ["style", "image", "-m", t, "-i", _corrupt(tmp), "-o", tmp / "out.png"],
+    "huge input png": lambda t, p, tmp: ["style", "image", "-m", t, "-i", _huge(tmp), "-o", tmp / "out.png"],
     "mask of wrong size": lambda t, p, tmp: ["inpaint", "image", "-m", t, "-i", p, "--mask", _bad_mask(tmp), "-o", tmp / "out.png"],
     "box outside": lambda t, p, tmp: ["inpaint", "image", "-m", t, "-i", p, "--mask", "box:20,0,10,10", "-o", tmp / "out.png"],
     "non-image on stdin": lambda t, p, tmp: ["style", "image", "-m", t, "-i", "-", "-o", tmp / "out.png"],
@@ -210,6 +211,20 @@ BAD = {
     "unknown builtin": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--data", "builtin:cats"],
     "run exists": lambda t, p, tmp: ["train", "image", "--out", t, "--steps", 1],
 }
+
+
+def _huge(tmp):
+    """A PNG whose header claims 100,000 x 100,000 pixels (a decompression bomb): refused unread."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    (tmp / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                                   + chunk(b"IEND", b""))
+    return tmp / "huge.png"
 
 
 def _corrupt(tmp):
