@@ -33,11 +33,14 @@ def keep_known(known: Tensor, mask: Tensor, generator: torch.Generator | None) -
 
 def resampling_plan(levels: int, jump: int, resample: int) -> list[tuple[int, int]]:
     """RePaint's schedule as (from, to) level pairs: to > from walks down with the sampler, to < from
-    jumps back up by renoising. Each run of `jump` steps is done `resample` times (Lugmayr et al. 2022, §4.2)."""
+    jumps back up by renoising. Each run of `jump` steps is done `resample` times (Lugmayr et al. 2022, §4.2);
+    once (resample 1) it is one uninterrupted walk, so a multistep solver keeps its history."""
     if jump < 1 or resample < 1:
         raise DiffkitError(f"jump and resample must be at least 1, got {jump} and {resample}")
-    plan = []
     last = levels - 1
+    if resample == 1:
+        return [(0, last)]
+    plan = []
     for start in range(0, last, jump):
         stop = min(start + jump, last)
         for repeat in range(resample):

@@ -109,8 +109,6 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         raise DiffkitError(f"strength must be in [0, 1], got {strength}")
     if (known is None) != (mask is None):
         raise DiffkitError("inpainting needs both the known data and its mask")
-    if known is not None and (jump < 1 or resample < 1):
-        raise DiffkitError(f"--jump and --resample must be at least 1, got {jump} and {resample}")
     device = torch.device(device) if device is not None else _model_device(model)
 
     partial = start is not None and strength < 1
@@ -129,7 +127,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     if known is not None:
         after_step = keep_known(known.to(device=device, dtype=dtype), mask.to(device), generator)
         x = after_step(x, grid.ab[0])
-    plan = resampling_plan(len(grid), jump, resample) if known is not None and resample > 1 else [(0, len(grid) - 1)]
+    plan = resampling_plan(len(grid), jump, resample) if known is not None else [(0, len(grid) - 1)]
     runs = [grid.segment(a, b) for a, b in plan if b > a]
 
     done, total = 0, _count_evals(sampler, runs)

@@ -209,17 +209,13 @@ def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, source
 def emit(lines: list[str], output: str, common: Common, records: list[dict] | None = None) -> None:
     """Results one per line to stdout or a file (atomically); with --json, one JSON object per result on
     stdout ({"text": ...} plus `records`)."""
-    from diffkit.io import atomic_write, json_line
+    from diffkit.io import json_line, write_output
 
-    records = records or [{} for _ in lines]
-    if output != "-":
-        with atomic_write(output, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
+    if output != "-" or not common.json:
+        write_output(output, "".join(line + "\n" for line in lines).encode())
     if common.json:
-        for line, record in zip(lines, records):
+        for line, record in zip(lines, records or [{} for _ in lines]):
             json_line({"text": line, **record})
-    elif output == "-":
-        print("".join(line + "\n" for line in lines), end="", flush=True)
 
 
 def _read_lines(source: str) -> list[str]:
