@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from diffkit.errors import DiffkitError
@@ -69,6 +70,11 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
         os.unlink(tmp)
 
 
+def display_name(source: str) -> str:
+    """How messages name an input: its path, or <stdin> for "-"."""
+    return "<stdin>" if source == "-" else source
+
+
 def read_input(source: str) -> bytes:
     """Bytes from stdin for "-", else from the file, with a one-line error naming it."""
     if source == "-":
@@ -81,42 +87,88 @@ def read_input(source: str) -> bytes:
         raise DiffkitError(f"{source}: is a folder, expected a file") from None
 
 
+def decode_utf8(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DiffkitError(f"{name}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at byte offset {e.start})") from None
+
+
+def data_folder(source: str, holding: str) -> Path:
+    """The folder that --data names, or an error saying what was found instead."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise DiffkitError(f"{source}: a file; --data takes a folder of {holding}")
+    raise DiffkitError(f"{source}: no such folder")
+
+
 def json_line(record: dict) -> None:
     """One JSON object per line on stdout, for machines."""
     sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
 
-def destination(output: str, suffix: str) -> str:
-    """What `-o` names, checked before any (long) work so that a mistake costs nothing: "stdout" for -,
-    "file" for a name ending in `suffix` (its folder must exist), else "folder" (created if missing)."""
-    if output == "-":
-        return "stdout"
-    path = Path(output)
-    if output.lower().endswith(suffix):
-        if not path.parent.is_dir():
-            raise DiffkitError(f"{output}: folder {path.parent} does not exist")
-        return "file"
-    if path.exists() and not path.is_dir():
-        raise DiffkitError(f"{output}: exists and is not a folder (a single file must end in {suffix})")
-    return "folder"
+def result_stem(source: str, edit: str) -> str:
+    """The name an edit of `source` takes in an output folder: photo.png inpainted -> photo-inpainted."""
+    return f"{'stdin' if source == '-' else Path(source).stem}-{edit}"  # a file name: no <>
 
 
-def write_one(output: str, data: bytes, as_json: bool, **record) -> None:
-    """One binary result to a file or stdout, refusing a terminal; with `as_json`, a line naming the file."""
-    if output == "-" and sys.stdout.isatty():
-        raise DiffkitError("refusing to write binary data to the terminal; use -o FILE or a pipe")
-    write_output(output, data)
-    if as_json and output != "-":
-        json_line({"path": output, **record})
+@dataclass(frozen=True)
+class Destination:
+    """Where a command's results go, checked before any (long) work so that a mistake costs nothing:
+    "-" is stdout, a name ending in `suffix` one file (replaced atomically: the user named it), anything
+    else a folder (created if missing) where each result takes a name not yet used, so concurrent runs
+    into one folder never overwrite each other."""
+    target: str
+    suffix: str
+    kind: str  # stdout, file or folder
 
+    @classmethod
+    def of(cls, output: str, suffix: str) -> Destination:
+        if output == "-":
+            return cls(output, suffix, "stdout")
+        path = Path(output)
+        if output.lower().endswith(suffix):
+            if not path.parent.is_dir():
+                raise DiffkitError(f"{output}: folder {path.parent} does not exist")
+            return cls(output, suffix, "file")
+        if path.exists() and not path.is_dir():
+            raise DiffkitError(f"{output}: exists and is not a folder (a single file must end in {suffix})")
+        if path.suffix and not path.exists():
+            raise DiffkitError(f"{output}: results are {suffix} files; name one ending in {suffix}, or a folder")
+        return cls(output, suffix, "folder")
 
-def write_each(folder: str, stem: str, suffix: str, blobs, as_json: bool, **record) -> None:
-    """Each blob to a new file in `folder` (never overwriting), printing its path, or a JSON line."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    for i, data in enumerate(blobs):
-        path = write_new(Path(folder), f"{stem}-{i:04d}", suffix, data)
-        if as_json:
-            json_line({"path": str(path), "index": i, **record})
+    def write(self, data: bytes, stem: str, as_json: bool, *, binary: bool = True, **record) -> None:
+        """One result: to stdout (refusing a terminal for binary data), to the file, or under a new name in
+        the folder. A written file is reported on stdout: its path, or with `as_json` a JSON line."""
+        if self.kind == "stdout":
+            if binary and sys.stdout.isatty():
+                raise DiffkitError("refusing to write binary data to the terminal; use -o FILE or a pipe")
+            write_output("-", data)
+            return
+        if self.kind == "file":
+            write_output(self.target, data)
+            path = Path(self.target)
         else:
+            Path(self.target).mkdir(parents=True, exist_ok=True)
+            path = write_new(Path(self.target), stem, self.suffix, data)
+        if as_json:
+            json_line({"path": str(path), **record})
+        elif self.kind == "folder":
             print(path, flush=True)
+
+    def write_rows(self, data: bytes, records: list[dict], stem: str, as_json: bool) -> None:
+        """Results that are rows of text (lines, CSV rows): `data` goes to the file or folder, or to stdout;
+        with `as_json`, stdout gets one JSON object per row instead (after the file's path)."""
+        if self.kind != "stdout" or not as_json:
+            self.write(data, stem, as_json, binary=False)
+        if as_json:
+            for record in records:
+                json_line(record)
+
+    def write_each(self, blobs, stem: str, as_json: bool, **record) -> None:
+        """Each result to its own new file in the folder: stem-0000, stem-0001, ..."""
+        for i, data in enumerate(blobs):
+            self.write(data, f"{stem}-{i:04d}", as_json, index=i, **record)

@@ -48,6 +48,7 @@ def start_run(training: Training, modality: str, make_config: Callable[[], tuple
     """The run's config and its data: read back and reopened with --resume, else made by `make_config`
     (which loads and checks the data) and written. Nothing is created before the inputs are checked.
     Under torchrun the main process does this; the others then read the config it wrote."""
+    training.settings()  # every option checked before anything is written
     world = distributed.join()
     if training.batch_size % world.size:
         raise DiffkitError(f"--batch-size {training.batch_size} (the global batch) must be a multiple of the "

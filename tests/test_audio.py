@@ -152,7 +152,7 @@ def _pickled_mask(tmp):
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_gives_one_error_line_and_no_output(case, trained, recording, tmp_path):
-    assert_bad_input(BAD[case](trained, recording, tmp_path), b"plain text, not a sound", tmp_path, ".wav")
+    assert_bad_input(BAD[case](trained, recording, tmp_path), b"plain text, not a sound", tmp_path)
 
 
 def test_a_bad_input_in_a_real_process_exits_2_without_a_traceback(trained, tmp_path):

@@ -94,6 +94,7 @@ def test_eval_reports_the_bound_and_writes_a_plot(trained, tmp_path):
     (["inpaint", "points", "-m", "{run}", "-i", "-", "--keep", "5"], "--keep: columns must lie in 0..1"),
     (["train", "points", "--out", "{tmp}/x", "--schedule", "quadratic"], "unknown schedule 'quadratic'"),
     (["train", "points", "--out", "{tmp}/x", "--data", "builtin:nope"], "unknown built-in data"),
+    (["train", "points", "--out", "{tmp}/x", "--hidden", "0"], "--hidden must be at least 1"),
     (["sample", "points", "-m", "{tmp}"], "not a diffkit run (no config.json)"),
 ])
 def test_user_errors_are_one_line_and_exit_2(trained, tmp_path, args, message):
@@ -110,7 +111,7 @@ def test_bad_csv_names_the_file_and_writes_no_output(trained, tmp_path):
     bad.write_text("1,2\nnot,numbers\n")
     out = tmp_path / "out.csv"
     result = run("style", "points", "-m", trained, "-i", bad, "-o", out, check=False)
-    assert result.returncode == 2 and f"error: {bad}: not a CSV of numbers" in result.stderr.decode()
+    assert result.returncode == 2 and f"error: {bad}:2: not a row of 2 numbers" in result.stderr.decode()
     assert not out.exists() and not list(tmp_path.glob(".out.csv*"))
 
 

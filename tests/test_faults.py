@@ -66,7 +66,7 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
 
 def test_an_unwritable_out_fails_before_training(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    message = assert_bad_input(["train", "points", "--out", tmp_path / "file" / "run", *POINTS], b"", tmp_path, ".csv")
+    message = assert_bad_input(["train", "points", "--out", tmp_path / "file" / "run", *POINTS], b"", tmp_path)
     assert "cannot create or write the run here" in message
 
 
@@ -99,7 +99,7 @@ def test_a_pickle_where_a_checkpoint_belongs_is_rejected_unexecuted(points_run, 
     (copy / where).write_bytes(pickle.dumps(Payload(marker)))
     args = ["sample", "points", "-m", copy, "-n", 1] if where == "model.safetensors" else \
         ["train", "points", "--out", copy, "--resume", "--steps", 4, *TINY]
-    message = assert_bad_input(args, b"", tmp_path, ".csv")
+    message = assert_bad_input(args, b"", tmp_path)
     assert "not a safetensors file" in message or "not a diffkit trainer state" in message
     assert not marker.exists()
 
@@ -117,7 +117,7 @@ def test_a_config_that_does_not_fit_is_refused(points_run, tmp_path, change, mes
     change(config)
     (copy / "config.json").write_text(json.dumps(config))
     command = ["info", copy] if "video" in message else ["sample", "points", "-m", copy, "-n", 1]
-    assert message in assert_bad_input(command, b"", tmp_path, ".csv")
+    assert message in assert_bad_input(command, b"", tmp_path)
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run_with_its_checkpoint_intact(tmp_path):

@@ -67,12 +67,6 @@ def test_sample_folder_prints_paths_and_repeats_with_the_seed(trained, tmp_path)
     assert not (pixels(first[0]) == pixels(other[0])).all()
 
 
-def test_sample_into_the_same_folder_never_overwrites(trained, tmp_path):
-    for _ in range(2):
-        run("sample", "image", "-m", trained, "-n", 2, *FAST, "-o", tmp_path)
-    assert len(list(tmp_path.glob("*.png"))) == 4
-
-
 def test_sample_grid_to_file_and_stdout_with_guidance(trained, tmp_path):
     run("sample", "image", "-m", trained, "-n", 4, *FAST, "-o", tmp_path / "grid.png")
     grid = pixels(tmp_path / "grid.png")
@@ -207,6 +201,7 @@ BAD = {
     "grid into a missing folder": lambda t, p, tmp: ["sample", "image", "-m", t, "-o", tmp / "no" / "out.png"],
     "a points run": lambda t, p, tmp: ["sample", "image", "-m", foreign_run(tmp, "points"), "-o", tmp / "out.png"],
     "bad image size": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--image-size", "15"],
+    "attention at no level": lambda t, p, tmp: ["train", "image", "--out", tmp / "run", "--attention", "7"],
     "empty data folder": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--data", tmp],
     "unknown builtin": lambda t, p, tmp: ["train", "image", "--out", tmp / "out.png", "--data", "builtin:cats"],
     "run exists": lambda t, p, tmp: ["train", "image", "--out", t, "--steps", 1],
@@ -234,7 +229,7 @@ def _corrupt(tmp):
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_gives_one_error_line_and_no_output(case, trained, picture, tmp_path):
-    assert_bad_input(BAD[case](trained, picture, tmp_path), b"plain text, not a picture", tmp_path, ".png")
+    assert_bad_input(BAD[case](trained, picture, tmp_path), b"plain text, not a picture", tmp_path)
 
 
 def test_a_bad_input_in_a_real_process_exits_2_without_a_traceback(trained, tmp_path):

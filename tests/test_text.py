@@ -207,4 +207,4 @@ def test_bad_input(trained, tmp_path):
     for args, stdin, message in cases:
         if args[0] in ("inpaint", "style", "sample"):
             args = [*args, "-o", tmp_path / "out.txt"]
-        assert message in assert_bad_input(args, stdin, tmp_path, ".txt"), args
+        assert message in assert_bad_input(args, stdin, tmp_path), args

@@ -156,21 +156,22 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
     """Draw new clips; the same seed gives the same clips."""
     from diffkit.audio import codec
     from diffkit.errors import DiffkitError
-    from diffkit.io import destination, write_each, write_one
+    from diffkit.io import Destination
     from diffkit.runs import class_labels
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    kind = destination(output, ".wav")
+    destination = Destination.of(output, ".wav")
     loaded = _load(run, common)
     rate = loaded.config["data"]["sample_rate"]
     waves = _waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, common,
                    labels=class_labels(loaded, label, n, guidance), guidance=guidance)
-    if kind == "folder":
-        write_each(output, f"seed{sampling.seed}", ".wav", (codec.wav(w, rate) for w in waves), common.json,
-                   seed=sampling.seed, label=label)
+    stem = f"seed{sampling.seed}"
+    if destination.kind == "folder":
+        destination.write_each((codec.wav(w, rate) for w in waves), stem, common.json, seed=sampling.seed,
+                               label=label)
     else:
-        write_one(output, codec.wav(codec.join(waves, rate), rate), common.json, n=n, seed=sampling.seed)
+        destination.write(codec.wav(codec.join(waves, rate), rate), stem, common.json, n=n, seed=sampling.seed)
 
 
 RANGES = r"\s*\d*\.?\d+\s*-\s*\d*\.?\d+\s*(,\s*\d*\.?\d+\s*-\s*\d*\.?\d+\s*)*"
@@ -247,9 +248,10 @@ def inpaint(run: Model, input: Input,
     than the model's window are done in overlapping windows."""
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
-    from diffkit.io import write_one
+    from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels
 
+    destination = Destination.of(output, ".wav")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     rate = spec["sample_rate"]
@@ -264,7 +266,7 @@ def inpaint(run: Model, input: Input,
         return part[0, 0]
 
     result = inpaint_windows(wave, regenerate, window, fill)
-    write_one(output, codec.wav(result, rate), common.json, input=input)
+    destination.write(codec.wav(result, rate), result_stem(input, "inpainted"), common.json, input=input)
 
 
 def overlap_add(wave, window: int, process):
@@ -296,11 +298,12 @@ def style(run: Model, input: Input,
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.errors import DiffkitError
-    from diffkit.io import write_one
+    from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels
 
     if not 0 <= strength <= 1:
         raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    destination = Destination.of(output, ".wav")
     loaded = _load(run, common)
     rate = loaded.config["data"]["sample_rate"]
     wave = read_audio(input, rate)
@@ -313,7 +316,7 @@ def style(run: Model, input: Input,
                           start=windows, strength=strength)
 
         wave = overlap_add(wave, window, process)
-    write_one(output, codec.wav(wave, rate), common.json, input=input)
+    destination.write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)
 
 
 @with_options(Common, Sampling)

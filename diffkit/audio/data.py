@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from torch import Tensor
 
 from diffkit.console import warn
 from diffkit.errors import DiffkitError
-from diffkit.io import read_input
+from diffkit.io import data_folder, display_name, read_input
 
 SUFFIXES = {".wav", ".flac", ".ogg"}
 NORMALISE = ("peak", "rms", "none")
@@ -46,7 +45,7 @@ def decode(data: bytes, sample_rate: int, name: str) -> Tensor:
 
 def read_audio(source: str, sample_rate: int) -> Tensor:
     """A file or stdin ("-") as mono float32 [L] at `sample_rate`."""
-    return decode(read_input(source), sample_rate, "stdin" if source == "-" else source)
+    return decode(read_input(source), sample_rate, display_name(source))
 
 
 def normalise(wave: Tensor, how: str) -> Tensor:
@@ -75,9 +74,7 @@ class FolderAudio:
 
     def __init__(self, root: str, sample_rate: int, window: int, how: str, class_cond: bool):
         self.window = window
-        root_path = Path(root)
-        if not root_path.is_dir():
-            raise DiffkitError(f"{root}: no such folder")
+        root_path = data_folder(root, "sound files")
         files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         self.classes = sorted({p.relative_to(root_path).parts[0] for p in files if p.parent != root_path}) \
             if class_cond else []

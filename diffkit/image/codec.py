@@ -11,7 +11,7 @@ from torch import Tensor
 
 from diffkit.errors import DiffkitError
 from diffkit.image.data import MODES, to_channels, to_tensor
-from diffkit.io import read_input
+from diffkit.io import display_name, read_input
 
 
 def to_model(images: Tensor) -> Tensor:
@@ -56,8 +56,9 @@ def read_image(source: str, channels: int) -> Tensor:
             image.load()
             return to_tensor(to_channels(image, channels))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        name = "stdin" if source == "-" else source
-        raise DiffkitError(f"{name}: not a readable image ({e})") from None
+                # PIL names our in-memory buffer when it cannot tell the format; say what that means instead.
+        reason = "not a format PIL knows, or corrupt" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise DiffkitError(f"{display_name(source)}: not a readable image ({reason})") from None
 
 
 def resize(image: Tensor, size: tuple[int, int], nearest: bool = False) -> Tensor:

@@ -10,7 +10,7 @@ import typer
 from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
-Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, or - for stdout.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
 
 PREVIEW_COUNT = 16
@@ -22,14 +22,21 @@ def build(config: dict):
     return UNet(UNetConfig(**config["model"]))
 
 
-def _attention_levels(resolutions: str, size: tuple[int, int], levels: int, factor: int) -> tuple:
+def _attention_levels(resolutions: str | None, size: tuple[int, int], levels: int, factor: int) -> tuple:
+    """The levels whose resolution (shorter side) the user listed; a listed one the U-Net lacks is an error."""
     from diffkit.errors import DiffkitError
 
+    have = [min(size) // factor**level for level in range(levels)]
+    if resolutions is None:
+        return tuple(level for level, resolution in enumerate(have) if resolution == 16)
     try:
         wanted = {int(r) for r in resolutions.split(",") if r.strip()}
     except ValueError:
         raise DiffkitError(f"--attention: expected resolutions like 16 or 16,8, got {resolutions!r}") from None
-    return tuple(level for level in range(levels) if min(size) // factor**level in wanted)
+    if not wanted <= set(have):
+        raise DiffkitError(f"--attention {resolutions}: this U-Net's levels have resolutions "
+                           f"{', '.join(map(str, have))}")
+    return tuple(level for level, resolution in enumerate(have) if resolution in wanted)
 
 
 @with_options(Training, Common)
@@ -44,7 +51,7 @@ def train(
     width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 64,
     mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,2",
     blocks: Annotated[int, typer.Option(help="Residual blocks per level.")] = 2,
-    attention: Annotated[str, typer.Option(help="Resolutions with self-attention, comma-separated.")] = "16",
+    attention: Annotated[Optional[str], typer.Option(help="Resolutions with self-attention, comma-separated; default: 16 where the U-Net has that level.")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout in the residual blocks.")] = 0.0,
     *, training: Training, common: Common,
 ):
@@ -134,19 +141,19 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
     """Draw new images; the same seed gives the same images."""
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
-    from diffkit.io import destination, write_each, write_one
+    from diffkit.io import Destination
     from diffkit.runs import class_labels
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    kind = destination(output, ".png")
+    destination = Destination.of(output, ".png")
     loaded = _load(run, common)
     images = _images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance)
-    if kind == "folder":
-        write_each(output, f"seed{sampling.seed}", ".png", map(codec.png, images), common.json, seed=sampling.seed,
-                   label=label)
+    stem = f"seed{sampling.seed}"
+    if destination.kind == "folder":
+        destination.write_each(map(codec.png, images), stem, common.json, seed=sampling.seed, label=label)
     else:
-        write_one(output, codec.png(codec.grid(images)), common.json, n=n, seed=sampling.seed)
+        destination.write(codec.png(codec.grid(images)), stem, common.json, n=n, seed=sampling.seed)
 
 
 def _read_mask(mask: str, size: tuple[int, int], resize_mask: bool):
@@ -188,9 +195,10 @@ def inpaint(run: Model, input: Input,
     import torch
 
     from diffkit.image import codec
-    from diffkit.io import write_one
+    from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels
 
+    destination = Destination.of(output, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     size = tuple(spec["image_size"])
@@ -202,7 +210,7 @@ def inpaint(run: Model, input: Input,
     result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                      known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample)[0]
     result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
-    write_one(output, codec.png(result), common.json, input=input)
+    destination.write(codec.png(result), result_stem(input, "inpainted"), common.json, input=input)
 
 
 @with_options(Common, Sampling)
@@ -213,20 +221,21 @@ def style(run: Model, input: Input,
     """Partially noise the input and denoise it with the model (SDEdit): its content in the model's style."""
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
-    from diffkit.io import write_one
+    from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels
 
     if not 0 <= strength <= 1:
         raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    destination = Destination.of(output, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     image = codec.read_image(input, spec["channels"])
-    if strength == 0:  # exactly the input, at its own size
-        write_one(output, codec.png(image), common.json, input=input)
-        return
-    result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
-                     start=codec.resize(image, tuple(spec["image_size"]))[None], strength=strength)[0]
-    write_one(output, codec.png(codec.resize(result, tuple(image.shape[1:]))), common.json, input=input)
+    if strength > 0:  # 0 is exactly the input, at its own size
+        result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
+                         guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
+                         strength=strength)[0]
+        image = codec.resize(result, tuple(image.shape[1:]))
+    destination.write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 
 
 @with_options(Common, Sampling)

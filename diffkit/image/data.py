@@ -8,8 +8,6 @@ of (seed, index), so they are endless and need no storage.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +16,7 @@ from torch import Tensor
 
 from diffkit.console import warn
 from diffkit.errors import DiffkitError
+from diffkit.io import data_folder
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -85,9 +84,7 @@ class FolderImages:
 
     def __init__(self, root: str, size: tuple[int, int], channels: int, crop: str, flip: bool, class_cond: bool):
         self.size, self.channels, self.flip = size, channels, flip
-        root_path = Path(root)
-        if not root_path.is_dir():
-            raise DiffkitError(f"{root}: no such folder")
+        root_path = data_folder(root, "images")
         files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         stored = size if crop == "center" else tuple(math.ceil(s * CROP_MARGIN) for s in size)
         self.classes = sorted({p.relative_to(root_path).parts[0] for p in files if p.parent != root_path}) \
@@ -220,6 +217,4 @@ def open_data(source: str, size: tuple[int, int], channels: int | None, *, seed:
         raise DiffkitError(f"--crop must be center or random, got {crop!r}")
     if source.startswith("builtin:"):
         return BuiltinImages(source.split(":", 1)[1], size, channels, seed, flip)
-    if not os.path.exists(source):
-        raise DiffkitError(f"{source}: no such folder")
     return FolderImages(source, size, channels or 3, crop, flip, class_cond)

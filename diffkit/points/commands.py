@@ -7,10 +7,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from diffkit.io import Destination, result_stem
 from diffkit.options import Common, Sampling, Training, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
-Output = Annotated[str, typer.Option("--output", "-o", help="CSV file, or - for stdout.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="A .csv file, a folder (a new .csv file there), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV file of points, or - for stdin.")]
 
 
@@ -80,15 +81,10 @@ def _generate(run, n, sampling: Sampling, common: Common, **edit):
     return generate(run, (n, len(mean)), sampling, common, **edit) * std + mean
 
 
-def _write(points, output: str, common: Common) -> None:
-    from diffkit.io import json_line, write_output
+def _write(points, destination, stem: str, common: Common) -> None:
     from diffkit.points.data import to_csv
 
-    if common.json:
-        for row in points.tolist():
-            json_line({"point": row})
-    else:
-        write_output(output, to_csv(points))
+    destination.write_rows(to_csv(points), [{"point": row} for row in points.tolist()], stem, common.json)
 
 
 def _check_columns(points, dim: int, source: str):
@@ -113,7 +109,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many point
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    _write(_generate(_load(run, common), n, sampling, common), output, common)
+    destination = Destination.of(output, ".csv")
+    _write(_generate(_load(run, common), n, sampling, common), destination, f"seed{sampling.seed}", common)
 
 
 @with_options(Common, Sampling)
@@ -121,9 +118,11 @@ def style(run: Model, input: Input,
           strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
           output: Output = "-", *, common: Common, sampling: Sampling):
     """Pull each input point toward the model's distribution by partial noising (SDEdit)."""
+    destination = Destination.of(output, ".csv")
     loaded = _load(run, common)
     start = _read_points(input, loaded.config["data"]["dim"])
-    _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), output, common)
+    _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), destination,
+           result_stem(input, "styled"), common)
 
 
 @with_options(Common, Sampling)
@@ -137,6 +136,7 @@ def inpaint(run: Model, input: Input,
 
     from diffkit.errors import DiffkitError
 
+    destination = Destination.of(output, ".csv")
     loaded = _load(run, common)
     dim = loaded.config["data"]["dim"]
     known = _read_points(input, dim)
@@ -149,7 +149,7 @@ def inpaint(run: Model, input: Input,
     mask = torch.zeros(dim)
     mask[columns] = 1
     _write(_generate(loaded, len(known), sampling, common, known=known, mask=mask, jump=jump, resample=resample),
-           output, common)
+           destination, result_stem(input, "inpainted"), common)
 
 
 @with_options(Common)

@@ -9,7 +9,7 @@ import torch
 
 from diffkit.core.mixture import GaussianMixture
 from diffkit.errors import DiffkitError
-from diffkit.io import read_input
+from diffkit.io import decode_utf8, display_name, read_input
 
 BUILTINS = {
     "ring": lambda: GaussianMixture.ring(8, radius=1.0, std=0.05),
@@ -26,18 +26,20 @@ def builtin(name: str) -> GaussianMixture:
 
 def read_csv(source: str) -> torch.Tensor:
     """Rows of numbers separated by commas (a header line is skipped); "-" reads stdin."""
-    text = read_input(source).decode("utf-8", errors="replace")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if lines and not _is_numeric_row(lines[0]):
+    name = display_name(source)
+    text = decode_utf8(read_input(source), name)
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if lines and not _is_numeric_row(lines[0][1]):
         lines = lines[1:]
     if not lines:
-        raise DiffkitError(f"{source}: no rows of numbers")
-    try:
-        array = np.loadtxt(io.StringIO("\n".join(lines)), delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as e:
-        raise DiffkitError(f"{source}: not a CSV of numbers ({e})") from None
+        raise DiffkitError(f"{name}: no rows of numbers")
+    width = lines[0][1].count(",") + 1
+    for number, line in lines:
+        if line.count(",") + 1 != width or not _is_numeric_row(line):
+            raise DiffkitError(f"{name}:{number}: not a row of {width} numbers like the first: {line[:40]!r}")
+    array = np.loadtxt(io.StringIO("\n".join(line for _, line in lines)), delimiter=",", ndmin=2, dtype=np.float64)
     if not np.isfinite(array).all():
-        raise DiffkitError(f"{source}: contains NaN or infinite values")
+        raise DiffkitError(f"{name}: contains NaN or infinite values")
     return torch.from_numpy(array).float()
 
 

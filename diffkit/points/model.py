@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from diffkit.core.nn import TimeMLP
+from diffkit.errors import DiffkitError
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,11 @@ class PointsConfig:
     hidden: int = 256
     blocks: int = 3
     out: int = 2  # dim, or 2·dim when the variance is learned
+
+    def __post_init__(self):
+        if min(self.dim, self.hidden, self.out) < 1 or self.blocks < 0:
+            raise DiffkitError(f"points model: --hidden must be at least 1, got {self.hidden}"
+                               if self.hidden < 1 else f"points model: a bad config {self}")
 
 
 class Block(nn.Module):

@@ -10,11 +10,12 @@ from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
+from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import Common, Sampling, Training, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train text`.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="UTF-8 text file, one example per line, or - for stdin.")]
-Output = Annotated[str, typer.Option("--output", "-o", help="Text file (one line per result), or - for stdout.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="A .txt file (one line per result), a folder (a new .txt file there), or - for stdout.")]
 Clamp = Annotated[bool, typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step.")]
 
 TextTraining = with_defaults(Training, steps=3000, batch_size=64, lr=1e-3, lr_decay="cosine", schedule="sqrt",
@@ -206,25 +207,19 @@ def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, source
     return [tokenizer.decode(row[~k]) for row, k in zip(ids, sources[1])]
 
 
-def emit(lines: list[str], output: str, common: Common, records: list[dict] | None = None) -> None:
-    """Results one per line to stdout or a file (atomically); with --json, one JSON object per result on
-    stdout ({"text": ...} plus `records`)."""
-    from diffkit.io import json_line, write_output
-
-    if output != "-" or not common.json:
-        write_output(output, "".join(line + "\n" for line in lines).encode())
-    if common.json:
-        for line, record in zip(lines, records or [{} for _ in lines]):
-            json_line({"text": line, **record})
+def emit(lines: list[str], destination: Destination, stem: str, common: Common,
+         records: list[dict] | None = None) -> None:
+    """Results one per line; with --json, one {"text": ...} object per result (plus `records`) on stdout."""
+    records = [{"text": line, **record} for line, record in zip(lines, records or [{} for _ in lines])]
+    destination.write_rows("".join(line + "\n" for line in lines).encode(), records, stem, common.json)
 
 
 def _read_lines(source: str) -> list[str]:
     """The lines of --input (a file or -), blank ones included: one result per input line."""
     from diffkit.errors import DiffkitError
-    from diffkit.io import read_input
-    from diffkit.text.data import decode_utf8
+    from diffkit.io import decode_utf8, read_input
 
-    name = "<stdin>" if source == "-" else source
+    name = display_name(source)
     lines = decode_utf8(read_input(source), name).splitlines()
     if not lines:
         raise DiffkitError(f"{name}: no lines")
@@ -255,6 +250,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
         raise DiffkitError(f"-n must be at least 1, got {n}")
     if prompt is not None and input is not None:
         raise DiffkitError("give the sources with --prompt or --input, not both")
+    destination = Destination.of(output, ".txt")
     loaded, tok = _load(run, common)
     spec = loaded.config["data"]
     if spec["pairs"] != (prompt is not None or input is not None):
@@ -271,7 +267,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     if common.json and not spec["pairs"]:
         nll = _nll(loaded, encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
         records = [{**r, "nll_bits_per_token": round(v, 4)} for r, v in zip(records, nll)]
-    emit(lines, output, common, records)
+    emit(lines, destination, f"seed{sampling.seed}", common, records)
 
 
 class Template(NamedTuple):
@@ -391,17 +387,18 @@ def inpaint(run: Model, input: Input,
 
     if span_length < 1:
         raise DiffkitError(f"--span-length must be at least 1, got {span_length}")
+    destination = Destination.of(output, ".txt")
     loaded, tok = _load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; inpaint needs a model of plain text")
     length = loaded.config["data"]["seq_len"]
-    name = "<stdin>" if input == "-" else input
+    name = display_name(input)
     positions = parse_positions(mask) if mask is not None else None
     templates = [span_template(line, positions, length, tok, f"{name}:{i}") if positions is not None
                  else marker_template(line, mask_token, span_length, length, tok, f"{name}:{i}")
                  for i, line in enumerate(_read_lines(input), 1)]
     lines = fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample)
-    emit(lines, output, common)
+    emit(lines, destination, result_stem(input, "inpainted"), common)
 
 
 @with_options(Common, TextSampling)
@@ -413,17 +410,18 @@ def style(run: Model, input: Input,
 
     if not 0 <= strength <= 1:
         raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    destination = Destination.of(output, ".txt")
     loaded, tok = _load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
     lines = _read_lines(input)
     if strength > 0:
-        tokens = encode_lines(tok, lines, loaded.config["data"]["seq_len"], "<stdin>" if input == "-" else input,
+        tokens = encode_lines(tok, lines, loaded.config["data"]["seq_len"], display_name(input),
                               strict=True)
         start = loaded.model.embed(tokens.to(loaded.device))
         ids = _generate(loaded, len(lines), sampling, common, clamp=clamp, start=start, strength=strength)
         lines = [tok.decode(row) for row in ids]
-    emit(lines, output, common)
+    emit(lines, destination, result_stem(input, "styled"), common)
 
 
 def _training_lines(spec: dict) -> list[str] | None:

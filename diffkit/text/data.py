@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from diffkit.errors import DiffkitError, choose
+from diffkit.io import decode_utf8, display_name
 from diffkit.text import grammar
 
 BUILTIN = {"builtin:weather"}
@@ -14,17 +15,10 @@ BUILTIN_LINES = 20_000
 SPLITS = ("line", "paragraph")
 
 
-def decode_utf8(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DiffkitError(f"{name}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at byte offset {e.start})") from None
-
-
 def read_text(source: str) -> list[tuple[str, str]]:
     """(name, text) of `-` (stdin), a file, or every file under a folder (sorted, hidden ones skipped)."""
     if source == "-":
-        return [(_name(source), decode_utf8(sys.stdin.buffer.read(), _name(source)))]
+        return [(display_name(source), decode_utf8(sys.stdin.buffer.read(), display_name(source)))]
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts))
@@ -53,7 +47,7 @@ def load_lines(source: str, split: str = "line", seed: int = 0) -> list[str]:
         return grammar.lines(BUILTIN_LINES, seed)
     found = [line for _, text in read_text(source) for line in examples(text, split)]
     if not found:
-        raise DiffkitError(f"{_name(source)}: no text (only blank lines)")
+        raise DiffkitError(f"{display_name(source)}: no text (only blank lines)")
     return found
 
 
@@ -73,9 +67,6 @@ def load_pairs(source: str, seed: int = 0) -> list[tuple[str, str]]:
                 raise DiffkitError(f"{name}:{number}: expected source<TAB>target, got {len(parts)} field(s)")
             found.append((parts[0].strip(), parts[1].strip()))
     if not found:
-        raise DiffkitError(f"{_name(source)}: no pairs (only blank lines)")
+        raise DiffkitError(f"{display_name(source)}: no pairs (only blank lines)")
     return found
 
-
-def _name(source: str) -> str:
-    return "<stdin>" if source == "-" else source
