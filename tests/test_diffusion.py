@@ -109,6 +109,33 @@ def test_fixed_variance_bound_tightens_as_T_grows():
     assert -0.03 < gaps[1000] < 0.09
 
 
+def test_a_modality_decoder_replaces_only_the_last_step_and_gets_x1_from_q():
+    # The decoder sees x_1 ~ q(x_1 | x_0): its squared noise, scaled by the variance, averages to the
+    # dimension count. The network is not called at t = 0, and every other term is unchanged.
+    data = gaussian(0.3, 0.5, 3)
+    x0 = data.sample(4000, torch.Generator().manual_seed(0))[0]
+    s = make_schedule("linear", 20)
+    a0 = s.alphas_cumprod[0]
+    calls = []
+
+    def model(x, t):
+        calls.append(int(t[0]))
+        return data.denoiser(s)(x, t)
+
+    def decoder(x1, t):
+        assert (t == 0).all()
+        return ((x1 - a0.sqrt() * x0) ** 2).sum(1) / (1 - a0)
+
+    plain = variational_bound(s, data.denoiser(s), x0, prediction="eps", variance="fixed_small",
+                              generator=torch.Generator().manual_seed(1))
+    own = variational_bound(s, model, x0, prediction="eps", variance="fixed_small",
+                            generator=torch.Generator().manual_seed(1), decoder=decoder)
+    assert 0 not in calls and len(calls) == 19
+    assert torch.equal(own.terms[:, 1:], plain.terms[:, 1:]) and torch.equal(own.prior, plain.prior)
+    assert abs(own.terms[:, 0].mean().item() * 3 * math.log(2) - 3) < 0.1
+    assert torch.allclose(own.total, own.prior + own.terms.sum(1))
+
+
 def test_terms_sum_to_the_bound_and_match_their_expectations():
     # With fixed-small variance each KL term has a closed-form expectation for Gaussian data:
     # E KL_t = c_x0² E[(x_0 - x̂_0)²] / (2 β̃_t), with x̂_0 = μ + g (x_t - √ᾱ μ), g = √ᾱ s² / V_t.

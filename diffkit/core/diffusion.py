@@ -218,6 +218,11 @@ def vlb_term(schedule: Schedule, model: Model, x0: Tensor, t: Tensor, noise: Ten
     return _per_example_sum(torch.where(first, decoder, kl))
 
 
+# (x_1, t = 0) -> -log p_θ(data | x_1) of each example in nats: the bound's last step, for a modality
+# whose data are read back from x_1 in its own way.
+Decoder = Callable[[Tensor, Tensor], Tensor]
+
+
 class Bound(NamedTuple):
     """The variational bound of each example, in bits per dimension, and the terms it sums."""
 
@@ -229,13 +234,16 @@ class Bound(NamedTuple):
 @torch.no_grad()
 def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, prediction: str, variance: str,
                       bits: int | None = None, model_kwargs: dict | None = None, clip: float | None = None,
-                      generator: torch.Generator | None = None, strata: int | None = None) -> Bound:
+                      generator: torch.Generator | None = None, strata: int | None = None,
+                      decoder: Decoder | None = None) -> Bound:
     """-log p_θ(x_0) ≤ L_T + Σ_t L_{t-1}, every term in bits/dim (Ho et al. 2020, eq. 5).
 
     Exact in its KL terms; each x_t is one draw from q(x_t | x_0), so the bound is unbiased over draws.
     With `strata` = K < T-1, the decoder term stays exact and the T-1 KL terms are estimated, still
     without bias, from one random timestep in each of K equal strata, weighted by the stratum's width:
     T/K times fewer network calls. `terms` then holds the decoder term and the K weighted terms.
+    `decoder` replaces the Gaussian decoder L_0 for data that are not the diffused vectors themselves
+    (text: tokens, read back from x_1 through the network's categorical prediction).
     """
     dims = x0[0].numel()
     steps, weights = list(range(schedule.T)), [1.0] * schedule.T
@@ -248,8 +256,12 @@ def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, predictio
     for step, weight in zip(steps, weights):
         t = torch.full((x0.shape[0],), step, dtype=torch.long, device=x0.device)
         noise = randn_like(x0, generator)
-        terms.append(weight * vlb_term(schedule, model, x0, t, noise, prediction=prediction, variance=variance,
-                                       bits=bits, model_kwargs=model_kwargs, clip=clip))
+        if step == 0 and decoder is not None:
+            term = decoder(q_sample(schedule, x0, t, noise), t)
+        else:
+            term = vlb_term(schedule, model, x0, t, noise, prediction=prediction, variance=variance, bits=bits,
+                            model_kwargs=model_kwargs, clip=clip)
+        terms.append(weight * term)
     to_bits = 1.0 / (dims * math.log(2))
     terms = torch.stack(terms, 1) * to_bits
     prior = prior_kl(schedule, x0) * to_bits

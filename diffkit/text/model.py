@@ -22,14 +22,13 @@ core's channel conventions (a learned variance doubles dim 1) hold unchanged.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffkit.core.diffusion import q_sample, randn_like, training_losses, variational_bound
+from diffkit.core.diffusion import training_losses, variational_bound
 from diffkit.core.nn import TimeMLP
 from diffkit.core.schedule import Schedule
 from diffkit.errors import DiffkitError
@@ -169,14 +168,13 @@ def bits_per_token(model: TextDenoiser, schedule: Schedule, tokens: Tensor, *, v
     its last step replaced by a categorical decoder: L_T + sum of the KL terms + E[-log p(w | x̂_0(x_1))],
     the rounding of the network's prediction from the least noisy level."""
     x0 = model.embed(tokens)
+
+    def rounding(x1: Tensor, t: Tensor) -> Tensor:
+        return F.cross_entropy(model.predict(x1, t)[1].transpose(1, 2), tokens, reduction="none").sum(1)
+
     bound = variational_bound(schedule, model, x0, prediction="x0", variance=variance, generator=generator,
-                              strata=strata)
-    gaussian_bits = (bound.total - bound.terms[:, 0]) * x0[0].numel()
-    first = torch.zeros(len(tokens), dtype=torch.long, device=x0.device)
-    x1 = q_sample(schedule, x0, first, randn_like(x0, generator))
-    rounding = F.cross_entropy(model.predict(x1, first)[1].transpose(1, 2), tokens, reduction="none").sum(1)
-    count = (tokens != PAD).sum(1).clamp(min=1)
-    return (gaussian_bits + rounding / math.log(2)) / count
+                              strata=strata, decoder=rounding)
+    return bound.total * x0[0].numel() / (tokens != PAD).sum(1).clamp(min=1)
 
 
 def clamp_hook(model: TextDenoiser):
