@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from cli import DIFFKIT, assert_bad_input, run
 from safetensors.torch import load_file
 
@@ -43,6 +44,26 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
     assert final.keys() == expected.keys() and all((final[k] == expected[k]).all() for k in final)
     steps = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) == 200  # the steps trained twice were logged once
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_save_a_checkpoint_then_exit_130_and_143(stop, tmp_path):
+    out = tmp_path / "stopped"
+    args = ["train", "points", "--out", out, *TINY, "--steps", 100_000, "--checkpoint-every", 100_000]
+    process = subprocess.Popen([*DIFFKIT, *map(str, args)], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop, stderr.decode()
+    assert b"checkpoint saved at step" in stderr and b"Traceback" not in stderr
+    step = int(stderr.decode().split("checkpoint saved at step ")[1].split(";")[0])
+    run("train", "points", "--out", out, *TINY, "--steps", step + 3, "--resume")
+    run("train", "points", "--out", tmp_path / "whole", *TINY, "--steps", step + 3)
+    final, expected = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
 
 
 def test_a_run_killed_before_its_first_checkpoint_can_be_resumed(tmp_path):
