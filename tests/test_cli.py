@@ -123,3 +123,20 @@ def test_corrupt_weights_are_rejected_without_unpickling(trained, tmp_path):
     (copy / "model.safetensors").write_bytes(b"\x80\x04\x95pickle-ish")
     result = run("sample", "points", "-m", copy, check=False)
     assert result.returncode == 2 and "not a safetensors file" in result.stderr.decode()
+
+
+def test_compiled_and_bf16_training_follow_the_plain_run(tmp_path):
+    """The GPU path's options, on CPU: --compile (torch.compile) and --precision bf16 (autocast) train the
+    same network along the same loss curve, and their runs sample like any other."""
+    args = ["--steps", 8, "--hidden", 32, "--batch-size", 64, "--timesteps", 50, "--log-every", 1, "-q"]
+
+    def losses(name, *extra):
+        run("train", "points", "--out", tmp_path / name, *args, *extra)
+        return [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    plain, compiled, bf16 = losses("plain", "--precision", "fp32"), losses("compiled", "--precision", "fp32",
+                                                                          "--compile"), losses("bf16", "--precision", "bf16")
+    assert len(plain) == 8 and plain == pytest.approx(compiled, rel=1e-4)
+    assert plain != bf16 and plain == pytest.approx(bf16, rel=0.01)  # bf16 did run, and rounds only
+    for name in ("compiled", "bf16"):
+        assert len(run("sample", "points", "-m", tmp_path / name, "-n", 3, "--steps", 4, "-q").stdout.splitlines()) == 3
