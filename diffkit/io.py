@@ -13,6 +13,21 @@ from pathlib import Path
 from diffkit.errors import DiffkitError
 
 
+def _mode_for(path: Path | None) -> int:
+    """The permissions a file written through a temporary one should get: those of the file it replaces,
+    else what open() would give a new file (0666 less the umask), not mkstemp's private 0600."""
+    try:
+        return os.stat(path).st_mode & 0o777 if path is not None else _new_file_mode()
+    except FileNotFoundError:
+        return _new_file_mode()
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb"):
     """Write to a temporary file beside `path` and rename it into place only on success,
@@ -25,6 +40,7 @@ def atomic_write(path: str | Path, mode: str = "wb"):
     except OSError as e:
         raise DiffkitError(f"{path}: cannot write here ({e.strerror})") from None
     try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -54,6 +70,7 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
     when the name exists, instead of replacing it as a rename would."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _mode_for(None))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -80,15 +80,61 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         config = load_config(out)
         if config["modality"] != modality:
             raise DiffkitError(f"{out}: holds a run of modality {config['modality']}, not {modality}")
+        hold_run(out)
         for stale in out.rglob(".*.tmp"):  # half-written by a killed process (atomic_write's names)
             stale.unlink()
         return config, open_data(config)
     if (out / CONFIG).exists() or (out / STATE).exists():
         raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
-    config, data = make_config()
-    config = {"modality": modality, **config}
-    write_config(out, config)
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    try:
+        hold_run(out)  # before anything is written into it (text writes its tokenizer in make_config)
+        if (out / CONFIG).exists():
+            raise DiffkitError(f"{out}: another process has just started a run here")
+        config, data = make_config()
+        config = {"modality": modality, **config}
+        write_config(out, config)
+    except BaseException:
+        if created is not None:  # leave no half-made run behind: only what this process made
+            release_run(out)
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     return config, data
+
+
+LOCK = ".lock"  # in the run folder: holds the pid of the process training it
+_held: dict[Path, Any] = {}  # run folder -> its open lock file, held until training ends or the process exits
+
+
+def hold_run(out: Path) -> None:
+    """Take the run's lock, so that two processes never train into one run (each would overwrite the
+    other's checkpoints, and a resume would clear the other's half-written files). The kernel drops an
+    flock when its process dies, even by SIGKILL, so a crash never leaves a stale lock."""
+    import fcntl
+
+    key = out.resolve()
+    if key in _held:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / LOCK, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise DiffkitError(f"{out}: another process (pid {holder}) is training this run; wait for it or stop "
+                           "it first") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    _held[key] = lock
+
+
+def release_run(out: Path) -> None:
+    lock = _held.pop(Path(out).resolve(), None)
+    if lock is not None:
+        lock.close()  # closing the file drops the flock
 
 
 def writable_folder(out: Path) -> None:
@@ -139,9 +185,12 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     processes = f" x {world.size} processes" if world.size > 1 else ""
     log(f"training {size:,} parameters on {device}{processes} for {training.steps} steps into {training.out}",
         common.quiet)
-    with progress_bar(f"train {config['modality']}", common.quiet) as update:
-        ema = trainer.fit(batch_at, preview=preview,
-                          on_step=lambda r: update(r["step"], training.steps, loss=r["loss"], it_s=r["it_s"]))
+    try:
+        with progress_bar(f"train {config['modality']}", common.quiet) as update:
+            ema = trainer.fit(batch_at, preview=preview,
+                              on_step=lambda r: update(r["step"], training.steps, loss=r["loss"], it_s=r["it_s"]))
+    finally:
+        release_run(Path(training.out))
     if common.json:
         json_line({"run": training.out, "step": trainer.step})
     log(f"saved {training.out} at step {trainer.step}", common.quiet)

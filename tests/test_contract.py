@@ -194,3 +194,23 @@ def test_an_output_name_with_another_suffix_is_refused_before_any_work(runs, tmp
     run_dir, _ = runs["image"]
     line = assert_bad_input(["sample", "image", "-m", run_dir, "-n", 1, "-o", tmp_path / "out.jpg"], b"", tmp_path)
     assert "out.jpg: results are .png files" in line and not (tmp_path / "out.jpg").exists()
+
+
+def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    import os
+
+    from diffkit.io import atomic_write, write_new
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "new.bin") as f:
+            f.write(b"a")
+        shared = write_new(tmp_path, "out", ".bin", b"b")
+        (tmp_path / "mine.bin").write_bytes(b"c")
+        (tmp_path / "mine.bin").chmod(0o600)
+        with atomic_write(tmp_path / "mine.bin") as f:
+            f.write(b"d")
+    finally:
+        os.umask(umask)
+    mode = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "new.bin", shared, tmp_path / "mine.bin")}
+    assert mode == {"new.bin": 0o644, "out.bin": 0o644, "mine.bin": 0o600}  # a replaced file keeps its own

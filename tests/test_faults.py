@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import DIFFKIT, assert_bad_input, run
+from cli import DIFFKIT, assert_bad_input, run, run_here
 from safetensors.torch import load_file
 
 from diffkit.errors import DiffkitError
@@ -46,15 +46,21 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_
     assert len(steps) == 200  # the steps trained twice were logged once
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_save_a_checkpoint_then_exit_130_and_143(stop, tmp_path):
-    out = tmp_path / "stopped"
+def _training_in_background(out) -> subprocess.Popen:
+    """A long points run into `out`, returned once it has logged its first step."""
     args = ["train", "points", "--out", out, *TINY, "--steps", 100_000, "--checkpoint-every", 100_000]
     process = subprocess.Popen([*DIFFKIT, *map(str, args)], stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.1)
+    return process
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_save_a_checkpoint_then_exit_130_and_143(stop, tmp_path):
+    out = tmp_path / "stopped"
+    process = _training_in_background(out)
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + stop, stderr.decode()
@@ -64,6 +70,21 @@ def test_ctrl_c_and_sigterm_save_a_checkpoint_then_exit_130_and_143(stop, tmp_pa
     run("train", "points", "--out", tmp_path / "whole", *TINY, "--steps", step + 3)
     final, expected = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
     assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
+
+
+def test_a_run_in_training_is_locked_against_a_second_process(tmp_path):
+    out = tmp_path / "busy"
+    process = _training_in_background(out)
+    try:
+        code, stderr = run_here("train", "points", "--out", out, *TINY, "--steps", 5, "--resume")
+        assert code == 2 and f"another process (pid {process.pid}) is training this run" in stderr
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=120)
+    assert process.returncode == 143
+    code, stderr = run_here("train", "points", "--out", out, *TINY, "--steps", 5, "--resume")  # the lock went with it
+    assert code == 0, stderr
 
 
 def test_a_run_killed_before_its_first_checkpoint_can_be_resumed(tmp_path):
