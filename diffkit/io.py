@@ -13,19 +13,20 @@ from pathlib import Path
 from diffkit.errors import DiffkitError
 
 
-def _mode_for(path: Path | None) -> int:
-    """The permissions a file written through a temporary one should get: those of the file it replaces,
-    else what open() would give a new file (0666 less the umask), not mkstemp's private 0600."""
-    try:
-        return os.stat(path).st_mode & 0o777 if path is not None else _new_file_mode()
-    except FileNotFoundError:
-        return _new_file_mode()
-
-
 def _new_file_mode() -> int:
+    """What open() gives a new file, 0666 less the umask: a file written through a temporary one gets
+    this, not mkstemp's private 0600."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def _mode_for(path: Path) -> int:
+    """A replaced file keeps its own permissions; a new one gets the usual ones."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        return _new_file_mode()
 
 
 @contextmanager
@@ -70,7 +71,7 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
     when the name exists, instead of replacing it as a rename would."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
     try:
-        os.fchmod(fd, _mode_for(None))
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

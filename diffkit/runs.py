@@ -95,9 +95,11 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         config = {"modality": modality, **config}
         write_config(out, config)
     except BaseException:
-        if created is not None:  # leave no half-made run behind: only what this process made
-            release_run(out)
-            shutil.rmtree(created, ignore_errors=True)
+        if release_run(out):  # leave no half-made run behind, removing only what this process made
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            else:
+                (out / LOCK).unlink(missing_ok=True)
         raise
     return config, data
 
@@ -131,10 +133,12 @@ def hold_run(out: Path) -> None:
     _held[key] = lock
 
 
-def release_run(out: Path) -> None:
+def release_run(out: Path) -> bool:
+    """Drop the run's lock; False if this process did not hold it."""
     lock = _held.pop(Path(out).resolve(), None)
     if lock is not None:
         lock.close()  # closing the file drops the flock
+    return lock is not None
 
 
 def writable_folder(out: Path) -> None:

@@ -214,3 +214,11 @@ def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
         os.umask(umask)
     mode = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "new.bin", shared, tmp_path / "mine.bin")}
     assert mode == {"new.bin": 0o644, "out.bin": 0o644, "mine.bin": 0o600}  # a replaced file keeps its own
+
+
+def test_a_failed_train_into_an_existing_empty_folder_leaves_it_empty(tmp_path):
+    (tmp_path / "run").mkdir()
+    for modality in TRAIN:
+        line = assert_bad_input(["train", modality, "--out", tmp_path / "run", *TRAIN[modality], "--data",
+                                 tmp_path / f"missing{SUFFIX[modality]}"], b"", tmp_path)
+        assert "missing" in line and not list((tmp_path / "run").iterdir())
