@@ -9,6 +9,7 @@ can be resumed with another number of processes.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -39,7 +40,15 @@ def join() -> World:
     if size > 1 and not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        # Left to the interpreter's teardown, the backends' threads can be destroyed still running, and
+        # the process then aborts (SIGABRT) after its work is done: torchrun reports the job failed.
+        atexit.register(_leave)
     return current()
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> World:
