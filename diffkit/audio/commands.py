@@ -15,7 +15,7 @@ import typer
 from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
-Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, or - for stdout.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="Sound file (WAV, FLAC, OGG), or - for stdin.")]
 
 AudioTraining = with_defaults(Training, steps=3000, batch_size=8, lr=1e-3, lr_decay="cosine", prediction="v",
