@@ -84,13 +84,11 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         for stale in out.rglob(".*.tmp"):  # half-written by a killed process (atomic_write's names)
             stale.unlink()
         return config, open_data(config)
-    if (out / CONFIG).exists() or (out / STATE).exists():
-        raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
-        hold_run(out)  # before anything is written into it (text writes its tokenizer in make_config)
-        if (out / CONFIG).exists():
-            raise DiffkitError(f"{out}: another process has just started a run here")
+        hold_run(out)  # before anything is read or written there (text writes its tokenizer in make_config)
+        if (out / CONFIG).exists() or (out / STATE).exists():
+            raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
         config, data = make_config()
         config = {"modality": modality, **config}
         write_config(out, config)

@@ -105,7 +105,7 @@ def train(
     from pathlib import Path
 
     from diffkit.errors import DiffkitError, choose
-    from diffkit.io import atomic_write
+    from diffkit.io import write_output
     from diffkit.runs import Run, batch_indices, schedule_of, start_run, train_run
     from diffkit.text.data import load_lines, load_pairs
     from diffkit.text.model import TextConfig, text_objective
@@ -140,9 +140,7 @@ def train(
         tok = Tokenizer(model_bytes)
         model = TextConfig(vocab=len(tok), seq_len=seq_len, embed_dim=embed_dim, width=width, depth=depth,
                            heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned")
-        Path(training.out).mkdir(parents=True, exist_ok=True)
-        with atomic_write(Path(training.out) / FILE) as f:
-            f.write(model_bytes)
+        write_output(str(Path(training.out) / FILE), model_bytes)  # the run folder exists: start_run made it
         config = {"model": model.to_json(), "diffusion": diffusion,
                   "data": {"source": source, "pairs": bool(pairs), "split": split, "seq_len": seq_len, "seed": training.seed,
                            "examples": len(examples)}}
@@ -165,8 +163,7 @@ def train(
         sources = (tokens[:PREVIEW_COUNT], keep[:PREVIEW_COUNT]) if keep is not None else None
         texts = _texts(run, tok, min(PREVIEW_COUNT, len(tokens)), TextSampling(), Common(quiet=True), sources=sources)
         previews.mkdir(exist_ok=True)
-        with atomic_write(previews / f"step-{step:07d}.txt", "w") as f:
-            f.write("".join(line + "\n" for line in texts))
+        write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
     diffusion = config["diffusion"]
     objective = text_objective(schedule_of(config), variance=diffusion["variance"], weighting=training.weighting)
