@@ -1,34 +1,13 @@
-"""Editing with any sampler: known-region conditioning (inpainting) with RePaint resampling, and
-partial noising (SDEdit). Both work on the sampler's levels from outside, so no sampler knows of them.
+"""Editing with any sampler: RePaint's resampling plan (for inpainting and every observation of
+core.observe) and partial noising (SDEdit). Both work on the sampler's levels from outside, so no
+sampler knows of them.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
-from torch import Tensor
-
-from diffkit.core.diffusion import randn_like
-from diffkit.core.samplers import AfterStep
 from diffkit.errors import DiffkitError
-
-
-def keep_known(known: Tensor, mask: Tensor, generator: torch.Generator | None) -> AfterStep:
-    """After each step, put back the known region as a fresh draw from q(x_t | x_0 = known).
-
-    mask: 1 = keep (known), 0 = generate; broadcastable to the state (Lugmayr et al. 2022, eq. 8).
-    """
-    mask = mask.to(known.dtype)
-
-    def after_step(x: Tensor, ab: float) -> Tensor:
-        if ab >= 1:
-            noised = known
-        else:
-            noised = math.sqrt(ab) * known + math.sqrt(1 - ab) * randn_like(known, generator)
-        return torch.lerp(x, noised, mask)
-
-    return after_step
 
 
 def resampling_plan(levels: int, jump: int, resample: int) -> list[tuple[int, int]]:

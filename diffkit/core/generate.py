@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
-from diffkit.core.editing import keep_known, resampling_plan, strength_to_timestep
+from diffkit.core.editing import resampling_plan, strength_to_timestep
+from diffkit.core.observe import METHODS, X0_METHODS, Mask, Observation, put_back_observed
 from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
 from diffkit.errors import DiffkitError, choose
@@ -83,18 +84,21 @@ def _count_evals(sampler: str, runs: list[Grid]) -> int:
     return sum(per_step * (len(g) - 1) - (per_step - 1) * (g.ab[-1] >= 1) for g in runs)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the gradient methods differentiate the network inside
 def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps: int = 20,
            prediction: str = "eps", variance: str = "fixed_small", spacing: str = "logsnr",
            eta: float | None = None, clip: float | None = None, threshold: float | None = None,
            generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
            known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,
            start: Tensor | None = None, strength: float = 1.0, hook: X0Hook | None = None,
+           observation: Observation | None = None, method: str = "ddnm",
            model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Draw samples of `shape` from a diffusion model.
 
-    - known/mask: inpainting; mask 1 keeps `known`, 0 generates; `resample` > 1 repeats every `jump`
-      steps RePaint-style so the generated part agrees with the kept part.
+    - observation/method: restoration, samples consistent with y = A(x_0) + σ·n (core.observe), by the
+      method's x̂_0 correction or, for "repaint", by putting the observed part back after each step;
+      `resample` > 1 repeats every `jump` steps (RePaint) so the generated part agrees with the observed.
+    - known/mask: inpainting, the observation of a mask (1 keeps `known`, 0 generates) with "repaint".
     - start/strength: partial noising (SDEdit); strength 1 ignores `start`, 0 returns it unchanged.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
     """
@@ -109,6 +113,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         raise DiffkitError(f"strength must be in [0, 1], got {strength}")
     if (known is None) != (mask is None):
         raise DiffkitError("inpainting needs both the known data and its mask")
+    if known is not None:
+        observation, method = Observation(Mask(mask), known * mask), "repaint"
+    choose("restoration method", method, METHODS)
     device = torch.device(device) if device is not None else _model_device(model)
 
     partial = start is not None and strength < 1
@@ -124,10 +131,12 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         x = renoise(start.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
 
     after_step = None
-    if known is not None:
-        after_step = keep_known(known.to(device=device, dtype=dtype), mask.to(device), generator)
-        x = after_step(x, grid.ab[0])
-    plan = resampling_plan(len(grid), jump, resample) if known is not None else [(0, len(grid) - 1)]
+    if observation is not None:
+        observation = observation.to(device, dtype)
+        if method == "repaint":
+            after_step = put_back_observed(observation, generator)
+            x = after_step(x, grid.ab[0])
+    plan = resampling_plan(len(grid), jump, resample) if observation is not None else [(0, len(grid) - 1)]
     runs = [grid.segment(a, b) for a, b in plan if b > a]
 
     done, total = 0, _count_evals(sampler, runs)
@@ -140,6 +149,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
 
     denoise = make_denoiser(model, schedule, prediction=prediction, variance=variance, clip=clip,
                             threshold=threshold, hook=hook, model_kwargs=model_kwargs, on_call=on_call)
+    if observation is not None and method in X0_METHODS:
+        denoise = X0_METHODS[method](denoise, observation, schedule.alphas_cumprod.tolist())
     extra = {"after_step": after_step} if after_step is not None else {}
     for a, b in plan:
         if b > a:

@@ -50,7 +50,8 @@ class GaussianMixture:
         """n draws [n, D] (float64) and the component each came from [n]."""
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[labels] + ((z * self.scales[labels].sqrt()).unsqueeze(1) @ self.bases[labels].transpose(1, 2)).squeeze(1)
+        # clamp: a posterior under a noiseless observation has exactly singular covariances
+        x = self.means[labels] + ((z * self.scales[labels].clamp(min=0).sqrt()).unsqueeze(1) @ self.bases[labels].transpose(1, 2)).squeeze(1)
         return x, labels
 
     def _noised(self, x: Tensor, ab: Tensor):
@@ -108,3 +109,22 @@ class GaussianMixture:
             marginal = torch.distributions.MultivariateNormal(self.means[k][keep], c_kk)
             log_w.append(self.weights[k].log() + marginal.log_prob(known))
         return GaussianMixture(torch.softmax(torch.stack(log_w), 0), torch.stack(means), torch.stack(covs))
+
+    def observe(self, A: Tensor, y: Tensor, sigma: float = 0.0) -> "GaussianMixture":
+        """The exact posterior p(x_0 | y) for y = A x_0 + σ n, A [M, D], y [M]: again a mixture, with weights
+        ∝ w_k N(y; Aμ_k, S_k), S_k = AΣ_kAᵀ + σ²I, means μ_k + Σ_kAᵀS_k⁻¹(y − Aμ_k) and covariances
+        Σ_k − Σ_kAᵀS_k⁻¹AΣ_k. A rank-deficient A (a mask, a projection) is first reduced to its row space,
+        A = U diag(s) Vᵀ -> diag(s) Vᵀ and y -> Uᵀy over the non-zero s: the directions it drops carry no
+        information about x_0."""
+        U, s, Vt = torch.linalg.svd(A.to(torch.float64), full_matrices=False)
+        rank = s > s.max() * 1e-10
+        A, y = s[rank, None] * Vt[rank], U[:, rank].T @ y.to(torch.float64)
+        cross = self.covs @ A.T  # Σ_k Aᵀ [K, D, M]
+        S = A @ cross + sigma**2 * torch.eye(len(A), dtype=torch.float64)
+        gain = cross @ torch.linalg.inv(S)  # [K, D, M]
+        predicted = self.means @ A.T  # [K, M]
+        means = self.means + (gain @ (y - predicted).unsqueeze(-1)).squeeze(-1)
+        covs = self.covs - gain @ cross.transpose(1, 2)
+        covs = (covs + covs.transpose(1, 2)) / 2
+        log_w = self.weights.log() + torch.distributions.MultivariateNormal(predicted, S).log_prob(y)
+        return GaussianMixture(torch.softmax(log_w, 0), means, covs)

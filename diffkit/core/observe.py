@@ -1,0 +1,366 @@
+"""Observations y = A(x_0) + σ_y·n and the methods that condition any sampler on them.
+
+An operator acts on the trailing axes of a batch [B, C, ...] (or [B, D]): `op(x)` is A, `op.adjoint(y)`
+Aᵀ, `op.pinv(y)` A⁺, and `op.solve(v, r2, s2)` is Aᵀ(r²AAᵀ + s²I)⁻¹v, the gain of a Gaussian
+p(x_0 | x_t) = N(x̂_0, r²I) conditioned on y (closed form where AAᵀ is diagonal, conjugate gradients
+otherwise). A method turns a denoiser into one that answers with x̂_0 consistent with y (and ε̂ re-derived
+from it), or puts back the observed part after each step; either way every sampler takes it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from diffkit.core.diffusion import eps_from_x0, randn_like
+from diffkit.core.samplers import AfterStep, Denoise, Denoised
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-example inner product, shaped [B, 1, ...] to scale a batch."""
+    return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
+
+
+class Operator:
+    """A linear map; subclasses give A, Aᵀ and A⁺, and a closed-form `solve` where AAᵀ is diagonal."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def pinv(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def solve(self, v: Tensor, r2: float, s2: float, iterations: int = 50) -> Tensor:
+        """Aᵀ(r²AAᵀ + s²I)⁻¹v; with s² = 0 it is A⁺v / r² (A of full row rank)."""
+        if s2 == 0:
+            return self.pinv(v) / r2
+        u = torch.zeros_like(v)  # conjugate gradients on the positive definite r²AAᵀ + s²I, per example
+        residual = v.clone()
+        direction = residual.clone()
+        rr = _dot(residual, residual)
+        for _ in range(iterations):
+            product = r2 * self(self.adjoint(direction)) + s2 * direction
+            step = rr / _dot(direction, product).clamp(min=1e-30)
+            u, residual = u + step * direction, residual - step * product
+            rr_next = _dot(residual, residual)
+            if rr_next.max() <= 1e-14 * _dot(v, v).max():
+                break
+            direction, rr = residual + rr_next / rr.clamp(min=1e-30) * direction, rr_next
+        return self.adjoint(u)
+
+
+@dataclass(frozen=True, eq=False)
+class Identity(Operator):
+    """y = x: denoising."""
+
+    def __call__(self, x):
+        return x
+
+    adjoint = pinv = __call__
+
+    def solve(self, v, r2, s2, iterations=0):
+        return v / (r2 + s2)
+
+
+@dataclass(frozen=True, eq=False)
+class Mask(Operator):
+    """y = keep ⊙ x with keep 1 where observed, 0 where not (broadcastable to x): an orthogonal
+    projection, so A = Aᵀ = A⁺. Inpainting is this operator."""
+
+    keep: Tensor
+
+    def __call__(self, x):
+        return x * self.keep.to(x)
+
+    adjoint = pinv = __call__
+
+    def solve(self, v, r2, s2, iterations=0):
+        return self(v) / (r2 + s2)
+
+
+@dataclass(frozen=True, eq=False)
+class AveragePool(Operator):
+    """Means over blocks of `factors` along the last len(factors) axes: down-sampling. A⁺ repeats each
+    value over its block (AAᵀ = I / block size)."""
+
+    factors: tuple[int, ...]
+
+    @property
+    def block(self) -> int:
+        return math.prod(self.factors)
+
+    def __call__(self, x):
+        lead, axes = x.shape[: x.dim() - len(self.factors)], x.shape[x.dim() - len(self.factors):]
+        split = [d for size, f in zip(axes, self.factors) for d in (size // f, f)]
+        means = x.reshape(*lead, *split)
+        return means.mean(dim=tuple(range(len(lead) + 1, len(lead) + 2 * len(self.factors), 2)))
+
+    def pinv(self, y):
+        for i, f in enumerate(self.factors):
+            y = y.repeat_interleave(f, dim=y.dim() - len(self.factors) + i)
+        return y
+
+    def adjoint(self, y):
+        return self.pinv(y) / self.block
+
+    def solve(self, v, r2, s2, iterations=0):
+        return self.adjoint(v) / (r2 / self.block + s2)
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelMix(Operator):
+    """y = Σ_c w_c x_c over axis 1: colour to grey with luminance weights."""
+
+    weights: tuple[float, ...]
+
+    def _w(self, like: Tensor) -> Tensor:
+        return torch.tensor(self.weights, dtype=like.dtype, device=like.device).reshape(1, -1, *([1] * (like.dim() - 2)))
+
+    def __call__(self, x):
+        return (x * self._w(x)).sum(1, keepdim=True)
+
+    def adjoint(self, y):
+        return y * self._w(y)
+
+    def pinv(self, y):
+        return self.adjoint(y) / sum(w * w for w in self.weights)
+
+    def solve(self, v, r2, s2, iterations=0):
+        return self.adjoint(v) / (r2 * sum(w * w for w in self.weights) + s2)
+
+
+def _mirrored_filter(x: Tensor, axis: int, response: Callable[[int], Tensor]) -> Tensor:
+    """Filter along `axis` with half-sample symmetric boundaries (scipy's 'reflect'): mirror to twice
+    the length, multiply the spectrum by `response(2n)` (real and even), keep the first half. For an
+    even real response this operator is symmetric (the DCT-II diagonalises it), so its adjoint is itself."""
+    n = x.shape[axis]
+    spectrum = torch.fft.rfft(torch.cat([x, x.flip(axis)], axis), dim=axis)
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    out = torch.fft.irfft(spectrum * response(2 * n).to(x.device).reshape(shape), n=2 * n, dim=axis)
+    return out.narrow(axis, 0, n).to(x.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianBlur(Operator):
+    """Separable Gaussian blur of standard deviation `sigma` (samples) along the last `axes` axes, with
+    reflecting boundaries. A⁺ inverts each frequency whose gain exceeds `cutoff` and drops the rest (a
+    truncated SVD); `solve` is the regularised inverse r²H / (r²H² + s²) frequency by frequency."""
+
+    sigma: float
+    axes: int = 2
+    cutoff: float = 1e-6
+
+    def _gain(self, length: int) -> Tensor:
+        """The kernel's real spectrum on a periodic grid of `length` (rfft bins)."""
+        radius = min(math.ceil(4 * self.sigma), length // 2 - 1)
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-0.5 * (offsets / self.sigma) ** 2)
+        periodic = torch.zeros(length, dtype=torch.float64)
+        periodic[offsets.long() % length] = kernel / kernel.sum()
+        return torch.fft.rfft(periodic).real
+
+    def _filter(self, x: Tensor, gain_to_response: Callable[[Tensor], Tensor]) -> Tensor:
+        for axis in range(x.dim() - self.axes, x.dim()):
+            x = _mirrored_filter(x, axis, lambda n: gain_to_response(self._gain(n)))
+        return x
+
+    def __call__(self, x):
+        return self._filter(x, lambda h: h)
+
+    adjoint = __call__
+
+    def pinv(self, y):
+        return self._filter(y, lambda h: torch.where(h.abs() > self.cutoff, 1 / h, torch.zeros_like(h)))
+
+    def solve(self, v, r2, s2, iterations=50):
+        if s2 == 0:
+            return self.pinv(v) / r2
+        if self.axes == 1:  # one axis: the frequencies of AAᵀ are those of A, so the solve is closed-form
+            return self._filter(v, lambda h: h / (r2 * h * h + s2))
+        return super().solve(v, r2, s2, iterations)
+
+
+@dataclass(frozen=True, eq=False)
+class LowPass(Operator):
+    """Keep the frequencies below `fraction` of the sampling rate along the last axis, over the whole
+    sequence (rfft bins): an orthogonal projection, A = Aᵀ = A⁺. Band-limited recordings are this held at
+    the model's rate (decimating further loses nothing a band-limited signal holds)."""
+
+    fraction: float
+
+    def __call__(self, x):
+        n = x.shape[-1]
+        keep = (torch.arange(n // 2 + 1, device=x.device) / n < self.fraction).to(x.dtype)
+        return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * keep, n=n, dim=-1)
+
+    adjoint = pinv = __call__
+
+    def solve(self, v, r2, s2, iterations=0):
+        return self(v) / (r2 + s2)
+
+
+@dataclass(frozen=True, eq=False)
+class Compose(Operator):
+    """A = outer ∘ inner. A⁺ = inner⁺ ∘ outer⁺ meets AA⁺A = A whenever inner has full row rank (as every
+    operator here but a mask does)."""
+
+    outer: Operator
+    inner: Operator
+
+    def __call__(self, x):
+        return self.outer(self.inner(x))
+
+    def adjoint(self, y):
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+    def pinv(self, y):
+        return self.inner.pinv(self.outer.pinv(y))
+
+
+def compose(operators: list[Operator]) -> Operator:
+    """The operators applied in list order (first to x first)."""
+    op = operators[0] if operators else Identity()
+    for nxt in operators[1:]:
+        op = Compose(nxt, op)
+    return op
+
+
+def as_matrix(op: Operator, dim: int) -> Tensor:
+    """The operator on vectors [B, dim] as a matrix [M, dim] (for the exact posteriors of core.mixture)."""
+    return op(torch.eye(dim, dtype=torch.float64)).reshape(dim, -1).T
+
+
+# ---------------------------------------------------------------- observations and the methods
+
+Projection = Callable[[Tensor], Tensor]  # x̂_0 -> the nearest x̂_0 in the set the observation allows
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """y = A(x_0) + σ·n; `project` (optional) enforces what a non-linear part of the observation says
+    (declipping: clipped samples lie beyond the threshold) on x̂_0 after the linear conditioning."""
+
+    operator: Operator
+    y: Tensor
+    sigma: float = 0.0
+    project: Projection | None = None
+
+    def to(self, device, dtype) -> "Observation":
+        return Observation(self.operator, self.y.to(device=device, dtype=dtype), self.sigma, self.project)
+
+    def residual(self, x: Tensor) -> Tensor:
+        """‖A(x) − y‖ per example: the consistency error."""
+        return (self.operator(x) - self.y).flatten(1).norm(dim=1)
+
+
+def beyond_threshold(clipped: Tensor, level: float) -> Projection:
+    """Declipping's constraint: where the clipped input reached `level`, the true sample lies at or beyond
+    it with the same sign; elsewhere nothing is said (the linear part, a mask, keeps the other samples)."""
+
+    def project(x0: Tensor) -> Tensor:
+        held = clipped.to(x0)
+        sign = torch.sign(held) * (held.abs() >= level)
+        return torch.where(sign != 0, sign * torch.maximum(sign * x0, torch.full_like(x0, level)), x0)
+
+    return project
+
+
+def posterior_variance(ab: float) -> float:
+    """r_t² = σ_t² / (1 + σ_t²) with σ_t² = (1-ᾱ)/ᾱ: the variance of x_0 given x_t for unit-variance data
+    (Song et al. 2023, ΠGDM, §3)."""
+    return 1 - ab
+
+
+def _with_x0(x0: Tensor, x: Tensor, ab: float, d: Denoised) -> Denoised:
+    return Denoised(x0, eps_from_x0(x0, x, ab), d.var_frac)
+
+
+def _finish(obs: Observation, x0: Tensor) -> Tensor:
+    return obs.project(x0) if obs.project is not None else x0
+
+
+def null_space(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) -> Denoise:
+    """DDNM (Wang et al. 2023, eq. 10): x̂_0 ← x̂_0 − A⁺(A x̂_0 − y), the range of Aᵀ from y, the null space
+    from the model, which meets a noiseless y exactly. With σ_y > 0 the range-space correction shrinks
+    as DDNM+'s Σ_t does, here in closed form: x̂_0 + r²Aᵀ(r²AAᵀ + σ_y²I)⁻¹(y − A x̂_0), the mean of a
+    Gaussian N(x̂_0, r_t²I) conditioned on y."""
+
+    def denoised(x: Tensor, t: int) -> Denoised:
+        d = denoise(x, t)
+        ab = alphas_cumprod[t]
+        gap = obs.y - obs.operator(d.x0)
+        if obs.sigma == 0:
+            x0 = d.x0 + obs.operator.pinv(gap)
+        else:
+            r2 = posterior_variance(ab)
+            x0 = d.x0 + r2 * obs.operator.solve(gap, r2, obs.sigma**2)
+        return _with_x0(_finish(obs, x0), x, ab, d)
+
+    return denoised
+
+
+def _likelihood_gradient(direction: Callable[[Tensor, float], Tensor]):
+    """A gradient method: x̂_0 ← x̂_0 + (1-ᾱ)/√ᾱ ∇_{x_t} log p(y | x_t) (Tweedie's formula moves x̂_0 with
+    the score), the gradient taken through the network as Jᵀv, J = ∂x̂_0/∂x_t, for v = direction(x̂_0, ᾱ)."""
+
+    def method(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) -> Denoise:
+        def denoised(x: Tensor, t: int) -> Denoised:
+            ab = alphas_cumprod[t]
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_()
+                d = denoise(x_in, t)
+                v = direction(obs, d.x0.detach(), ab)
+                (score,) = torch.autograd.grad(d.x0, x_in, v)
+            x0 = d.x0.detach() + (1 - ab) / math.sqrt(ab) * score
+            return _with_x0(_finish(obs, x0), x, ab, Denoised(d.x0.detach(), d.eps.detach(), d.var_frac))
+
+        return denoised
+
+    return method
+
+
+def _pigdm_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
+    """ΠGDM (Song et al. 2023, eq. 8): p(y | x_t) ≈ N(A x̂_0, r_t²AAᵀ + σ_y²I), so v = Aᵀ(r²AAᵀ + σ²I)⁻¹(y − Ax̂_0)."""
+    r2 = posterior_variance(ab)
+    return obs.operator.solve(obs.y - obs.operator(x0), r2, obs.sigma**2)
+
+
+DPS_STEP = 1.0
+
+
+def _dps_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
+    """DPS (Chung et al. 2023, Alg. 1): log p(y | x_t) ≈ −ζ‖y − A x̂_0‖² / ‖y − A x̂_0‖, its gradient in x̂_0
+    2ζ Aᵀ(y − A x̂_0) / ‖y − A x̂_0‖ (the step normalised by the residual, as the paper's ζ_i is)."""
+    gap = obs.y - obs.operator(x0)
+    return 2 * DPS_STEP * obs.operator.adjoint(gap) / _dot(gap, gap).sqrt().clamp(min=1e-12)
+
+
+def put_back_observed(obs: Observation, generator: torch.Generator | None) -> AfterStep:
+    """RePaint (Lugmayr et al. 2022, eq. 8), for any A: after each step, replace the observed part of x_t
+    by a fresh draw of A x_t ~ √ᾱ y + √(1-ᾱ) A n, x ← x + A⁺(that − A x). For a mask this keeps the
+    known region as a noised copy of the input; the noise σ_y of y is not modelled."""
+
+    def after_step(x: Tensor, ab: float) -> Tensor:
+        op = obs.operator
+        if ab >= 1:
+            target = obs.y
+        else:
+            target = math.sqrt(ab) * obs.y + math.sqrt(1 - ab) * op(randn_like(x, generator))
+        x = x + op.pinv(target - op(x))
+        return _finish(obs, x) if ab >= 1 else x
+
+    return after_step
+
+
+# Methods that act on x̂_0 (wrapping the denoiser); "repaint" acts on x_t after each step instead.
+X0_METHODS = {"ddnm": null_space, "pigdm": _likelihood_gradient(_pigdm_direction),
+              "dps": _likelihood_gradient(_dps_direction)}
+METHODS = ("ddnm", "pigdm", "dps", "repaint")

@@ -1,0 +1,210 @@
+"""Observations y = A(x_0) + σ·n: the operators' algebra, the exact mixture posterior, and every method
+with every sampler against it."""
+
+import pytest
+import torch
+
+from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
+from diffkit.core.observe import (
+    METHODS,
+    AveragePool,
+    ChannelMix,
+    GaussianBlur,
+    Identity,
+    LowPass,
+    Mask,
+    Observation,
+    as_matrix,
+    beyond_threshold,
+    compose,
+)
+from diffkit.errors import DiffkitError
+
+LINEAR = make_schedule("linear", 1000)
+GEN = lambda seed=0: torch.Generator().manual_seed(seed)
+
+OPERATORS = {  # name -> (operator, the shape of x it acts on)
+    "identity": (Identity(), (3, 2, 8, 8)),
+    "mask": (Mask((torch.rand(1, 1, 8, 8, generator=GEN(1)) > 0.5).double()), (3, 2, 8, 8)),
+    "average 2x2": (AveragePool((2, 2)), (3, 2, 8, 8)),
+    "average 4 (1-D)": (AveragePool((4,)), (3, 1, 16)),
+    "grey": (ChannelMix((0.299, 0.587, 0.114)), (3, 3, 4, 4)),
+    "blur 2-D": (GaussianBlur(1.0, axes=2), (3, 1, 12, 10)),
+    "blur 1-D": (GaussianBlur(1.5, axes=1), (3, 1, 32)),
+    "low-pass": (LowPass(0.2), (3, 1, 32)),
+    "average then grey": (compose([AveragePool((2, 2)), ChannelMix((0.299, 0.587, 0.114))]), (3, 3, 8, 8)),
+    "blur then average": (compose([GaussianBlur(0.8, axes=2), AveragePool((2, 2))]), (3, 1, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_adjoint_pseudo_inverse_and_regularised_solve(name):
+    op, shape = OPERATORS[name]
+    x = torch.randn(shape, generator=GEN(2), dtype=torch.float64)
+    y = op(torch.randn(shape, generator=GEN(3), dtype=torch.float64))
+    # <Ax, y> = <x, Aᵀy>
+    assert torch.allclose((op(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-10)
+    # A A⁺ A = A: a pseudo-inverse meets the observation it was given
+    assert torch.allclose(op(op.pinv(op(x))), op(x), atol=1e-7)
+    # solve = Aᵀ(r²AAᵀ + s²I)⁻¹v, against the dense matrices of one example
+    flat = int(torch.tensor(shape[1:]).prod())
+    A = op(torch.eye(flat, dtype=torch.float64).reshape(flat, *shape[1:])).reshape(flat, -1).T
+    r2, s2 = 0.3, 0.05
+    v = y[:1]
+    dense = A.T @ torch.linalg.solve(r2 * A @ A.T + s2 * torch.eye(len(A), dtype=torch.float64), v.flatten())
+    assert torch.allclose(op.solve(v, r2, s2).flatten(), dense, atol=1e-7)
+
+
+def test_blur_matches_a_reflecting_gaussian_filter():
+    from scipy.ndimage import gaussian_filter1d
+
+    x = torch.randn(1, 1, 40, generator=GEN(4), dtype=torch.float64)
+    ours = GaussianBlur(2.0, axes=1)(x)
+    theirs = gaussian_filter1d(x.numpy(), 2.0, axis=-1, mode="reflect", truncate=4.0)
+    assert torch.allclose(ours, torch.from_numpy(theirs), atol=1e-10)
+
+
+def test_exact_posterior_of_a_mask_is_the_conditional_of_the_kept_coordinates():
+    mix = GaussianMixture.random(3, 4, seed=2, spread=1.5, std=0.4)
+    keep = torch.tensor([True, False, True, False])
+    known = torch.tensor([0.3, 0.0, -0.5, 0.0], dtype=torch.float64)
+    post = mix.observe(as_matrix(Mask(keep.double()), 4), known)
+    cond = mix.condition(known[keep], keep)
+    assert torch.allclose(post.weights, cond.weights, atol=1e-10)
+    assert torch.allclose(post.means[:, ~keep], cond.means, atol=1e-10)
+    assert torch.allclose(post.means[:, keep], known[keep].expand(3, 2), atol=1e-10)
+    assert torch.allclose(post.covs[:, ~keep][:, :, ~keep], cond.covs, atol=1e-10)
+    assert post.covs[:, keep].abs().max() < 1e-10  # observed exactly: no spread left
+
+
+def test_exact_posterior_under_noise_matches_bayes_rule_on_a_grid():
+    # One Gaussian in 2-D, y = mean of the coordinates + noise: posterior ∝ prior × likelihood, numerically.
+    mix = GaussianMixture(torch.ones(2), torch.tensor([[0.5, -0.2], [-0.6, 0.4]]),
+                          torch.stack([torch.tensor([[0.2, 0.05], [0.05, 0.1]]), 0.15 * torch.eye(2)]))
+    A = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    post = mix.observe(A, torch.tensor([0.1]), 0.2)
+    g = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    pts = torch.cartesian_prod(g, g)
+    log_p = mix.log_prob(pts) - 0.5 * ((pts @ A.T).squeeze(1) - 0.1) ** 2 / 0.04
+    p = torch.softmax(log_p, 0)
+    mean = (p[:, None] * pts).sum(0)
+    cov = (p[:, None, None] * (pts - mean)[:, :, None] * (pts - mean)[:, None, :]).sum(0)
+    x = post.sample(400_000, GEN(5))[0]
+    assert torch.allclose(x.mean(0), mean, atol=0.005)
+    assert torch.allclose(torch.cov(x.T), cov, atol=0.005)
+
+
+# A 4-D mixture whose two modes a 2x average still tells apart, correlated across the averaged pairs.
+_C = torch.tensor([[1, 0.5, 0.4, 0], [0.5, 1, 0, 0.3], [0.4, 0, 1, 0.2], [0, 0.3, 0.2, 1]], dtype=torch.float64)
+PRIOR = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([[1.0, 0.5, 1.0, 1.0], [-1.0, 0.0, -1.0, -1.0]]),
+                        0.09 * torch.stack([_C, _C @ _C / 2]))
+
+
+def _observe(op, sigma, truth):
+    y = op(truth[None].double())[0]
+    y = y + sigma * torch.randn(y.shape, generator=GEN(7), dtype=torch.float64)
+    return y, PRIOR.observe(as_matrix(op, 4), y.flatten(), sigma)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("method", ["ddnm", "repaint"])
+def test_projection_meets_a_noiseless_observation_with_every_sampler(sampler, method):
+    for op in (Mask(torch.tensor([1.0, 0.0, 1.0, 0.0])), AveragePool((2,)), LowPass(0.3)):
+        y, _ = _observe(op, 0.0, torch.tensor([0.8, 0.4, 0.9, 1.2]))
+        obs = Observation(op, y.float().expand(64, *y.shape))
+        x = sample(PRIOR.denoiser(LINEAR), (64, 4), LINEAR, sampler=sampler, steps=10, observation=obs,
+                   method=method, generator=GEN())
+        assert obs.residual(x).max() < 1e-5
+
+
+AMBIGUOUS = torch.tensor([0.1, 0.1, 0.0, -0.2])  # under a 2x average, posterior mode weights about 0.2 / 0.8
+
+
+def _posterior_error(method, op, sigma, n=4000, sampler="ddpm", steps=100, resample=10):
+    """(largest mode-weight error, largest mean distance, largest relative covariance error) over the two modes."""
+    y, post = _observe(op, sigma, AMBIGUOUS)
+    x = sample(PRIOR.denoiser(LINEAR), (n, 4), LINEAR, sampler=sampler, steps=steps, jump=5, resample=resample,
+               observation=Observation(op, y.float().expand(n, *y.shape), sigma), method=method,
+               generator=GEN()).double()
+    mode = PRIOR.responsibilities(x).argmax(1)
+    errors = []
+    for k in range(2):
+        chosen = x[mode == k]
+        errors.append(((mode == k).double().mean() - post.weights[k]).abs().item())
+        errors.append((chosen.mean(0) - post.means[k]).norm().item())
+        errors.append(((torch.cov(chosen.T) - post.covs[k]).norm() / post.covs[k].norm()).item())
+    return max(errors[0::3]), max(errors[1::3]), max(errors[2::3])
+
+
+UNIT = GaussianMixture(torch.ones(1), torch.tensor([[0.5, -0.3, 0.2, 0.8]]), torch.eye(4).unsqueeze(0))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("method", ["ddnm", "pigdm"])
+def test_gaussian_methods_are_exact_for_a_unit_gaussian_prior(method, sigma):
+    # Both methods take p(x_0 | x_t) as N(x̂_0, (1-ᾱ)I), which is exact for N(μ, I) data: the conditioned
+    # x̂_0 is then E[x_0 | x_t, y] itself, and every sampler converges to the exact posterior.
+    n, truth = 20_000, torch.tensor([[0.1, 0.4, -0.5, 1.0]], dtype=torch.float64)
+    for op in (AveragePool((2,)), Mask(torch.tensor([1.0, 0.0, 1.0, 0.0]))):
+        y = op(truth)[0]
+        post = UNIT.observe(as_matrix(op, 4), y, sigma)
+        for sampler in SAMPLERS:
+            x = sample(UNIT.denoiser(LINEAR), (n, 4), LINEAR, sampler=sampler, steps=50, method=method,
+                       observation=Observation(op, y.float().expand(n, *y.shape), sigma), generator=GEN()).double()
+            cov_error = ((torch.cov(x.T) - post.covs[0]).norm() / post.covs[0].norm()).item()
+            assert (x.mean(0) - post.means[0]).norm() < 0.03
+            # first-order samplers at 50 steps still carry their discretisation error in the spread
+            assert cov_error < (0.2 if sampler in ("ddpm", "ddim") else 0.03), (sampler, cov_error)
+
+
+# Bounds on (mode weight, mean distance, relative covariance error) over both modes of the 2x-average
+# posterior; a true posterior sample of 4000 scores about (0.013, 0.005, 0.045).
+NOISELESS_WITH_RESAMPLING = (0.07, 0.03, 0.15)
+
+
+@pytest.mark.parametrize("method", ["ddnm", "pigdm", "repaint"])
+def test_projection_methods_with_resampling_match_a_noiseless_mixture_posterior(method):
+    errors = _posterior_error(method, AveragePool((2,)), 0.0)
+    assert all(e < bound for e, bound in zip(errors, NOISELESS_WITH_RESAMPLING)), errors
+
+
+def test_gradient_methods_work_with_every_sampler():
+    y, post = _observe(AveragePool((2,)), 0.1, torch.tensor([0.8, 0.4, 0.9, 1.2]))
+    for sampler in SAMPLERS:
+        for method in ("pigdm", "dps"):
+            x = sample(PRIOR.denoiser(LINEAR), (500, 4), LINEAR, sampler=sampler, steps=10, method=method,
+                       observation=Observation(AveragePool((2,)), y.float().expand(500, 2), 0.1), generator=GEN())
+            assert torch.isfinite(x).all()
+            assert (x.double().mean(0) - (post.weights[:, None] * post.means).sum(0)).norm() < 0.5
+
+
+def test_inpainting_is_the_mask_observation_with_repaint():
+    known = torch.tensor([0.7, 0.2, 0.0, 0.0]).expand(300, 4)
+    keep = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    kw = dict(sampler="ddim", steps=20, jump=5, resample=3)
+    a = sample(PRIOR.denoiser(LINEAR), (300, 4), LINEAR, known=known, mask=keep, generator=GEN(), **kw)
+    b = sample(PRIOR.denoiser(LINEAR), (300, 4), LINEAR, observation=Observation(Mask(keep), known * keep),
+               method="repaint", generator=GEN(), **kw)
+    assert torch.equal(a, b)
+
+
+def test_declipping_keeps_clipped_samples_beyond_the_threshold():
+    truth = PRIOR.sample(200, GEN(3))[0].float()
+    level = 0.8
+    clipped = truth.clamp(-level, level)
+    keep = (clipped.abs() < level).float()
+    obs = Observation(Mask(keep), clipped * keep, project=beyond_threshold(clipped, level))
+    for method, consistency in (("ddnm", 1e-6), ("pigdm", 0.01)):  # the gradient method meets y approximately
+        x = sample(PRIOR.denoiser(LINEAR), truth.shape, LINEAR, steps=20, observation=obs, method=method, generator=GEN())
+        beyond = keep == 0
+        assert torch.allclose(x[~beyond], clipped[~beyond], atol=consistency)
+        assert (x[beyond].abs() >= level - 1e-6).all() and torch.equal(x[beyond].sign(), clipped[beyond].sign())
+        # closer to the truth than the clipped input on the clipped samples
+        assert (x[beyond] - truth[beyond]).abs().mean() < (clipped[beyond] - truth[beyond]).abs().mean()
+
+
+def test_unknown_method_names_the_choices():
+    with pytest.raises(DiffkitError, match="unknown restoration method 'nope'; choose one of: ddnm, dps"):
+        sample(PRIOR.denoiser(LINEAR), (2, 4), LINEAR, observation=Observation(Identity(), torch.zeros(2, 4)),
+               method="nope")
+    assert set(METHODS) == {"ddnm", "pigdm", "dps", "repaint"}
