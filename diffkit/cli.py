@@ -1,4 +1,4 @@
-"""The `diffkit` command: verbs train / sample / inpaint / style / eval, each taking a modality.
+"""The `diffkit` command: verbs train / sample / inpaint / style / restore / eval, each taking a modality.
 
 This module stays light (no torch at import) so that `diffkit --help` is fast; modalities import
 their heavy pieces inside their commands.
@@ -18,6 +18,8 @@ VERBS = {
     "sample": "Draw new samples from a trained model.",
     "inpaint": "Regenerate masked parts of an input, keeping the rest exactly.",
     "style": "Partially noise an input and denoise it toward the model's data (SDEdit).",
+    "restore": "Restore a degraded input: super-resolution, colourisation, deblurring, denoising (images); "
+               "bandwidth extension, denoising, declipping (audio).",
     "eval": "Likelihood (variational bound) and sample quality of a trained model.",
 }
 GROUPS = {verb: typer.Typer(help=text, no_args_is_help=True) for verb, text in VERBS.items()}

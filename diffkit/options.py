@@ -33,6 +33,42 @@ def int_list(option: str, text: str) -> tuple[int, ...]:
         raise DiffkitError(f"--{option}: expected integers like 1,2,4, got {text!r}") from None
 
 
+def task_list(text: str, tasks: dict[str, str | None]) -> list[tuple[str, str | None]]:
+    """`--task` as (name, argument) pairs in the order given: "upscale:2,denoise:0.05" -> [("upscale", "2"),
+    ("denoise", "0.05")]. `tasks` maps each name to its argument's placeholder (None: takes none); an
+    unknown, repeated or misused name is an error that lists the choices."""
+    listing = ", ".join(name + (f":{arg}" if arg else "") for name, arg in tasks.items())
+    pairs = []
+    for part in text.split(","):
+        name, _, arg = part.strip().partition(":")
+        if name not in tasks:
+            raise DiffkitError(f"--task: unknown task {name!r}; choose from {listing} (comma-separated to combine)")
+        if bool(arg) != bool(tasks[name]):
+            raise DiffkitError(f"--task {part.strip()!r}: write it as {name + (f':{tasks[name]}' if tasks[name] else '')}")
+        if name in (seen for seen, _ in pairs):
+            raise DiffkitError(f"--task: {name} is given twice")
+        pairs.append((name, arg or None))
+    return pairs
+
+
+def task_number(task: str, arg: str, low: float, high: float, *, integer: bool = False) -> float:
+    """A task's numeric argument in [low, high] (integers only if `integer`), or an error naming it."""
+    kind = "an integer" if integer else "a number"
+    try:
+        value = int(arg) if integer else float(arg)
+    except ValueError:
+        raise DiffkitError(f"--task {task}:{arg}: expected {kind} in [{low:g}, {high:g}]") from None
+    if not low <= value <= high:
+        raise DiffkitError(f"--task {task}:{arg}: expected {kind} in [{low:g}, {high:g}]")
+    return value
+
+
+Method = Annotated[str, typer.Option(
+    help="Restoration method: ddnm (null-space projection), pigdm or dps (gradients through the network), or "
+         "repaint (put the observed part back after each step).")]
+DEFAULT_METHOD = "ddnm"  # the best measured by bench/restore.py
+
+
 @dataclass(frozen=True)
 class Common:
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto"

@@ -213,14 +213,6 @@ def test_inpaint_windows_fill_every_masked_sample_with_context_on_both_sides():
     assert all(length == 200 and kept > 0 for length, kept in seen)  # every window saw some known audio
 
 
-def test_overlap_add_of_the_identity_returns_the_clip():
-    from diffkit.audio.commands import overlap_add
-
-    for length in (100, 256, 1000, 1234):
-        wave = torch.randn(length)
-        assert torch.allclose(overlap_add(wave, 256, lambda w: w), wave, atol=1e-5)
-
-
 def test_pitch_flatness_and_mel_distance_against_known_answers(gen):
     from diffkit.metrics.audio import cents_off, dominant_pitch, mel_frechet, spectral_flatness
 

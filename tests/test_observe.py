@@ -56,12 +56,14 @@ def test_adjoint_pseudo_inverse_and_regularised_solve(name):
 
 
 def test_blur_matches_a_reflecting_gaussian_filter():
-    from scipy.ndimage import gaussian_filter1d
+    from scipy.ndimage import gaussian_filter
 
-    x = torch.randn(1, 1, 40, generator=GEN(4), dtype=torch.float64)
-    ours = GaussianBlur(2.0, axes=1)(x)
-    theirs = gaussian_filter1d(x.numpy(), 2.0, axis=-1, mode="reflect", truncate=4.0)
-    assert torch.allclose(ours, torch.from_numpy(theirs), atol=1e-10)
+    x = torch.randn(2, 3, 24, 40, generator=GEN(4), dtype=torch.float64)
+    for axes in (1, 2):
+        ours = GaussianBlur(2.0, axes=axes)(x)
+        theirs = gaussian_filter(x.numpy(), [0, 0, 2.0, 2.0][-x.dim():] if axes == 2 else [0, 0, 0, 2.0],
+                                 mode="reflect", truncate=4.0)
+        assert torch.allclose(ours, torch.from_numpy(theirs), atol=1e-10)
 
 
 def test_exact_posterior_of_a_mask_is_the_conditional_of_the_kept_coordinates():

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_defaults, with_options
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, Sampling, Training, int_list, with_defaults,
+                             with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
@@ -269,26 +270,6 @@ def inpaint(run: Model, input: Input,
     destination.write(codec.wav(result, rate), result_stem(input, "inpainted"), common.json, input=input)
 
 
-def overlap_add(wave, window: int, process):
-    """Apply `process(windows [N, 1, W]) -> [N, 1, W]` to a clip of any length through half-overlapping
-    windows, cross-faded with a Hann window (floored, so that the clip's two ends keep their weight)."""
-    import torch
-    import torch.nn.functional as F
-
-    hop = window // 2
-    count = max(1, -(-(len(wave) - window) // hop) + 1)
-    total = (count - 1) * hop + window
-    padded_wave = F.pad(wave, (0, total - len(wave)))
-    windows = padded_wave.unfold(0, window, hop)[:, None]   # [N, 1, W]
-    done = process(windows)[:, 0]
-    weight = torch.hann_window(window, periodic=True).clamp(min=1e-3)
-    out, norm = torch.zeros(total), torch.zeros(total)
-    for i in range(count):
-        out[i * hop:i * hop + window] += done[i] * weight
-        norm[i * hop:i * hop + window] += weight
-    return (out / norm)[:len(wave)]
-
-
 @with_options(Common, Sampling)
 def style(run: Model, input: Input,
           strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
@@ -300,6 +281,7 @@ def style(run: Model, input: Input,
     from diffkit.errors import DiffkitError
     from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels
+    from diffkit.windows import overlap_process
 
     if not 0 <= strength <= 1:
         raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
@@ -315,7 +297,7 @@ def style(run: Model, input: Input,
             return _waves(loaded, len(windows), window, sampling, common, labels=labels, guidance=guidance,
                           start=windows, strength=strength)
 
-        wave = overlap_add(wave, window, process)
+        wave = overlap_process(wave[None], (window,), process)[0]
     destination.write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)
 
 
@@ -328,6 +310,8 @@ def evaluate(run: Model,
              reference: Annotated[bool, typer.Option("--reference", help="Also score white noise and a second held-out set: the two ends of each scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Clips per network call.")] = 16,
              guidance: Guidance = 1.0,
+             restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out clips as this task says (see `restore audio`), restore them and score SI-SDR and log-spectral distance beside the degraded input.")] = None,
+             method: Method = DEFAULT_METHOD,
              *, common: Common, sampling: Sampling):
     """NLL in bits per sample on held-out clips (variational bound, 16-bit decoder), and spectral quality
     of samples: log-mel Fréchet distance, spectral flatness, on builtin:tones the on-pitch share, and with
@@ -352,12 +336,21 @@ def evaluate(run: Model,
     if guidance != 1 and not conditional:
         raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
     rate, window = spec["sample_rate"], spec["window"]
+    if restore is not None:
+        from diffkit.audio.restore import evaluate_restoration, parse_task
+
+        parse_task(restore, rate)  # a bad task fails before any data is read
+        if samples < 1:
+            raise DiffkitError("--samples (the clips to restore) must be at least 1 with --restore")
     # Built-in sets: clips from another seed than training's, so none of them was seen.
     held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"])
-    wanted = max(n, samples * (2 if reference else 1))
+    wanted = samples if restore is not None else max(n, samples * (2 if reference else 1))
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
     clips, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
     clips = codec.quantise(clips)
+    if restore is not None:
+        return evaluate_restoration(loaded, restore, clips, labels if conditional else None, method=method,
+                                    sampling=sampling, common=common, guidance=guidance, batch_size=batch_size)
 
     bits, stderr = bound(loaded, clips[:min(n, count)], labels[:n] if conditional else None, bits=16,
                          strata=strata, batch_size=batch_size, common=common)
@@ -406,4 +399,6 @@ def describe(run: str, config: dict) -> dict:
                    seconds=round(spec["length"] / spec["sample_rate"], 4), classes=", ".join(spec["classes"]) or "none")
 
 
-COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}
+from diffkit.audio.restore import restore  # noqa: E402  (typer only at import, like this module)
+
+COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}

@@ -136,70 +136,78 @@ class ChannelMix(Operator):
         return self.adjoint(v) / (r2 * sum(w * w for w in self.weights) + s2)
 
 
-def _mirrored_filter(x: Tensor, axis: int, response: Callable[[int], Tensor]) -> Tensor:
-    """Filter along `axis` with half-sample symmetric boundaries (scipy's 'reflect'): mirror to twice
-    the length, multiply the spectrum by `response(2n)` (real and even), keep the first half. For an
-    even real response this operator is symmetric (the DCT-II diagonalises it), so its adjoint is itself."""
-    n = x.shape[axis]
-    spectrum = torch.fft.rfft(torch.cat([x, x.flip(axis)], axis), dim=axis)
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    out = torch.fft.irfft(spectrum * response(2 * n).to(x.device).reshape(shape), n=2 * n, dim=axis)
-    return out.narrow(axis, 0, n).to(x.dtype)
+def _mirrored_filter(x: Tensor, axes: int, gain: Callable[[int, bool], Tensor],
+                     response: Callable[[Tensor], Tensor]) -> Tensor:
+    """Filter the last `axes` axes with half-sample symmetric boundaries (scipy's 'reflect'): mirror each to
+    twice its length, multiply the spectrum by response(G), G the product of the axes' gains (`gain(n,
+    last)`: real and even, rfft bins on the last axis), and keep the first half of each. For a real even
+    response the operator is symmetric (the DCT-II diagonalises it), so it is its own adjoint."""
+    dims = list(range(x.dim() - axes, x.dim()))
+    sizes = [2 * x.shape[d] for d in dims]
+    for d in dims:
+        x = torch.cat([x, x.flip(d)], d)
+    total = None
+    for i, n in enumerate(sizes):
+        g = gain(n, i == axes - 1).reshape(-1, *([1] * (axes - 1 - i)))
+        total = g if total is None else total * g
+    spectrum = torch.fft.rfftn(x, dim=dims) * response(total).to(x.device)
+    out = torch.fft.irfftn(spectrum, s=sizes, dim=dims)
+    for d, n in zip(dims, sizes):
+        out = out.narrow(d, 0, n // 2)
+    return out.to(x.dtype)
 
 
 @dataclass(frozen=True, eq=False)
 class GaussianBlur(Operator):
     """Separable Gaussian blur of standard deviation `sigma` (samples) along the last `axes` axes, with
-    reflecting boundaries. A⁺ inverts each frequency whose gain exceeds `cutoff` and drops the rest (a
-    truncated SVD); `solve` is the regularised inverse r²H / (r²H² + s²) frequency by frequency."""
+    reflecting boundaries, diagonal in the cosine basis with gains G. A⁺ inverts each gain above `cutoff`
+    and drops the rest (a truncated SVD); `solve` is G / (r²G² + s²) per frequency."""
 
     sigma: float
     axes: int = 2
     cutoff: float = 1e-6
 
-    def _gain(self, length: int) -> Tensor:
-        """The kernel's real spectrum on a periodic grid of `length` (rfft bins)."""
+    def _gain(self, length: int, half: bool) -> Tensor:
+        """The kernel's real spectrum on a periodic grid of `length` (rfft bins if `half`)."""
         radius = min(math.ceil(4 * self.sigma), length // 2 - 1)
         offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
         kernel = torch.exp(-0.5 * (offsets / self.sigma) ** 2)
         periodic = torch.zeros(length, dtype=torch.float64)
         periodic[offsets.long() % length] = kernel / kernel.sum()
-        return torch.fft.rfft(periodic).real
+        return (torch.fft.rfft(periodic) if half else torch.fft.fft(periodic)).real
 
-    def _filter(self, x: Tensor, gain_to_response: Callable[[Tensor], Tensor]) -> Tensor:
-        for axis in range(x.dim() - self.axes, x.dim()):
-            x = _mirrored_filter(x, axis, lambda n: gain_to_response(self._gain(n)))
-        return x
+    def _filter(self, x: Tensor, response: Callable[[Tensor], Tensor]) -> Tensor:
+        return _mirrored_filter(x, self.axes, self._gain, response)
 
     def __call__(self, x):
-        return self._filter(x, lambda h: h)
+        return self._filter(x, lambda g: g)
 
     adjoint = __call__
 
     def pinv(self, y):
-        return self._filter(y, lambda h: torch.where(h.abs() > self.cutoff, 1 / h, torch.zeros_like(h)))
+        return self._filter(y, lambda g: torch.where(g.abs() > self.cutoff, 1 / g, torch.zeros_like(g)))
 
-    def solve(self, v, r2, s2, iterations=50):
+    def solve(self, v, r2, s2, iterations=0):
         if s2 == 0:
             return self.pinv(v) / r2
-        if self.axes == 1:  # one axis: the frequencies of AAᵀ are those of A, so the solve is closed-form
-            return self._filter(v, lambda h: h / (r2 * h * h + s2))
-        return super().solve(v, r2, s2, iterations)
+        return self._filter(v, lambda g: g / (r2 * g * g + s2))
 
 
 @dataclass(frozen=True, eq=False)
 class LowPass(Operator):
-    """Keep the frequencies below `fraction` of the sampling rate along the last axis, over the whole
-    sequence (rfft bins): an orthogonal projection, A = Aᵀ = A⁺. Band-limited recordings are this held at
-    the model's rate (decimating further loses nothing a band-limited signal holds)."""
+    """Keep the frequencies below `fraction` of the sampling rate along the last axis, in the cosine basis
+    of the reflected sequence (no wrap-around at its ends, so windows of a long recording agree): an
+    orthogonal projection, A = Aᵀ = A⁺. A band-limited recording is this held at the model's rate
+    (decimating it further would lose nothing that a band-limited signal holds)."""
 
     fraction: float
 
+    def _band(self, length: int, half: bool) -> Tensor:
+        bins = torch.fft.rfftfreq(length, dtype=torch.float64) if half else torch.fft.fftfreq(length, dtype=torch.float64)
+        return (bins.abs() < self.fraction).double()
+
     def __call__(self, x):
-        n = x.shape[-1]
-        keep = (torch.arange(n // 2 + 1, device=x.device) / n < self.fraction).to(x.dtype)
-        return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * keep, n=n, dim=-1)
+        return _mirrored_filter(x, 1, self._band, lambda g: g)
 
     adjoint = pinv = __call__
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_options
+from diffkit.options import DEFAULT_METHOD, Common, Guidance, Label, Method, Sampling, Training, int_list, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
@@ -247,8 +247,11 @@ def evaluate(run: Model,
              reference: Annotated[bool, typer.Option("--reference", help="Also score uniform noise, the far end of the KID scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Images per network call.")] = 64,
              guidance: Guidance = 1.0,
+             restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out images as this task says (see `restore image`), restore them and score PSNR, SSIM and FD beside the classical baselines.")] = None,
+             method: Method = DEFAULT_METHOD,
              *, common: Common, sampling: Sampling):
-    """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples."""
+    """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples; with
+    --restore, restoration quality instead."""
     import torch
 
     from diffkit.console import log
@@ -264,13 +267,27 @@ def evaluate(run: Model,
         raise DiffkitError(f"{run} was trained on {source}; pass held-out images with --data")
     if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
         raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
+    if restore is not None:
+        from diffkit.image.restore import parse_task
+
+        parse_task(restore, spec)  # a bad task fails before any data is read
+        if samples < 1:
+            raise DiffkitError("--samples (the images to restore) must be at least 1 with --restore")
     # Built-in sets: images from another seed than training's, so none of them was seen.
     held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9)
-    count = max(n, samples) if getattr(held_out, "endless", False) else min(max(n, samples), len(held_out))
+    wanted = 2 * samples if restore is not None else max(n, samples)  # restoration: a second set for FD's floor
+    count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
     images, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
     conditional = bool(spec["classes"]) and data is None
     if guidance != 1 and not conditional:
         raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
+    if restore is not None:
+        from diffkit.image.restore import evaluate_restoration
+
+        restored = min(samples, count)
+        return evaluate_restoration(loaded, restore, images, labels[:restored] if conditional else None,
+                                    method=method, sampling=sampling, common=common, guidance=guidance, jump=10,
+                                    resample=1, batch_size=batch_size, count=restored)
     bits, stderr = bound(loaded, codec.to_model(images[:min(n, count)]), labels[:n] if conditional else None, bits=8,
                          strata=strata, batch_size=batch_size, common=common)
     report({"metric": "nll_bits_per_dim", "value": bits, "stderr": stderr,
@@ -307,4 +324,6 @@ def describe(run: str, config: dict) -> dict:
                    channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
 
 
-COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}
+from diffkit.image.restore import restore  # noqa: E402  (typer only at import, like this module)
+
+COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}

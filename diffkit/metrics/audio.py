@@ -128,3 +128,29 @@ def pitch_distance(a: Tensor, b: Tensor) -> float:
     if len(a) < 2 or len(b) < 2:
         return math.inf
     return math.hypot(a.mean() - b.mean(), a.std() - b.std())
+
+
+def log_spectral_distance(restored: Tensor, original: Tensor, sample_rate: int) -> Tensor:
+    """LSD per clip [N, 1, L]: the mean over ~32 ms frames of the RMS over frequency of the difference of
+    log10 power spectra (the measure of AudioSR and NU-Wave; 0 for the same clip, ~1-3 for a band-limited
+    one against full band)."""
+    n_fft = _fft_size(sample_rate) // 2
+    window = torch.hann_window(n_fft)
+
+    def log_power(x: Tensor) -> Tensor:
+        spectrum = torch.stft(x.reshape(len(x), -1).float(), n_fft, n_fft // 4, window=window, return_complex=True)
+        return torch.log10(spectrum.abs().square().clamp(min=1e-10))
+
+    difference = (log_power(restored) - log_power(original)).square()
+    return difference.mean(1).sqrt().mean(1)
+
+
+def si_sdr(restored: Tensor, original: Tensor) -> Tensor:
+    """Scale-invariant signal-to-distortion ratio in dB per clip [N, 1, L] (Le Roux et al. 2019), from
+    torchmetrics (the optional extra `diffkit[eval]`)."""
+    try:
+        from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
+    except ImportError:
+        raise DiffkitError("SI-SDR needs the optional extra: pip install 'diffkit[eval]'") from None
+    return scale_invariant_signal_distortion_ratio(restored.reshape(len(restored), -1).float(),
+                                                   original.reshape(len(original), -1).float(), zero_mean=True)

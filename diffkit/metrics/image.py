@@ -42,3 +42,16 @@ def features(images: Tensor, network=None, batch_size: int = 64) -> Tensor:
         x = (x - 127.0) / 128.0  # EfficientNet-lite's preprocessing
         out.append(network.extract_features(x).mean((2, 3)).double())
     return torch.cat(out)
+
+
+def fidelity(restored: Tensor, original: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image PSNR (dB) and SSIM (Gaussian window 11, σ 1.5) of uint8 [N, C, H, W] against the
+    originals, on the 0..1 scale, from torchmetrics (the optional extra `diffkit[eval]`)."""
+    try:
+        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    except ImportError:
+        raise DiffkitError("PSNR and SSIM need the optional extra: pip install 'diffkit[eval]'") from None
+    a, b = restored.float() / 255, original.float() / 255
+    psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+    return psnr, ssim

@@ -1,0 +1,158 @@
+"""`diffkit restore audio` and `diffkit eval audio --restore`: bandwidth extension, denoising and
+declipping with a trained model, through the core's observations (core.observe).
+
+A task names what happened to the recording: `bandwidth:HZ` (nothing above HZ survives: a telephone line,
+a low sample rate), `denoise:SIGMA` (noise of that standard deviation, full scale 1), `declip:LEVEL`
+(samples beyond ±LEVEL were cut to it). The input is read at the model's rate, whatever its own; a
+recording longer than the model's window is restored in half-overlapping windows cross-faded together.
+"""
+
+from typing import Annotated, NamedTuple
+
+import typer
+
+from diffkit.options import DEFAULT_METHOD, Common, Guidance, Label, Method, Sampling, task_list, task_number, with_options
+
+TASKS = {"bandwidth": "HZ", "denoise": "SIGMA", "declip": "LEVEL"}
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
+Input = Annotated[str, typer.Option("--input", "-i", help="The degraded recording (WAV, FLAC, OGG) at any rate, or - for stdin.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
+Task = Annotated[str, typer.Option(help="What happened to the recording, comma-separated: bandwidth:HZ, denoise:SIGMA, declip:LEVEL.")]
+
+
+class Degradation(NamedTuple):
+    cutoff: float | None  # the band limit as a fraction of the model's rate
+    noise: float  # the noise's standard deviation the task names (16-bit rounding, 1e-5, is left out)
+    clip: float | None  # the clipping level
+
+    def operator(self, degraded):
+        """A for recordings [..., L] holding `degraded` (declipping keeps only the samples below the level)."""
+        from diffkit.core.observe import Identity, LowPass, Mask
+
+        if self.clip is not None:
+            return Mask((degraded.abs() < self.clip - 1 / 65536).to(degraded.dtype))
+        return LowPass(self.cutoff) if self.cutoff is not None else Identity()
+
+    def observe(self, degraded):
+        """The observation that degraded recordings [N, 1, L] make: y = A(degraded), exactly in A's range."""
+        from diffkit.core.observe import Observation, beyond_threshold
+
+        op = self.operator(degraded)
+        project = beyond_threshold(degraded, self.clip) if self.clip is not None else None
+        return Observation(op, op(degraded), self.noise, project)
+
+    def degrade(self, clean, generator):
+        """What the task does to clean recordings [N, 1, L], rounded to 16 bits as a file would be."""
+        import torch
+
+        from diffkit.audio import codec
+        from diffkit.core.observe import LowPass
+
+        x = LowPass(self.cutoff)(clean) if self.cutoff is not None else clean
+        x = x + self.noise * torch.randn(x.shape, generator=generator)
+        return codec.quantise(x.clamp(-self.clip, self.clip) if self.clip is not None else x)
+
+
+def parse_task(text: str, sample_rate: int) -> Degradation:
+    from diffkit.errors import DiffkitError
+
+    tasks = dict(task_list(text, TASKS))
+    if "declip" in tasks and "bandwidth" in tasks:
+        raise DiffkitError("--task: declip combines with denoise only (clipping a band-limited signal is not a "
+                           "constraint on the signal itself)")
+    nyquist = sample_rate / 2
+    cutoff = task_number("bandwidth", tasks["bandwidth"], 50, nyquist - 1) / sample_rate if "bandwidth" in tasks else None
+    noise = task_number("denoise", tasks["denoise"], 1e-4, 1.0) if "denoise" in tasks else 0.0
+    clip = task_number("declip", tasks["declip"], 0.01, 0.99) if "declip" in tasks else None
+    return Degradation(cutoff, noise, clip)
+
+
+def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Common, *, method: str, labels=None,
+                 guidance: float = 1.0, jump: int = 10, resample: int = 1):
+    """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
+    consistency ‖A(x) − y‖ of the result over the whole recording."""
+    from diffkit.audio import codec
+    from diffkit.audio.commands import _waves, padded
+    from diffkit.windows import overlap_process
+
+    window = min(run.config["data"]["window"], padded(len(wave), run.model.config.downsampling))
+
+    def restore_windows(windows):
+        batch_labels = None if labels is None else labels[:1].expand(len(windows))
+        return _waves(run, len(windows), window, sampling, common, labels=batch_labels, guidance=guidance,
+                      observation=task.observe(windows).to(run.device, windows.dtype), method=method, jump=jump,
+                      resample=resample)
+
+    restored = codec.quantise(overlap_process(wave[None], (window,), restore_windows)[0])
+    whole = task.observe(wave[None, None])
+    gap = whole.operator(restored[None, None]) - whole.y
+    return restored, gap.norm().item(), gap.square().mean().sqrt().item()
+
+
+@with_options(Common, Sampling)
+def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
+            jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 10,
+            resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            *, common: Common, sampling: Sampling):
+    """Restore a degraded recording: bandwidth extension, denoising, declipping, or a combination."""
+    from diffkit.audio import codec
+    from diffkit.audio.commands import _load
+    from diffkit.audio.data import read_audio
+    from diffkit.core.observe import METHODS
+    from diffkit.errors import DiffkitError, choose
+    from diffkit.io import Destination, result_stem
+    from diffkit.runs import class_labels
+
+    choose("restoration method", method, METHODS)
+    if jump < 1 or resample < 1:
+        raise DiffkitError("--jump and --resample must be at least 1")
+    destination = Destination.of(output, ".wav")
+    loaded = _load(run, common)
+    rate = loaded.config["data"]["sample_rate"]
+    degradation = parse_task(task, rate)
+    wave = read_audio(input, rate)
+    restored, error, rms = restore_wave(loaded, wave, degradation, sampling, common, method=method,
+                                        labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
+                                        jump=jump, resample=resample)
+    destination.write(codec.wav(restored, rate), result_stem(input, "restored"), common.json, input=input,
+                      task=task, method=method, consistency_error=error, consistency_rms=rms)
+
+
+def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling: Sampling, common: Common,
+                         guidance: float, batch_size: int) -> None:
+    """Degrade held-out clips [N, 1, L] as --task says (noise from seed 0, rounded to 16 bits), restore them,
+    and report SI-SDR and log-spectral distance against the originals for diffkit, the degraded input and
+    A⁺y."""
+    import torch
+
+    from diffkit.audio.commands import _waves
+    from diffkit.metrics.audio import log_spectral_distance, si_sdr
+    from diffkit.runs import mean_stderr, report
+
+    rate, length = run.config["data"]["sample_rate"], clips.shape[-1]
+    task = parse_task(text, rate)
+    degraded = task.degrade(clips, torch.Generator().manual_seed(0))
+    restored, consistency = [], []
+    for first in range(0, len(clips), batch_size):
+        part = degraded[first:first + batch_size]
+        obs = task.observe(part)
+        out = _waves(run, len(part), length, sampling, common, guidance=guidance, method=method,
+                     labels=None if labels is None else labels[first:first + batch_size],
+                     observation=obs.to(run.device, part.dtype))
+        restored.append(out)
+        consistency.append(obs.residual(out) / length**0.5)
+    observed = task.observe(degraded)
+    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}": torch.cat(restored), "degraded input": degraded}
+    pinv = observed.operator.pinv(observed.y)
+    if not torch.equal(pinv, degraded):
+        sets["A⁺y"] = pinv
+    value, spread = mean_stderr(torch.cat(consistency))
+    report({"metric": "consistency_rms", "value": value, "stderr": spread,
+            "of": f"‖A(x) − y‖ per sample, diffkit, {text}, {len(clips)} clips"}, common)
+    for name, result in sets.items():
+        of = f"{name}, {text}, {len(clips)} held-out clips"
+        for metric, values in (("si_sdr", si_sdr(result, clips)), ("lsd", log_spectral_distance(result, clips, rate))):
+            value, spread = mean_stderr(values)
+            report({"metric": metric, "value": value, "stderr": spread, "of": of, "set": name}, common)
