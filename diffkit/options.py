@@ -64,8 +64,9 @@ def task_number(task: str, arg: str, low: float, high: float, *, integer: bool =
 
 
 Method = Annotated[str, typer.Option(
-    help="Restoration method: ddnm (null-space projection), pigdm or dps (gradients through the network), or "
-         "repaint (put the observed part back after each step).")]
+    help="Restoration method: ddnm (null-space projection), pigdm, tmpd or dps (through the network's "
+         "Jacobian; tmpd solves with it, several backward passes a step), or repaint (put the observed part "
+         "back after each step).")]
 DEFAULT_METHOD = "ddnm"  # the best measured by bench/restore.py
 
 

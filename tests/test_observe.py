@@ -164,7 +164,26 @@ def test_gaussian_methods_are_exact_for_a_unit_gaussian_prior(method, sigma):
 NOISELESS_WITH_RESAMPLING = (0.07, 0.03, 0.15)
 
 
-@pytest.mark.parametrize("method", ["ddnm", "pigdm", "repaint"])
+def test_moment_matching_is_exact_for_a_gaussian_prior_of_any_covariance():
+    # TMPD conditions on y with the network's own covariance of x_0 given x_t, which for Gaussian data is
+    # exact whatever its covariance (here correlated, stds 0.2-0.4), where ddnm and pigdm assume (1-ᾱ)I.
+    one = GaussianMixture(torch.ones(1), PRIOR.means[:1], PRIOR.covs[:1])
+    n, truth, sigma = 10_000, torch.tensor([[0.8, 0.4, 0.9, 1.2]], dtype=torch.float64), 0.1
+    op = AveragePool((2,))
+    y = op(truth)[0]
+    post = one.observe(as_matrix(op, 4), y, sigma)
+    errors = {}
+    for method in ("tmpd", "ddnm", "pigdm"):
+        x = sample(one.denoiser(LINEAR), (n, 4), LINEAR, sampler="dpm++2m", steps=50, method=method,
+                   observation=Observation(op, y.float().expand(n, 2), sigma), generator=GEN()).double()
+        errors[method] = ((x.mean(0) - post.means[0]).norm().item(),
+                          ((torch.cov(x.T) - post.covs[0]).norm() / post.covs[0].norm()).item())
+    # (mean distance, relative covariance error); 20,000 of them reach (0.003, 0.008), (0.013, 0.04), (0.05, 0.16)
+    assert errors["tmpd"][0] < 0.006 and errors["tmpd"][1] < 0.02, errors
+    assert min(errors["ddnm"][0], errors["pigdm"][0]) > 0.01 and min(errors["ddnm"][1], errors["pigdm"][1]) > 0.03, errors
+
+
+@pytest.mark.parametrize("method", ["ddnm", "pigdm", "tmpd", "repaint"])
 def test_projection_methods_with_resampling_match_a_noiseless_mixture_posterior(method):
     errors = _posterior_error(method, AveragePool((2,)), 0.0)
     assert all(e < bound for e, bound in zip(errors, NOISELESS_WITH_RESAMPLING)), errors
@@ -173,7 +192,7 @@ def test_projection_methods_with_resampling_match_a_noiseless_mixture_posterior(
 def test_gradient_methods_work_with_every_sampler():
     y, post = _observe(AveragePool((2,)), 0.1, torch.tensor([0.8, 0.4, 0.9, 1.2]))
     for sampler in SAMPLERS:
-        for method in ("pigdm", "dps"):
+        for method in ("pigdm", "tmpd", "dps"):
             x = sample(PRIOR.denoiser(LINEAR), (500, 4), LINEAR, sampler=sampler, steps=10, method=method,
                        observation=Observation(AveragePool((2,)), y.float().expand(500, 2), 0.1), generator=GEN())
             assert torch.isfinite(x).all()
@@ -209,4 +228,4 @@ def test_unknown_method_names_the_choices():
     with pytest.raises(DiffkitError, match="unknown restoration method 'nope'; choose one of: ddnm, dps"):
         sample(PRIOR.denoiser(LINEAR), (2, 4), LINEAR, observation=Observation(Identity(), torch.zeros(2, 4)),
                method="nope")
-    assert set(METHODS) == {"ddnm", "pigdm", "dps", "repaint"}
+    assert set(METHODS) == {"ddnm", "pigdm", "tmpd", "dps", "repaint"}

@@ -25,6 +25,23 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
 
 
+def conjugate_gradients(apply: Callable[[Tensor], Tensor], v: Tensor, iterations: int) -> Tensor:
+    """u with apply(u) = v for a symmetric positive definite `apply`, each example of the batch on its own
+    (Hestenes & Stiefel 1952); stops early once every residual is 1e-7 of its right-hand side."""
+    u = torch.zeros_like(v)
+    residual, direction = v.clone(), v.clone()
+    rr, target = _dot(v, v), 1e-14 * _dot(v, v)
+    for _ in range(iterations):
+        product = apply(direction)
+        step = rr / _dot(direction, product).clamp(min=1e-30)
+        u, residual = u + step * direction, residual - step * product
+        rr_next = _dot(residual, residual)
+        if (rr_next <= target).all():
+            break
+        direction, rr = residual + rr_next / rr.clamp(min=1e-30) * direction, rr_next
+    return u
+
+
 class Operator:
     """A linear map; subclasses give A, Aᵀ and A⁺, and a closed-form `solve` where AAᵀ is diagonal."""
 
@@ -41,19 +58,7 @@ class Operator:
         """Aᵀ(r²AAᵀ + s²I)⁻¹v; with s² = 0 it is A⁺v / r² (A of full row rank)."""
         if s2 == 0:
             return self.pinv(v) / r2
-        u = torch.zeros_like(v)  # conjugate gradients on the positive definite r²AAᵀ + s²I, per example
-        residual = v.clone()
-        direction = residual.clone()
-        rr = _dot(residual, residual)
-        for _ in range(iterations):
-            product = r2 * self(self.adjoint(direction)) + s2 * direction
-            step = rr / _dot(direction, product).clamp(min=1e-30)
-            u, residual = u + step * direction, residual - step * product
-            rr_next = _dot(residual, residual)
-            if rr_next.max() <= 1e-14 * _dot(v, v).max():
-                break
-            direction, rr = residual + rr_next / rr.clamp(min=1e-30) * direction, rr_next
-        return self.adjoint(u)
+        return self.adjoint(conjugate_gradients(lambda u: r2 * self(self.adjoint(u)) + s2 * u, v, iterations))
 
 
 @dataclass(frozen=True, eq=False)
@@ -351,6 +356,31 @@ def _dps_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
     return 2 * DPS_STEP * obs.operator.adjoint(gap) / _dot(gap, gap).sqrt().clamp(min=1e-12)
 
 
+COVARIANCE_ITERATIONS = 20
+
+
+def moment_matched(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) -> Denoise:
+    """TMPD (Boys et al. 2023): p(y | x_t) ≈ N(A x̂_0, A C Aᵀ + σ²I) with the network's own covariance of x_0
+    given x_t, C = (1-ᾱ)/√ᾱ ∂x̂_0/∂x_t (Tweedie's second moment), so x̂_0 ← x̂_0 + C Aᵀ(A C Aᵀ + σ²I)⁻¹(y − A x̂_0):
+    E[x_0 | x_t, y] exactly for Gaussian data, where ΠGDM assumes C = r²I inside the inverse. The inverse
+    is conjugate gradients over products with C (one backward pass each, J being symmetric)."""
+
+    def denoised(x: Tensor, t: int) -> Denoised:
+        ab = alphas_cumprod[t]
+        scale = (1 - ab) / math.sqrt(ab)
+        op = obs.operator
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_()
+            d = denoise(x_in, t)
+            cov = lambda v: scale * torch.autograd.grad(d.x0, x_in, v, retain_graph=True)[0]
+            gap = obs.y - op(d.x0.detach())
+            u = conjugate_gradients(lambda u: op(cov(op.adjoint(u))) + obs.sigma**2 * u, gap, COVARIANCE_ITERATIONS)
+            x0 = d.x0.detach() + cov(op.adjoint(u))
+        return _with_x0(_finish(obs, x0), x, ab, Denoised(d.x0.detach(), d.eps.detach(), d.var_frac))
+
+    return denoised
+
+
 def put_back_observed(obs: Observation, generator: torch.Generator | None) -> AfterStep:
     """RePaint (Lugmayr et al. 2022, eq. 8), for any A: after each step, replace the observed part of x_t
     by a fresh draw of A x_t ~ √ᾱ y + √(1-ᾱ) A n, x ← x + A⁺(that − A x). For a mask this keeps the
@@ -370,5 +400,5 @@ def put_back_observed(obs: Observation, generator: torch.Generator | None) -> Af
 
 # Methods that act on x̂_0 (wrapping the denoiser); "repaint" acts on x_t after each step instead.
 X0_METHODS = {"ddnm": null_space, "pigdm": _likelihood_gradient(_pigdm_direction),
-              "dps": _likelihood_gradient(_dps_direction)}
-METHODS = ("ddnm", "pigdm", "dps", "repaint")
+              "dps": _likelihood_gradient(_dps_direction), "tmpd": moment_matched}
+METHODS = ("ddnm", "pigdm", "tmpd", "dps", "repaint")
