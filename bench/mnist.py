@@ -63,14 +63,18 @@ def load(folder: Path) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(Image.open(f))).unsqueeze(0) for f in files])
 
 
+def train_command(root: Path, out: Path, steps: int = 10_000_000) -> list[str]:
+    """How this benchmark trains diffkit on the digits (bench/restore.py trains the same way)."""
+    return [sys.executable, "-m", "diffkit", "train", "image", "--data", str(root / "train"), "--out", str(out),
+            "--image-size", "28", "--channels", "1", "--width", "32", "--mults", "1,2,2", "--blocks", "1",
+            "--attention", "14", "--batch-size", str(BATCH), "--lr", str(LR), "--ema-decay", str(EMA),
+            "--steps", str(steps), "--checkpoint-every", str(steps), "--prediction", "v", "--weighting",
+            "min_snr", "-q"]
+
+
 def train_diffkit(root: Path, out: Path, minutes: float, env: dict) -> int:
     """Our CLI, stopped by SIGTERM at the budget: it checkpoints and exits 143, which is the point."""
-    command = [sys.executable, "-m", "diffkit", "train", "image", "--data", str(root / "train"), "--out", str(out),
-               "--image-size", "28", "--channels", "1", "--width", "32", "--mults", "1,2,2", "--blocks", "1",
-               "--attention", "14", "--batch-size", str(BATCH), "--lr", str(LR), "--ema-decay", str(EMA),
-               "--steps", "10000000", "--checkpoint-every", "10000000", "--prediction", "v", "--weighting",
-               "min_snr", "-q"]
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(train_command(root, out), env=env)
     time.sleep(minutes * 60)
     process.send_signal(signal.SIGTERM)
     process.wait()

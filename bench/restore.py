@@ -6,20 +6,23 @@ classical baselines. Prints tables and writes JSON.
    exact Gaussian-mixture posterior (GaussianMixture.observe). For each method x sampler x NFE: sliced W2
    from its samples to an exact posterior sample, mean over --seeds seeds (each a new truth, observation
    and sampler noise) with its standard error, beside the floor between two exact posterior samples.
-2. Images: a model trained as `make demo` trains (RGB shapes; --demo-run reuses one) and one on MNIST
-   digits as bench/mnist.py trains it (grey; --digits-minutes, 0 skips): `diffkit eval image --restore` on
-   200 held-out images for upscale:4, colorize (RGB only) and denoise:0.2: PSNR, SSIM and FD for each
-   method, bicubic, Lanczos, the degraded input and A⁺y.
-3. Audio: builtin:tones trained for --audio-minutes (or --audio-run): `diffkit eval audio --restore` for
-   bandwidth:2000 and denoise:0.1: log-spectral distance and SI-SDR against the degraded input.
+2. Images: a model trained as `make demo` trains (RGB shapes, 1,200 steps) and one on MNIST digits as
+   bench/mnist.py trains it (grey; --digits-steps, about what its 10 minutes reach; 0 skips): `diffkit
+   eval image --restore` on 200 held-out images for upscale:4, colorize (RGB only) and denoise:0.2: PSNR,
+   SSIM and FD for each method, bicubic, Lanczos, the degraded input and A⁺y. Trained runs are kept in
+   bench/results/ and reused.
+3. Audio: builtin:tones trained as bench/audio.py trains it for --audio-steps (what its 10 minutes
+   reach): `diffkit eval audio --restore` for bandwidth:2000 and denoise:0.1: log-spectral distance and
+   SI-SDR against the degraded input and A⁺y.
 
-    python bench/restore.py [--parts oracle,images,audio] [--seeds 3] [--threads 2] [--quick]
+   With --parts timetravel: RePaint's resampling (1, 5, 10 repeats) for ddnm, tmpd and repaint.
+
+    python bench/restore.py [--parts oracle,timetravel,images,audio] [--seeds 3] [--threads 2] [--quick]
 """
 
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,35 +47,74 @@ def observations(dim: int) -> dict:
             "2x average, σ 0.1": (AveragePool((2,)), 0.1)}
 
 
+ORACLES = {"ring-2d": GaussianMixture.ring(8, 1.0, 0.05), "mixture-64d": GaussianMixture.random(4, 64, seed=1)}
+
+
+def problems(data: GaussianMixture, op, sigma: float, n: int, seeds: int) -> list:
+    """Per seed: a new truth and its observation, an exact posterior sample, and the floor between two."""
+    made = []
+    for s in range(seeds):
+        truth = data.sample(1, torch.Generator().manual_seed(1000 + s))[0]
+        y = op(truth)[0]
+        y = y + sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(2000 + s), dtype=y.dtype)
+        post = data.observe(as_matrix(op, data.dim), y, sigma)
+        reference = post.sample(n, torch.Generator().manual_seed(3000 + s))[0]
+        floor = sliced_wasserstein(reference, post.sample(n, torch.Generator().manual_seed(4000 + s))[0])
+        made.append((Observation(op, y.float().expand(n, *y.shape).clone(), sigma), reference, floor))
+    return made
+
+
+def sw2_over_seeds(model, schedule, made, dim: int, **options) -> tuple[float, float, float]:
+    """Mean and standard error of sliced W2 over the seeds' problems, and seconds per run."""
+    sw2, start = [], time.perf_counter()
+    for s, (obs, reference, _) in enumerate(made):
+        x = sample(model, (len(reference), dim), schedule, observation=obs, generator=torch.Generator().manual_seed(s),
+                   **options)
+        sw2.append(sliced_wasserstein(x, reference))
+    spread = statistics.stdev(sw2) / len(sw2) ** 0.5 if len(sw2) > 1 else 0.0
+    return statistics.mean(sw2), spread, (time.perf_counter() - start) / len(made)
+
+
+def time_travel(n: int, seeds: int) -> dict:
+    """RePaint's resampling, which approaches the exact posterior as its repeats grow: DDPM, 50 steps, jump 5."""
+    schedule = make_schedule("linear", 1000)
+    report = {}
+    for label, data in ORACLES.items():
+        for task, (op, sigma) in observations(data.dim).items():
+            made = problems(data, op, sigma, n, seeds)
+            floor = statistics.mean(p[2] for p in made)
+            rows = []
+            for method in ("ddnm", "tmpd", "repaint"):
+                for repeats in (1, 5, 10):
+                    sw2, spread, seconds = sw2_over_seeds(data.denoiser(schedule), schedule, made, data.dim,
+                                                          sampler="ddpm", steps=50, jump=5, resample=repeats,
+                                                          method=method)
+                    rows.append({"method": method, "resample": repeats, "nfe": 50 * repeats,
+                                 "sw2": sw2, "stderr": spread, "seconds": seconds})
+            report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
+            print(f"\n{label}, {task}, time travel (ddpm 50 steps, jump 5): floor {floor:.3f}", flush=True)
+            for r in rows:
+                print(f"{r['method']:>8} resample {r['resample']:>2} ({r['nfe']:>3} NFE)  {r['sw2']:.3f} ± {r['stderr']:.3f}"
+                      f"  {r['sw2'] / floor:5.2f}x floor", flush=True)
+    return report
+
+
 def oracle(n: int, seeds: int, nfes, samplers) -> dict:
     schedule = make_schedule("linear", 1000)
     report = {}
-    for label, data in (("ring-2d", GaussianMixture.ring(8, 1.0, 0.05)),
-                        ("mixture-64d", GaussianMixture.random(4, 64, seed=1))):
+    for label, data in ORACLES.items():
         model = data.denoiser(schedule)
         for task, (op, sigma) in observations(data.dim).items():
-            problems = []  # per seed: observation, exact posterior sample, floor
-            for s in range(seeds):
-                truth = data.sample(1, torch.Generator().manual_seed(1000 + s))[0]
-                y = op(truth)[0]
-                y = y + sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(2000 + s), dtype=y.dtype)
-                post = data.observe(as_matrix(op, data.dim), y, sigma)
-                reference = post.sample(n, torch.Generator().manual_seed(3000 + s))[0]
-                floor = sliced_wasserstein(reference, post.sample(n, torch.Generator().manual_seed(4000 + s))[0])
-                problems.append((Observation(op, y.float().expand(n, *y.shape).clone(), sigma), reference, floor))
-            floor = statistics.mean(p[2] for p in problems)
+            made = problems(data, op, sigma, n, seeds)
+            floor = statistics.mean(p[2] for p in made)
             rows = []
             for method in METHODS:
                 for name in samplers:
                     for nfe in nfes:
-                        sw2, start = [], time.perf_counter()
-                        for s, (obs, reference, _) in enumerate(problems):
-                            x = sample(model, (n, data.dim), schedule, sampler=name, steps=steps_for(name, nfe),
-                                       observation=obs, method=method, generator=torch.Generator().manual_seed(s))
-                            sw2.append(sliced_wasserstein(x, reference))
-                        rows.append({"method": method, "sampler": name, "nfe": nfe, "sw2": statistics.mean(sw2),
-                                     "stderr": statistics.stdev(sw2) / len(sw2) ** 0.5 if len(sw2) > 1 else 0.0,
-                                     "seconds": (time.perf_counter() - start) / len(problems)})
+                        sw2, spread, seconds = sw2_over_seeds(model, schedule, made, data.dim, sampler=name,
+                                                              steps=steps_for(name, nfe), method=method)
+                        rows.append({"method": method, "sampler": name, "nfe": nfe, "sw2": sw2, "stderr": spread,
+                                     "seconds": seconds})
             report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
             print(f"\n{label}, {task}: sliced W2 to an exact posterior sample (floor between two exact posterior "
                   f"samples {floor:.3f}), n={n}, mean ± s.e. of {seeds} seeds", flush=True)
@@ -91,26 +133,19 @@ def cli(*args, env) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def train_for(command: list, out: Path, minutes: float, env) -> int:
-    """Our CLI, stopped by SIGTERM at the budget (it checkpoints and exits 143)."""
-    process = subprocess.Popen([sys.executable, "-m", "diffkit", *command, "--out", str(out), "--steps", "10000000",
-                                "--checkpoint-every", "10000000", "-q"], env=env)
-    time.sleep(minutes * 60)
-    process.send_signal(signal.SIGTERM)
-    process.wait()
-    return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-
-
-def demo_run(env) -> Path:
-    """The model `make demo` trains, trained here the same way unless it exists."""
-    out = RESULTS / "restore-demo"
+def trained(out: Path, command: list, env) -> Path:
+    """A run trained by `command` (a full argument list), unless bench/results/ already holds it."""
     if not (out / "model.safetensors").exists():
-        subprocess.run([sys.executable, "-m", "diffkit", "train", "image", "--data", "builtin:shapes", "--out", str(out),
-                        "--image-size", "32", "--class-cond", "--prediction", "v", "--width", "32", "--mults", "1,2,2",
-                        "--blocks", "1", "--attention", "16", "--batch-size", "16", "--lr", "2e-3", "--weighting",
-                        "min_snr", "--lr-decay", "cosine", "--ema-decay", "0.995", "--steps", "1200",
-                        "--checkpoint-every", "400", "-q"], env=env, check=True)
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True)
+        print(f"trained {out} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return out
+
+
+DEMO = ["train", "image", "--data", "builtin:shapes", "--image-size", "32", "--class-cond", "--prediction", "v",
+        "--width", "32", "--mults", "1,2,2", "--blocks", "1", "--attention", "16", "--batch-size", "16", "--lr", "2e-3",
+        "--weighting", "min_snr", "--lr-decay", "cosine", "--ema-decay", "0.995", "--steps", "1200",
+        "--checkpoint-every", "400", "-q"]  # the Makefile's demo run
 
 
 def table(title: str, records: list[dict], metrics: tuple) -> None:
@@ -128,24 +163,65 @@ def table(title: str, records: list[dict], metrics: tuple) -> None:
             print(f"{'':>34} consistency ‖A(x) − y‖ per value {r['value']:.2e} ({r['of'].split(', ')[1]})")
 
 
+def picture(run: Path, path: Path, count: int = 6) -> None:
+    """Held-out shapes, a row each: original | 8x8 input, bicubic, diffkit (upscale:4) | grey, diffkit
+    (colorize) | noisy, diffkit (denoise:0.2); written to `path` for the README."""
+    from PIL import Image
+
+    from diffkit.image import codec
+    from diffkit.image.commands import _load
+    from diffkit.image.data import open_data, to_tensor
+    from diffkit.image.restore import parse_task, restore_images
+    from diffkit.options import Common, Sampling
+
+    loaded = _load(str(run), Common(quiet=True))
+    spec = loaded.config["data"]
+    originals, _ = open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=10**9).batch(
+        torch.arange(count), torch.Generator().manual_seed(0))
+    rows = []
+    for i, original in enumerate(originals):
+        row = [original]
+        for text in ("upscale:4", "colorize", "denoise:0.2"):
+            task = parse_task(text, spec)
+            y = task.operator()(codec.to_model(original)[None])[0]
+            degraded = codec.to_uint8(y + task.noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(i)))
+            restored, _, _ = restore_images(loaded, degraded, task, Sampling(sampler="ddpm", seed=i), Common(quiet=True),
+                                            method="ddnm")
+            shown = degraded.expand(3, -1, -1) if degraded.shape[0] == 1 else degraded
+            if task.factor > 1:
+                size = tuple(spec["image_size"])
+                bicubic = to_tensor(codec.to_pil(degraded).resize((size[1], size[0]), Image.Resampling.BICUBIC))
+                shown = codec.resize(degraded, size, nearest=True)
+                row += [shown, bicubic]
+            else:
+                row.append(shown)
+            row.append(restored)
+        rows += row
+    grid = codec.grid(torch.stack(rows), columns=len(rows) // count)
+    big = codec.to_pil(grid).resize((grid.shape[2] * 3, grid.shape[1] * 3), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big.save(path)
+    print(f"wrote {path}", flush=True)
+
+
 def images(args, env) -> dict:
     results = {}
-    runs = [("shapes (make demo)", args.demo_run or demo_run(env), ("upscale:4", "colorize", "denoise:0.2"))]
-    if args.digits_minutes > 0:
-        from mnist import digits, train_diffkit
+    demo = Path(args.demo_run) if args.demo_run else RESULTS / "restore-demo"
+    demo = trained(demo, [sys.executable, "-m", "diffkit", *DEMO[:2], "--out", str(demo), *DEMO[2:]], env)
+    picture(demo, Path(args.picture))
+    runs = [("shapes (make demo)", demo, ("upscale:4", "colorize", "denoise:0.2"))]
+    if args.digits_steps > 0:
+        from mnist import digits, train_command
 
-        out = RESULTS / "restore-digits"
         root = digits()
-        if not (out / "model.safetensors").exists():
-            steps = train_diffkit(root, out, args.digits_minutes, env)
-            print(f"digits: trained {steps} steps in {args.digits_minutes} min", flush=True)
+        out = trained(RESULTS / "restore-digits", train_command(root, RESULTS / "restore-digits", args.digits_steps), env)
         runs.append(("MNIST digits", out, ("upscale:4", "denoise:0.2"), ["--data", str(root / "reference")]))
     for label, run, tasks, *data in runs:
         for task in tasks:
             records = []
             for method in args.methods.split(","):
                 found = cli("eval", "image", "-m", run, "--restore", task, "--samples", args.images, "--method", method,
-                            *(data[0] if data else []), env=env)
+                            "--sampler", args.sampler, "--steps", args.steps, *(data[0] if data else []), env=env)
                 # the baselines and the floor are the same for every method: keep them once
                 records += [r for r in found if r.get("set", "").startswith("diffkit") or r["metric"] == "consistency_rms"
                             or method == args.methods.split(",")[0]]
@@ -156,14 +232,14 @@ def images(args, env) -> dict:
 
 def audio(args, env) -> dict:
     run = Path(args.audio_run) if args.audio_run else RESULTS / "restore-tones"
-    if not (run / "model.safetensors").exists():
-        steps = train_for(["train", "audio", "--data", "builtin:tones"], run, args.audio_minutes, env)
-        print(f"tones: trained {steps} steps in {args.audio_minutes} min", flush=True)
+    run = trained(run, [sys.executable, "-m", "diffkit", "train", "audio", "--out", str(run), "--class-cond",
+                        "--steps", str(args.audio_steps), "--checkpoint-every", str(args.audio_steps), "-q"], env)
     results = {}
     for task in ("bandwidth:2000", "denoise:0.1"):
         records = []
         for method in args.methods.split(","):
-            found = cli("eval", "audio", "-m", run, "--restore", task, "--samples", args.clips, "--method", method, env=env)
+            found = cli("eval", "audio", "-m", run, "--restore", task, "--samples", args.clips, "--method", method,
+                        "--sampler", args.sampler, "--steps", args.steps, env=env)
             records += [r for r in found if r.get("set", "").startswith("diffkit") or r["metric"] == "consistency_rms"
                         or method == args.methods.split(",")[0]]
         results[task] = records
@@ -173,17 +249,21 @@ def audio(args, env) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="oracle,images,audio")
+    parser.add_argument("--parts", default="oracle,timetravel,images,audio")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="oracle: fewer samplers, budgets and points")
-    parser.add_argument("--methods", default=",".join(METHODS), help="for the image and audio parts")
+    # tmpd's conjugate gradients take ~25x ddnm's time on a U-Net: left to the oracle unless asked for
+    parser.add_argument("--methods", default="ddnm,pigdm,dps,repaint", help="for the image and audio parts")
+    parser.add_argument("--sampler", default="ddpm", help="for the image and audio parts (restore's default)")
+    parser.add_argument("--steps", type=int, default=20, help="for the image and audio parts")
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--demo-run", help="a run trained as `make demo` trains (default: train one)")
-    parser.add_argument("--digits-minutes", type=float, default=10.0)
+    parser.add_argument("--digits-steps", type=int, default=2000)
+    parser.add_argument("--picture", default="docs/restore.png", help="the README's side-by-side picture")
     parser.add_argument("--audio-run", help="a builtin:tones run (default: train one)")
-    parser.add_argument("--audio-minutes", type=float, default=10.0)
+    parser.add_argument("--audio-steps", type=int, default=930)
     parser.add_argument("--out", default=str(RESULTS / "restore.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,6 +276,8 @@ def main():
     if "oracle" in parts:
         n, nfes, samplers = (1000, (10, 50), ("ddpm", "dpm++2m")) if args.quick else (2000, (10, 20, 50, 100), tuple(SAMPLERS))
         report["oracle"] = oracle(n, args.seeds, nfes, samplers)
+    if "timetravel" in parts:
+        report["time_travel"] = time_travel(1000 if args.quick else 2000, args.seeds)
     if "images" in parts:
         report["images"] = images(args, env)
     if "audio" in parts:

@@ -11,7 +11,8 @@ from typing import Annotated, NamedTuple
 
 import typer
 
-from diffkit.options import DEFAULT_METHOD, Common, Guidance, Label, Method, Sampling, task_list, task_number, with_options
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, task_list,
+                             task_number, with_options)
 
 TASKS = {"bandwidth": "HZ", "denoise": "SIGMA", "declip": "LEVEL"}
 
@@ -90,12 +91,12 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
     return restored, gap.norm().item(), gap.square().mean().sqrt().item()
 
 
-@with_options(Common, Sampling)
+@with_options(Common, RestoreSampling)
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 10,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
-            *, common: Common, sampling: Sampling):
+            *, common: Common, sampling: RestoreSampling):
     """Restore a degraded recording: bandwidth extension, denoising, declipping, or a combination."""
     from diffkit.audio import codec
     from diffkit.audio.commands import _load

@@ -10,6 +10,7 @@ from it), or puts back the observed part after each step; either way every sampl
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,17 +43,17 @@ def conjugate_gradients(apply: Callable[[Tensor], Tensor], v: Tensor, iterations
     return u
 
 
-class Operator:
+class Operator(ABC):
     """A linear map; subclasses give A, Aᵀ and A⁺, and a closed-form `solve` where AAᵀ is diagonal."""
 
-    def __call__(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, x: Tensor) -> Tensor: ...
 
-    def adjoint(self, y: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def adjoint(self, y: Tensor) -> Tensor: ...
 
-    def pinv(self, y: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def pinv(self, y: Tensor) -> Tensor: ...
 
     def solve(self, v: Tensor, r2: float, s2: float, iterations: int = 50) -> Tensor:
         """Aᵀ(r²AAᵀ + s²I)⁻¹v; with s² = 0 it is A⁺v / r² (A of full row rank)."""
@@ -320,9 +321,9 @@ def null_space(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) 
     return denoised
 
 
-def _likelihood_gradient(direction: Callable[[Tensor, float], Tensor]):
-    """A gradient method: x̂_0 ← x̂_0 + (1-ᾱ)/√ᾱ ∇_{x_t} log p(y | x_t) (Tweedie's formula moves x̂_0 with
-    the score), the gradient taken through the network as Jᵀv, J = ∂x̂_0/∂x_t, for v = direction(x̂_0, ᾱ)."""
+def _likelihood_gradient(direction: Callable[[Observation, Tensor, float], Tensor]):
+    """A gradient method: x̂_0 ← x̂_0 + Jᵀv, J = ∂x̂_0/∂x_t taken through the network, for the step
+    v = direction(obs, x̂_0, ᾱ) that the method's likelihood gives."""
 
     def method(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) -> Denoise:
         def denoised(x: Tensor, t: int) -> Denoised:
@@ -330,9 +331,8 @@ def _likelihood_gradient(direction: Callable[[Tensor, float], Tensor]):
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_()
                 d = denoise(x_in, t)
-                v = direction(obs, d.x0.detach(), ab)
-                (score,) = torch.autograd.grad(d.x0, x_in, v)
-            x0 = d.x0.detach() + (1 - ab) / math.sqrt(ab) * score
+                (step,) = torch.autograd.grad(d.x0, x_in, direction(obs, d.x0.detach(), ab))
+            x0 = d.x0.detach() + step
             return _with_x0(_finish(obs, x0), x, ab, Denoised(d.x0.detach(), d.eps.detach(), d.var_frac))
 
         return denoised
@@ -341,19 +341,20 @@ def _likelihood_gradient(direction: Callable[[Tensor, float], Tensor]):
 
 
 def _pigdm_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
-    """ΠGDM (Song et al. 2023, eq. 8): p(y | x_t) ≈ N(A x̂_0, r_t²AAᵀ + σ_y²I), so v = Aᵀ(r²AAᵀ + σ²I)⁻¹(y − Ax̂_0)."""
+    """ΠGDM (Song et al. 2023, eq. 8): p(y | x_t) ≈ N(A x̂_0, r_t²AAᵀ + σ_y²I), whose score Jᵀ Aᵀ(r²AAᵀ + σ²I)⁻¹
+    (y − Ax̂_0) moves x̂_0 by (1-ᾱ)/√ᾱ times itself (Tweedie's formula)."""
     r2 = posterior_variance(ab)
-    return obs.operator.solve(obs.y - obs.operator(x0), r2, obs.sigma**2)
+    return (1 - ab) / math.sqrt(ab) * obs.operator.solve(obs.y - obs.operator(x0), r2, obs.sigma**2)
 
 
 DPS_STEP = 1.0
 
 
 def _dps_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
-    """DPS (Chung et al. 2023, Alg. 1): log p(y | x_t) ≈ −ζ‖y − A x̂_0‖² / ‖y − A x̂_0‖, its gradient in x̂_0
-    2ζ Aᵀ(y − A x̂_0) / ‖y − A x̂_0‖ (the step normalised by the residual, as the paper's ζ_i is)."""
+    """DPS (Chung et al. 2023, Alg. 1): the step −ζ∇_{x_t}‖y − A x̂_0‖ (the paper's ζ_i = ζ / ‖y − A x̂_0‖ on
+    the squared norm), here taken on x̂_0 so that every sampler carries it."""
     gap = obs.y - obs.operator(x0)
-    return 2 * DPS_STEP * obs.operator.adjoint(gap) / _dot(gap, gap).sqrt().clamp(min=1e-12)
+    return DPS_STEP * obs.operator.adjoint(gap) / _dot(gap, gap).sqrt().clamp(min=1e-12)
 
 
 COVARIANCE_ITERATIONS = 20

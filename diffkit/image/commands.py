@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import DEFAULT_METHOD, Common, Guidance, Label, Method, Sampling, Training, int_list, with_options
+from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, Guidance, Label, Method, Sampling, Training,
+                             int_list, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
@@ -238,7 +239,7 @@ def style(run: Model, input: Input,
     destination.write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 
 
-@with_options(Common, Sampling)
+@with_options(Common, EvalSampling)
 def evaluate(run: Model,
              data: Annotated[Optional[str], typer.Option(help="Held-out image folder; default: fresh images of the built-in set.")] = None,
              n: Annotated[int, typer.Option("-n", help="Held-out images for the bound.")] = 64,
@@ -249,7 +250,7 @@ def evaluate(run: Model,
              guidance: Guidance = 1.0,
              restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out images as this task says (see `restore image`), restore them and score PSNR, SSIM and FD beside the classical baselines.")] = None,
              method: Method = DEFAULT_METHOD,
-             *, common: Common, sampling: Sampling):
+             *, common: Common, sampling: EvalSampling):
     """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples; with
     --restore, restoration quality instead."""
     import torch
@@ -260,6 +261,7 @@ def evaluate(run: Model,
     from diffkit.image.data import open_data
     from diffkit.runs import bound, report
 
+    sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     source = data or spec["source"]

@@ -7,11 +7,12 @@ the 0..1 intensity scale). Inputs come at their degraded size; an image larger t
 in overlapping tiles cross-faded together.
 """
 
-from typing import Annotated, NamedTuple, Optional
+from typing import Annotated, NamedTuple
 
 import typer
 
-from diffkit.options import DEFAULT_METHOD, Common, Guidance, Label, Method, Sampling, task_list, task_number, with_options
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, task_list,
+                             task_number, with_options)
 
 TASKS = {"upscale": "FACTOR", "colorize": None, "deblur": "SIGMA_PX", "denoise": "SIGMA"}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
@@ -77,8 +78,6 @@ def restore_images(run, degraded, task: Degradation, sampling: Sampling, common:
                    labels=None, guidance: float = 1.0, jump: int = 10, resample: int = 1, batch_size: int = 16):
     """Restore one degraded image (uint8 [C_in, h, w], at least the model's size once up-scaled) to uint8
     [C, h·f, w·f] in tiles of the model's size; returns it with the consistency ‖A(x) − y‖ of the result."""
-    import torch
-
     from diffkit.core.observe import Observation
     from diffkit.image import codec
     from diffkit.image.commands import _images
@@ -110,13 +109,13 @@ def _check_size(degraded, task: Degradation, size, source: str) -> None:
                            f"{'after up-scaling by ' + str(task.factor) if task.factor > 1 else ''}".rstrip())
 
 
-@with_options(Common, Sampling)
+@with_options(Common, RestoreSampling)
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 10,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             batch_size: Annotated[int, typer.Option(help="Tiles per network call.")] = 16,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
-            *, common: Common, sampling: Sampling):
+            *, common: Common, sampling: RestoreSampling):
     """Restore a degraded image: super-resolution, colourisation, deblurring, denoising, or a combination.
     Images larger than the model are restored in overlapping tiles."""
     from diffkit.core.observe import METHODS

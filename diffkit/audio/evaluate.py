@@ -1,0 +1,101 @@
+"""`diffkit eval audio`: the bound on held-out clips and the spectral quality of samples, or with
+--restore the quality of restoration."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from diffkit.options import DEFAULT_METHOD, Common, EvalSampling, Guidance, Method, with_options
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
+
+
+@with_options(Common, EvalSampling)
+def evaluate(run: Model,
+             data: Annotated[Optional[str], typer.Option(help="Held-out sound folder; default: fresh clips of the built-in set.")] = None,
+             n: Annotated[int, typer.Option("-n", help="Held-out clips for the bound.")] = 16,
+             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 50,
+             samples: Annotated[int, typer.Option(help="Generated clips scored against as many held-out ones (0: skip).")] = 32,
+             reference: Annotated[bool, typer.Option("--reference", help="Also score white noise and a second held-out set: the two ends of each scale.")] = False,
+             batch_size: Annotated[int, typer.Option(help="Clips per network call.")] = 16,
+             guidance: Guidance = 1.0,
+             restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out clips as this task says (see `restore audio`), restore them and score SI-SDR and log-spectral distance beside the degraded input.")] = None,
+             method: Method = DEFAULT_METHOD,
+             *, common: Common, sampling: EvalSampling):
+    """NLL in bits per sample on held-out clips (variational bound, 16-bit decoder), and spectral quality
+    of samples: log-mel Fréchet distance, spectral flatness, on builtin:tones the on-pitch share, and with
+    torchcrepe installed the distance between real and generated pitch distributions."""
+    import torch
+
+    from diffkit.audio import codec
+    from diffkit.audio.data import TONE_HZ, open_data
+    from diffkit.errors import DiffkitError
+    from diffkit.console import log
+    from diffkit.metrics.audio import crepe_pitches, mel_frechet, on_pitch_share, pitch_distance, spectral_flatness
+    from diffkit.audio.commands import _load, _waves
+    from diffkit.runs import bound, mean_stderr, report
+
+    sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
+    loaded = _load(run, common)
+    spec = loaded.config["data"]
+    source = data or spec["source"]
+    if data is None and not source.startswith("builtin:"):
+        raise DiffkitError(f"{run} was trained on {source}; pass held-out sound files with --data")
+    if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
+        raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
+    conditional = bool(spec["classes"]) and data is None
+    if guidance != 1 and not conditional:
+        raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
+    rate, window = spec["sample_rate"], spec["window"]
+    if restore is not None:
+        from diffkit.audio.restore import evaluate_restoration, parse_task
+
+        parse_task(restore, rate)  # a bad task fails before any data is read
+        if samples < 1:
+            raise DiffkitError("--samples (the clips to restore) must be at least 1 with --restore")
+    # Built-in sets: clips from another seed than training's, so none of them was seen.
+    held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"])
+    wanted = samples if restore is not None else max(n, samples * (2 if reference else 1))
+    count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
+    clips, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
+    clips = codec.quantise(clips)
+    if restore is not None:
+        return evaluate_restoration(loaded, restore, clips, labels if conditional else None, method=method,
+                                    sampling=sampling, common=common, guidance=guidance, batch_size=batch_size)
+
+    bits, stderr = bound(loaded, clips[:min(n, count)], labels[:n] if conditional else None, bits=16,
+                         strata=strata, batch_size=batch_size, common=common)
+    report({"metric": "nll_bits_per_sample", "value": bits, "stderr": stderr,
+            "of": f"{min(n, count)} clips of {source}, {min(strata, loaded.schedule.T - 1)} strata"}, common)
+    if samples == 0:
+        return
+    real = clips[:samples]
+    sets = [(f"{sampling.sampler}-{sampling.steps}",
+             _waves(loaded, len(real), spec["length"], sampling, common,
+                    labels=labels[:len(real)] if conditional else None, guidance=guidance))]
+    real = real[..., :spec["length"]]
+    if reference:
+        sets.append(("held-out clips", clips[samples:2 * samples, ..., :spec["length"]]))
+        noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(0)) * real.std()
+        sets.append(("white noise", codec.quantise(noise)))
+    tones = source == "builtin:tones"
+    try:
+        real_pitches = crepe_pitches(real, rate)[0]
+    except DiffkitError as e:
+        log(f"pitch statistics skipped: {e}", common.quiet)
+        real_pitches = None
+    real_flatness = mean_stderr(torch.tensor([spectral_flatness(w, rate) for w in real]))[0]
+    for name, fake in sets:
+        of = f"{name}, {len(fake)} clips vs {len(real)} held-out"
+        report({"metric": "mel_frechet", "value": mel_frechet(real, fake, rate), "stderr": 0.0, "of": of}, common)
+        flatness, spread = mean_stderr(torch.tensor([spectral_flatness(w, rate) for w in fake]))
+        report({"metric": "spectral_flatness", "value": flatness, "stderr": spread,
+                "of": f"{name} (held-out: {real_flatness:.4f})"}, common)
+        if tones:
+            share = on_pitch_share(fake, rate, TONE_HZ)
+            report({"metric": "on_pitch_share", "value": share, "stderr": (share * (1 - share) / len(fake)) ** 0.5,
+                    "of": f"{name}, within 25 cents of the scale"}, common)
+        if real_pitches is not None:
+            pitches, voiced = crepe_pitches(fake, rate)
+            report({"metric": "crepe_pitch_distance", "value": pitch_distance(real_pitches, pitches), "stderr": 0.0,
+                    "of": f"{name}, cents, {voiced:.0%} of frames voiced"}, common)
