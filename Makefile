@@ -18,7 +18,8 @@ install: $(VENV)/.installed
 
 # The main job on built-in data (about 5 minutes on 2 CPU cores): train a small class-conditional U-Net
 # on builtin:shapes at 32x32, sample a grid with DPM-Solver++(2M) in 20 steps, inpaint the centre of
-# one sample, and score the model (bits/dim, and KID of samples against held-out images and noise).
+# one sample, restore it from an 8x8 copy, and score the model (bits/dim, and KID of samples against
+# held-out images and noise).
 demo: install
 	rm -rf $(DEMO)
 	$(DIFFKIT) train image --data builtin:shapes --out $(DEMO) --image-size 32 --class-cond --prediction v \
@@ -27,8 +28,10 @@ demo: install
 	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 --class all --guidance 2 -o $(DEMO)/samples.png
 	$(DIFFKIT) sample image -m $(DEMO) -n 1 --seed 7 -q -o $(DEMO)/one.png
 	$(DIFFKIT) inpaint image -m $(DEMO) -i $(DEMO)/one.png --mask box:8,8,16,16 -o $(DEMO)/inpainted.png
+	$(PY) -c "from PIL import Image; Image.open('$(DEMO)/one.png').resize((8, 8), Image.BOX).save('$(DEMO)/small.png')"
+	$(DIFFKIT) restore image -m $(DEMO) -i $(DEMO)/small.png --task upscale:4 --json -o $(DEMO)/upscaled.png
 	$(DIFFKIT) eval image -m $(DEMO) -n 32 --strata 50 --samples 100 --guidance 2 --reference
-	@echo "demo: samples in $(DEMO)/samples.png (a column per class), inpainting in $(DEMO)/inpainted.png, previews in $(DEMO)/previews/"
+	@echo "demo: samples in $(DEMO)/samples.png (a column per class), inpainting in $(DEMO)/inpainted.png, 8x8 -> 32x32 in $(DEMO)/upscaled.png, previews in $(DEMO)/previews/"
 
 # Two workers, one thread each: most tests wait on a fresh interpreter importing torch, so the two
 # cores overlap them; a test file stays on one worker so its trained-run fixtures are built once.

@@ -190,13 +190,18 @@ def test_projection_methods_with_resampling_match_a_noiseless_mixture_posterior(
 
 
 def test_gradient_methods_work_with_every_sampler():
+    # A smoke test: DPS is approximate by design (bench/restore.py measures it); every gradient method
+    # with every sampler must move the samples most of the way from the prior's mean to the posterior's.
     y, post = _observe(AveragePool((2,)), 0.1, torch.tensor([0.8, 0.4, 0.9, 1.2]))
+    target = (post.weights[:, None] * post.means).sum(0)
+    prior_gap = ((PRIOR.weights[:, None] * PRIOR.means).sum(0) - target).norm()
     for sampler in SAMPLERS:
         for method in ("pigdm", "tmpd", "dps"):
             x = sample(PRIOR.denoiser(LINEAR), (500, 4), LINEAR, sampler=sampler, steps=10, method=method,
                        observation=Observation(AveragePool((2,)), y.float().expand(500, 2), 0.1), generator=GEN())
             assert torch.isfinite(x).all()
-            assert (x.double().mean(0) - (post.weights[:, None] * post.means).sum(0)).norm() < 0.5
+            # measured: tmpd within 1% of the gap, pigdm and dps 3-28%
+            assert (x.double().mean(0) - target).norm() < (0.05 if method == "tmpd" else 0.35) * prior_gap, (sampler, method)
 
 
 def test_inpainting_is_the_mask_observation_with_repaint():
