@@ -98,6 +98,10 @@ def test_declipping_keeps_unclipped_samples_and_goes_beyond_the_level(runs, tmp_
     assert np.abs(restored[~clipped] - samples[~clipped]).max() < 3 / 32768
     assert (np.abs(restored[clipped]) >= 0.6 - 2 / 32768).all()
     assert (np.sign(restored[clipped]) == np.sign(samples[clipped])).all()
+    # A level the recording never reaches is said, not silently ignored.
+    result = run("restore", "audio", "-m", runs / "audio", "-i", tmp_path / "clipped.wav", "--task", "declip:0.9",
+                 "-o", tmp_path / "same.wav", *FAST)
+    assert "no sample reaches ±0.9" in result.stderr.decode()
 
 
 def test_eval_restore_reports_fidelity_beside_the_baselines(runs):

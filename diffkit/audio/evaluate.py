@@ -21,6 +21,7 @@ def evaluate(run: Model,
              guidance: Guidance = 1.0,
              restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out clips as this task says (see `restore audio`), restore them and score SI-SDR and log-spectral distance beside the degraded input.")] = None,
              method: Method = DEFAULT_METHOD,
+             resample: Annotated[int, typer.Option(help="With --restore: RePaint repeats of each jump of 5 steps (1 = none).")] = 1,
              *, common: Common, sampling: EvalSampling):
     """NLL in bits per sample on held-out clips (variational bound, 16-bit decoder), and spectral quality
     of samples: log-mel Fréchet distance, spectral flatness, on builtin:tones the on-pitch share, and with
@@ -51,8 +52,8 @@ def evaluate(run: Model,
         from diffkit.audio.restore import evaluate_restoration, parse_task
 
         parse_task(restore, rate)  # a bad task fails before any data is read
-        if samples < 1:
-            raise DiffkitError("--samples (the clips to restore) must be at least 1 with --restore")
+        if samples < 1 or resample < 1:
+            raise DiffkitError("--samples (the clips to restore) and --resample must be at least 1 with --restore")
     # Built-in sets: clips from another seed than training's, so none of them was seen.
     held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"])
     wanted = samples if restore is not None else max(n, samples * (2 if reference else 1))
@@ -61,7 +62,8 @@ def evaluate(run: Model,
     clips = codec.quantise(clips)
     if restore is not None:
         return evaluate_restoration(loaded, restore, clips, labels if conditional else None, method=method,
-                                    sampling=sampling, common=common, guidance=guidance, batch_size=batch_size)
+                                    sampling=sampling, common=common, guidance=guidance, batch_size=batch_size,
+                                    resample=resample)
 
     bits, stderr = bound(loaded, clips[:min(n, count)], labels[:n] if conditional else None, bits=16,
                          strata=strata, batch_size=batch_size, common=common)

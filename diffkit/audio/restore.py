@@ -93,7 +93,7 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
 
 @with_options(Common, RestoreSampling)
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
-            jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 10,
+            jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 5,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
             *, common: Common, sampling: RestoreSampling):
@@ -101,9 +101,10 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.audio import codec
     from diffkit.audio.commands import _load
     from diffkit.audio.data import read_audio
+    from diffkit.console import warn
     from diffkit.core.observe import METHODS
     from diffkit.errors import DiffkitError, choose
-    from diffkit.io import Destination, result_stem
+    from diffkit.io import Destination, display_name, result_stem
     from diffkit.runs import class_labels
 
     choose("restoration method", method, METHODS)
@@ -114,6 +115,9 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     rate = loaded.config["data"]["sample_rate"]
     degradation = parse_task(task, rate)
     wave = read_audio(input, rate)
+    if degradation.clip is not None and not degradation.observe(wave[None, None]).operator.keep.eq(0).any():
+        warn(f"{display_name(input)}: no sample reaches ±{degradation.clip:g} (its peak is {wave.abs().max():.4f}), "
+             "so declip:LEVEL has nothing to restore")
     restored, error, rms = restore_wave(loaded, wave, degradation, sampling, common, method=method,
                                         labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                                         jump=jump, resample=resample)
@@ -122,7 +126,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
 
 
 def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling: Sampling, common: Common,
-                         guidance: float, batch_size: int) -> None:
+                         guidance: float, batch_size: int, resample: int = 1) -> None:
     """Degrade held-out clips [N, 1, L] as --task says (noise from seed 0, rounded to 16 bits), restore them,
     and report SI-SDR and log-spectral distance against the originals for diffkit, the degraded input and
     A⁺y."""
@@ -141,11 +145,12 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
         obs = task.observe(part)
         out = _waves(run, len(part), length, sampling, common, guidance=guidance, method=method,
                      labels=None if labels is None else labels[first:first + batch_size],
-                     observation=obs.to(run.device, part.dtype))
+                     observation=obs.to(run.device, part.dtype), jump=5, resample=resample)
         restored.append(out)
         consistency.append(obs.residual(out) / length**0.5)
     observed = task.observe(degraded)
-    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}": torch.cat(restored), "degraded input": degraded}
+    travel = f" ×{resample}" if resample > 1 else ""
+    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}{travel}": torch.cat(restored), "degraded input": degraded}
     pinv = observed.operator.pinv(observed.y)
     if not torch.equal(pinv, degraded):
         sets["A⁺y"] = pinv

@@ -250,6 +250,7 @@ def evaluate(run: Model,
              guidance: Guidance = 1.0,
              restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out images as this task says (see `restore image`), restore them and score PSNR, SSIM and FD beside the classical baselines.")] = None,
              method: Method = DEFAULT_METHOD,
+             resample: Annotated[int, typer.Option(help="With --restore: RePaint repeats of each jump of 5 steps (1 = none).")] = 1,
              *, common: Common, sampling: EvalSampling):
     """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples; with
     --restore, restoration quality instead."""
@@ -273,8 +274,8 @@ def evaluate(run: Model,
         from diffkit.image.restore import parse_task
 
         parse_task(restore, spec)  # a bad task fails before any data is read
-        if samples < 1:
-            raise DiffkitError("--samples (the images to restore) must be at least 1 with --restore")
+        if samples < 1 or resample < 1:
+            raise DiffkitError("--samples (the images to restore) and --resample must be at least 1 with --restore")
     # Built-in sets: images from another seed than training's, so none of them was seen.
     held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9)
     wanted = 2 * samples if restore is not None else max(n, samples)  # restoration: a second set for FD's floor
@@ -288,8 +289,8 @@ def evaluate(run: Model,
 
         restored = min(samples, count)
         return evaluate_restoration(loaded, restore, images, labels[:restored] if conditional else None,
-                                    method=method, sampling=sampling, common=common, guidance=guidance, jump=10,
-                                    resample=1, batch_size=batch_size, count=restored)
+                                    method=method, sampling=sampling, common=common, guidance=guidance, jump=5,
+                                    resample=resample, batch_size=batch_size, count=restored)
     bits, stderr = bound(loaded, codec.to_model(images[:min(n, count)]), labels[:n] if conditional else None, bits=8,
                          strata=strata, batch_size=batch_size, common=common)
     report({"metric": "nll_bits_per_dim", "value": bits, "stderr": stderr,

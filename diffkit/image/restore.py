@@ -111,7 +111,7 @@ def _check_size(degraded, task: Degradation, size, source: str) -> None:
 
 @with_options(Common, RestoreSampling)
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
-            jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 10,
+            jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 5,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             batch_size: Annotated[int, typer.Option(help="Tiles per network call.")] = 16,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
@@ -195,7 +195,8 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
                       method=method, jump=jump, resample=resample)
         restored.append(out)
         consistency.append(obs.to("cpu", torch.float32).residual(codec.to_model(out)) / part[0].numel() ** 0.5)
-    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}": torch.cat(restored),
+    travel = f" ×{resample}" if resample > 1 else ""
+    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}{travel}": torch.cat(restored),
             **_baselines(degraded, task, size, channels)}
     value, spread = mean_stderr(torch.cat(consistency))
     report({"metric": "consistency_rms", "value": value, "stderr": spread,
