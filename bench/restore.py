@@ -213,11 +213,13 @@ def variants(args) -> list[tuple[str, int]]:
 
 def images(args, env) -> dict:
     results = {}
-    demo = Path(args.demo_run) if args.demo_run else RESULTS / "restore-demo"
-    demo = trained(demo, [sys.executable, "-m", "diffkit", *DEMO[:2], "--out", str(demo), *DEMO[2:]], env)
-    picture(demo, Path(args.picture))
-    runs = [("shapes (make demo)", demo, ("upscale:4", "colorize", "denoise:0.2"))]
-    if args.digits_steps > 0:
+    runs = []
+    if "shapes" in args.image_sets:
+        demo = Path(args.demo_run) if args.demo_run else RESULTS / "restore-demo"
+        demo = trained(demo, [sys.executable, "-m", "diffkit", *DEMO[:2], "--out", str(demo), *DEMO[2:]], env)
+        picture(demo, Path(args.picture))
+        runs.append(("shapes (make demo)", demo, ("upscale:4", "colorize", "denoise:0.2")))
+    if "digits" in args.image_sets and args.digits_steps > 0:
         from mnist import digits, train_command
 
         root = digits()
@@ -273,6 +275,7 @@ def main():
     parser.add_argument("--demo-run", help="a run trained as `make demo` trains (default: train one)")
     parser.add_argument("--digits-steps", type=int, default=2000)
     parser.add_argument("--picture", default="docs/restore.png", help="the README's side-by-side picture")
+    parser.add_argument("--image-sets", default="shapes,digits")
     parser.add_argument("--audio-run", help="a builtin:tones run (default: train one)")
     parser.add_argument("--audio-steps", type=int, default=930)
     parser.add_argument("--out", default=str(RESULTS / "restore.json"))

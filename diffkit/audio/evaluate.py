@@ -58,7 +58,10 @@ def evaluate(run: Model,
     held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"])
     wanted = samples if restore is not None else max(n, samples * (2 if reference else 1))
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
-    clips, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
+    # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.
+    chosen = torch.arange(count) if getattr(held_out, "endless", False) else \
+        torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))[:count]
+    clips, labels = held_out.batch(chosen, torch.Generator().manual_seed(0))
     clips = codec.quantise(clips)
     if restore is not None:
         return evaluate_restoration(loaded, restore, clips, labels if conditional else None, method=method,

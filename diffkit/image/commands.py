@@ -280,7 +280,10 @@ def evaluate(run: Model,
     held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9)
     wanted = 2 * samples if restore is not None else max(n, samples)  # restoration: a second set for FD's floor
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
-    images, labels = held_out.batch(torch.arange(count), torch.Generator().manual_seed(0))
+    # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.
+    chosen = torch.arange(count) if getattr(held_out, "endless", False) else \
+        torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))[:count]
+    images, labels = held_out.batch(chosen, torch.Generator().manual_seed(0))
     conditional = bool(spec["classes"]) and data is None
     if guidance != 1 and not conditional:
         raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
