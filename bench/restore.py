@@ -206,9 +206,17 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
     print(f"wrote {path}", flush=True)
 
 
-def variants(args) -> list[tuple[str, int]]:
-    """(method, RePaint repeats) to measure on real data: each method once, and ddnm with time travel."""
-    return [(m, 1) for m in args.methods.split(",") if m] + [("ddnm", r) for r in (args.time_travel,) if r > 1]
+def measured(modality: str, run: Path, task: str, options: list, args, env) -> list[dict]:
+    """`diffkit eval MODALITY --restore TASK` for each method (once), and ddnm with time travel; the
+    baselines and the floor, the same for every method, are kept from the first call only."""
+    variants = [(m, 1) for m in args.methods.split(",") if m] + [("ddnm", r) for r in (args.time_travel,) if r > 1]
+    records = []
+    for method, resample in variants:
+        found = cli("eval", modality, "-m", run, "--restore", task, *options, "--method", method, "--resample",
+                    resample, "--sampler", args.sampler, "--steps", args.steps, env=env)
+        records += [r for r in found if r.get("set", "").startswith("diffkit") or r["metric"] == "consistency_rms"
+                    or not records]
+    return records
 
 
 def images(args, env) -> dict:
@@ -227,14 +235,7 @@ def images(args, env) -> dict:
         runs.append(("MNIST digits", out, ("upscale:4", "denoise:0.2"), ["--data", str(root / "reference")]))
     for label, run, tasks, *data in runs:
         for task in tasks:
-            records = []
-            for method, resample in variants(args):
-                found = cli("eval", "image", "-m", run, "--restore", task, "--samples", args.images, "--method", method,
-                            "--resample", resample, "--sampler", args.sampler, "--steps", args.steps,
-                            *(data[0] if data else []), env=env)
-                # the baselines and the floor are the same for every method: keep them once
-                records += [r for r in found if r.get("set", "").startswith("diffkit") or r["metric"] == "consistency_rms"
-                            or not records]
+            records = measured("image", run, task, ["--samples", args.images, *(data[0] if data else [])], args, env)
             results[f"{label}: {task}"] = records
             table(f"{label}, {task}, {args.images} held-out images", records, ("psnr", "ssim", "fd"))
     return results
@@ -246,12 +247,7 @@ def audio(args, env) -> dict:
                         "--steps", str(args.audio_steps), "--checkpoint-every", str(args.audio_steps), "-q"], env)
     results = {}
     for task in ("bandwidth:2000", "denoise:0.1"):
-        records = []
-        for method, resample in variants(args):
-            found = cli("eval", "audio", "-m", run, "--restore", task, "--samples", args.clips, "--method", method,
-                        "--resample", resample, "--sampler", args.sampler, "--steps", args.steps, env=env)
-            records += [r for r in found if r.get("set", "").startswith("diffkit") or r["metric"] == "consistency_rms"
-                        or not records]
+        records = measured("audio", run, task, ["--samples", args.clips], args, env)
         results[task] = records
         table(f"builtin:tones, {task}, {args.clips} held-out clips", records, ("lsd", "si_sdr"))
     return results

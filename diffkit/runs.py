@@ -318,6 +318,11 @@ def report(record: dict, common: Common) -> None:
         print(f"{record['metric']:>22}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
 
 
+def restoration_label(method: str, sampling: Sampling, resample: int) -> str:
+    """How `eval --restore` names diffkit's restorations: method, sampler, steps and RePaint repeats."""
+    return f"diffkit {method} {sampling.sampler}-{sampling.steps}" + (f" ×{resample}" if resample > 1 else "")
+
+
 def summary(path: str, config: dict, build: Callable[[dict], nn.Module], **fields) -> dict:
     """What `diffkit info` prints: modality, size, data, diffusion settings, the modality's own fields,
     and the last metrics line (step, loss, speed)."""

@@ -27,12 +27,16 @@ class Degradation(NamedTuple):
     noise: float  # the noise's standard deviation the task names (16-bit rounding, 1e-5, is left out)
     clip: float | None  # the clipping level
 
+    def clipped(self, degraded):
+        """The samples of `degraded` at the clipping level (to within 16-bit rounding)."""
+        return degraded.abs() >= self.clip - 1 / 65536
+
     def operator(self, degraded):
         """A for recordings [..., L] holding `degraded` (declipping keeps only the samples below the level)."""
         from diffkit.core.observe import Identity, LowPass, Mask
 
         if self.clip is not None:
-            return Mask((degraded.abs() < self.clip - 1 / 65536).to(degraded.dtype))
+            return Mask((~self.clipped(degraded)).to(degraded.dtype))
         return LowPass(self.cutoff) if self.cutoff is not None else Identity()
 
     def observe(self, degraded):
@@ -70,7 +74,7 @@ def parse_task(text: str, sample_rate: int) -> Degradation:
 
 
 def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Common, *, method: str, labels=None,
-                 guidance: float = 1.0, jump: int = 10, resample: int = 1):
+                 guidance: float = 1.0, jump: int = 5, resample: int = 1):
     """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
     consistency ‖A(x) − y‖ of the result over the whole recording."""
     from diffkit.audio import codec
@@ -115,7 +119,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     rate = loaded.config["data"]["sample_rate"]
     degradation = parse_task(task, rate)
     wave = read_audio(input, rate)
-    if degradation.clip is not None and not degradation.observe(wave[None, None]).operator.keep.eq(0).any():
+    if degradation.clip is not None and not degradation.clipped(wave).any():
         warn(f"{display_name(input)}: no sample reaches ±{degradation.clip:g} (its peak is {wave.abs().max():.4f}), "
              "so declip:LEVEL has nothing to restore")
     restored, error, rms = restore_wave(loaded, wave, degradation, sampling, common, method=method,
@@ -134,7 +138,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
 
     from diffkit.audio.commands import _waves
     from diffkit.metrics.audio import log_spectral_distance, si_sdr
-    from diffkit.runs import mean_stderr, report
+    from diffkit.runs import mean_stderr, report, restoration_label
 
     rate, length = run.config["data"]["sample_rate"], clips.shape[-1]
     task = parse_task(text, rate)
@@ -149,8 +153,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
         restored.append(out)
         consistency.append(obs.residual(out) / length**0.5)
     observed = task.observe(degraded)
-    travel = f" ×{resample}" if resample > 1 else ""
-    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}{travel}": torch.cat(restored), "degraded input": degraded}
+    sets = {restoration_label(method, sampling, resample): torch.cat(restored), "degraded input": degraded}
     pinv = observed.operator.pinv(observed.y)
     if not torch.equal(pinv, degraded):
         sets["A⁺y"] = pinv

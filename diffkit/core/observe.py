@@ -62,33 +62,36 @@ class Operator(ABC):
         return self.adjoint(conjugate_gradients(lambda u: r2 * self(self.adjoint(u)) + s2 * u, v, iterations))
 
 
+class OrthogonalProjection(Operator):
+    """A = Aᵀ = A² : its own adjoint and pseudo-inverse, and AAᵀ = A is the identity on its range."""
+
+    def adjoint(self, y):
+        return self(y)
+
+    def pinv(self, y):
+        return self(y)
+
+    def solve(self, v, r2, s2, iterations=0):
+        return self(v) / (r2 + s2)
+
+
 @dataclass(frozen=True, eq=False)
-class Identity(Operator):
+class Identity(OrthogonalProjection):
     """y = x: denoising."""
 
     def __call__(self, x):
         return x
 
-    adjoint = pinv = __call__
-
-    def solve(self, v, r2, s2, iterations=0):
-        return v / (r2 + s2)
-
 
 @dataclass(frozen=True, eq=False)
-class Mask(Operator):
-    """y = keep ⊙ x with keep 1 where observed, 0 where not (broadcastable to x): an orthogonal
-    projection, so A = Aᵀ = A⁺. Inpainting is this operator."""
+class Mask(OrthogonalProjection):
+    """y = keep ⊙ x with keep 1 where observed, 0 where not (broadcastable to x). Inpainting is this
+    operator."""
 
     keep: Tensor
 
     def __call__(self, x):
         return x * self.keep.to(x)
-
-    adjoint = pinv = __call__
-
-    def solve(self, v, r2, s2, iterations=0):
-        return self(v) / (r2 + s2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,11 +203,11 @@ class GaussianBlur(Operator):
 
 
 @dataclass(frozen=True, eq=False)
-class LowPass(Operator):
+class LowPass(OrthogonalProjection):
     """Keep the frequencies below `fraction` of the sampling rate along the last axis, in the cosine basis
-    of the reflected sequence (no wrap-around at its ends, so windows of a long recording agree): an
-    orthogonal projection, A = Aᵀ = A⁺. A band-limited recording is this held at the model's rate
-    (decimating it further would lose nothing that a band-limited signal holds)."""
+    of the reflected sequence (no wrap-around at its ends, so windows of a long recording agree). A
+    band-limited recording is this held at the model's rate (decimating it further would lose nothing that
+    a band-limited signal holds)."""
 
     fraction: float
 
@@ -214,11 +217,6 @@ class LowPass(Operator):
 
     def __call__(self, x):
         return _mirrored_filter(x, 1, self._band, lambda g: g)
-
-    adjoint = pinv = __call__
-
-    def solve(self, v, r2, s2, iterations=0):
-        return self(v) / (r2 + s2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -321,9 +319,12 @@ def null_space(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) 
     return denoised
 
 
-def _likelihood_gradient(direction: Callable[[Observation, Tensor, float], Tensor]):
-    """A gradient method: x̂_0 ← x̂_0 + Jᵀv, J = ∂x̂_0/∂x_t taken through the network, for the step
-    v = direction(obs, x̂_0, ᾱ) that the method's likelihood gives."""
+VectorJacobian = Callable[[Tensor], Tensor]  # v -> Jᵀv, J = ∂x̂_0/∂x_t at the current step
+
+
+def _through_network(correction: Callable[[Observation, Tensor, float, VectorJacobian], Tensor]):
+    """A method that differentiates the network: x̂_0 ← x̂_0 + correction(obs, x̂_0, ᾱ, v ↦ Jᵀv), with J
+    taken through the network by backward passes (J of an exact denoiser is symmetric, so Jᵀv = Jv)."""
 
     def method(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) -> Denoise:
         def denoised(x: Tensor, t: int) -> Denoised:
@@ -331,8 +332,8 @@ def _likelihood_gradient(direction: Callable[[Observation, Tensor, float], Tenso
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_()
                 d = denoise(x_in, t)
-                (step,) = torch.autograd.grad(d.x0, x_in, direction(obs, d.x0.detach(), ab))
-            x0 = d.x0.detach() + step
+                vjp = lambda v: torch.autograd.grad(d.x0, x_in, v, retain_graph=True)[0]
+                x0 = d.x0.detach() + correction(obs, d.x0.detach(), ab, vjp)
             return _with_x0(_finish(obs, x0), x, ab, Denoised(d.x0.detach(), d.eps.detach(), d.var_frac))
 
         return denoised
@@ -340,46 +341,35 @@ def _likelihood_gradient(direction: Callable[[Observation, Tensor, float], Tenso
     return method
 
 
-def _pigdm_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
+def _pigdm(obs: Observation, x0: Tensor, ab: float, vjp: VectorJacobian) -> Tensor:
     """ΠGDM (Song et al. 2023, eq. 8): p(y | x_t) ≈ N(A x̂_0, r_t²AAᵀ + σ_y²I), whose score Jᵀ Aᵀ(r²AAᵀ + σ²I)⁻¹
     (y − Ax̂_0) moves x̂_0 by (1-ᾱ)/√ᾱ times itself (Tweedie's formula)."""
     r2 = posterior_variance(ab)
-    return (1 - ab) / math.sqrt(ab) * obs.operator.solve(obs.y - obs.operator(x0), r2, obs.sigma**2)
+    return vjp((1 - ab) / math.sqrt(ab) * obs.operator.solve(obs.y - obs.operator(x0), r2, obs.sigma**2))
 
 
 DPS_STEP = 1.0
 
 
-def _dps_direction(obs: Observation, x0: Tensor, ab: float) -> Tensor:
+def _dps(obs: Observation, x0: Tensor, ab: float, vjp: VectorJacobian) -> Tensor:
     """DPS (Chung et al. 2023, Alg. 1): the step −ζ∇_{x_t}‖y − A x̂_0‖ (the paper's ζ_i = ζ / ‖y − A x̂_0‖ on
     the squared norm), here taken on x̂_0 so that every sampler carries it."""
     gap = obs.y - obs.operator(x0)
-    return DPS_STEP * obs.operator.adjoint(gap) / _dot(gap, gap).sqrt().clamp(min=1e-12)
+    return vjp(DPS_STEP * obs.operator.adjoint(gap) / _dot(gap, gap).sqrt().clamp(min=1e-12))
 
 
 COVARIANCE_ITERATIONS = 20
 
 
-def moment_matched(denoise: Denoise, obs: Observation, alphas_cumprod: list[float]) -> Denoise:
+def _tmpd(obs: Observation, x0: Tensor, ab: float, vjp: VectorJacobian) -> Tensor:
     """TMPD (Boys et al. 2023): p(y | x_t) ≈ N(A x̂_0, A C Aᵀ + σ²I) with the network's own covariance of x_0
     given x_t, C = (1-ᾱ)/√ᾱ ∂x̂_0/∂x_t (Tweedie's second moment), so x̂_0 ← x̂_0 + C Aᵀ(A C Aᵀ + σ²I)⁻¹(y − A x̂_0):
     E[x_0 | x_t, y] exactly for Gaussian data, where ΠGDM assumes C = r²I inside the inverse. The inverse
-    is conjugate gradients over products with C (one backward pass each, J being symmetric)."""
-
-    def denoised(x: Tensor, t: int) -> Denoised:
-        ab = alphas_cumprod[t]
-        scale = (1 - ab) / math.sqrt(ab)
-        op = obs.operator
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_()
-            d = denoise(x_in, t)
-            cov = lambda v: scale * torch.autograd.grad(d.x0, x_in, v, retain_graph=True)[0]
-            gap = obs.y - op(d.x0.detach())
-            u = conjugate_gradients(lambda u: op(cov(op.adjoint(u))) + obs.sigma**2 * u, gap, COVARIANCE_ITERATIONS)
-            x0 = d.x0.detach() + cov(op.adjoint(u))
-        return _with_x0(_finish(obs, x0), x, ab, Denoised(d.x0.detach(), d.eps.detach(), d.var_frac))
-
-    return denoised
+    is conjugate gradients over products with C (one backward pass each)."""
+    op, scale = obs.operator, (1 - ab) / math.sqrt(ab)
+    cov = lambda v: scale * vjp(v)
+    u = conjugate_gradients(lambda u: op(cov(op.adjoint(u))) + obs.sigma**2 * u, obs.y - op(x0), COVARIANCE_ITERATIONS)
+    return cov(op.adjoint(u))
 
 
 def put_back_observed(obs: Observation, generator: torch.Generator | None) -> AfterStep:
@@ -400,6 +390,6 @@ def put_back_observed(obs: Observation, generator: torch.Generator | None) -> Af
 
 
 # Methods that act on x̂_0 (wrapping the denoiser); "repaint" acts on x_t after each step instead.
-X0_METHODS = {"ddnm": null_space, "pigdm": _likelihood_gradient(_pigdm_direction),
-              "dps": _likelihood_gradient(_dps_direction), "tmpd": moment_matched}
+X0_METHODS = {"ddnm": null_space, "pigdm": _through_network(_pigdm), "dps": _through_network(_dps),
+              "tmpd": _through_network(_tmpd)}
 METHODS = ("ddnm", "pigdm", "tmpd", "dps", "repaint")

@@ -75,7 +75,7 @@ def parse_task(text: str, spec: dict) -> Degradation:
 
 
 def restore_images(run, degraded, task: Degradation, sampling: Sampling, common: Common, *, method: str,
-                   labels=None, guidance: float = 1.0, jump: int = 10, resample: int = 1, batch_size: int = 16):
+                   labels=None, guidance: float = 1.0, jump: int = 5, resample: int = 1, batch_size: int = 16):
     """Restore one degraded image (uint8 [C_in, h, w], at least the model's size once up-scaled) to uint8
     [C, h·f, w·f] in tiles of the model's size; returns it with the consistency ‖A(x) − y‖ of the result."""
     from diffkit.core.observe import Observation
@@ -151,15 +151,16 @@ def _baselines(degraded, task: Degradation, size, channels: int) -> dict:
     from diffkit.image import codec
     from diffkit.image.data import to_tensor
 
-    full = lambda images: images.expand(-1, channels, -1, -1) if images.shape[1] < channels else images
     sets = {"A⁺y": codec.to_uint8(task.operator().pinv(codec.to_model(degraded)))}
     if task.factor == 1:
-        sets["degraded input"] = full(degraded)
-    for name, method in (("bicubic", Image.Resampling.BICUBIC), ("lanczos", Image.Resampling.LANCZOS)):
-        if task.factor > 1:
-            sets[name] = full(torch.stack([to_tensor(codec.to_pil(image).resize((size[1], size[0]), method))
-                                           for image in degraded]))
-    return {name: full(images) for name, images in sets.items()}
+        sets["degraded input"] = degraded
+    else:
+        for name, method in (("bicubic", Image.Resampling.BICUBIC), ("lanczos", Image.Resampling.LANCZOS)):
+            sets[name] = torch.stack([to_tensor(codec.to_pil(image).resize((size[1], size[0]), method))
+                                      for image in degraded])
+    # a grey input (colorize) is shown in every channel
+    return {name: images.expand(-1, channels, -1, -1) if images.shape[1] < channels else images
+            for name, images in sets.items()}
 
 
 def evaluate_restoration(run, text: str, images, labels, *, method: str, sampling: Sampling, common: Common,
@@ -176,7 +177,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
     from diffkit.image.commands import _images
     from diffkit.metrics import frechet_distance
     from diffkit.metrics.image import feature_network, features, fidelity
-    from diffkit.runs import mean_stderr, report
+    from diffkit.runs import mean_stderr, report, restoration_label
 
     spec = run.config["data"]
     size, channels = tuple(spec["image_size"]), spec["channels"]
@@ -195,8 +196,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
                       method=method, jump=jump, resample=resample)
         restored.append(out)
         consistency.append(obs.to("cpu", torch.float32).residual(codec.to_model(out)) / part[0].numel() ** 0.5)
-    travel = f" ×{resample}" if resample > 1 else ""
-    sets = {f"diffkit {method} {sampling.sampler}-{sampling.steps}{travel}": torch.cat(restored),
+    sets = {restoration_label(method, sampling, resample): torch.cat(restored),
             **_baselines(degraded, task, size, channels)}
     value, spread = mean_stderr(torch.cat(consistency))
     report({"metric": "consistency_rms", "value": value, "stderr": spread,
@@ -208,10 +208,10 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
         log(f"FD skipped: {e}", common.quiet)
         network = None
     for name, result in sets.items():
-        psnr, ssim = fidelity(result, originals)
         of = f"{name}, {text}, {count} held-out images"
-        report({"metric": "psnr", "value": psnr.mean().item(), "stderr": mean_stderr(psnr)[1], "of": of, "set": name}, common)
-        report({"metric": "ssim", "value": ssim.mean().item(), "stderr": mean_stderr(ssim)[1], "of": of, "set": name}, common)
+        for metric, values in zip(("psnr", "ssim"), fidelity(result, originals)):
+            value, spread = mean_stderr(values)
+            report({"metric": metric, "value": value, "stderr": spread, "of": of, "set": name}, common)
         if network is not None:
             report({"metric": "fd", "value": frechet_distance(real, features(result, network)), "stderr": 0.0,
                     "of": of, "set": name}, common)
