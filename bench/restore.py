@@ -15,10 +15,11 @@ classical baselines. Prints tables and writes JSON.
    reach): `diffkit eval audio --restore` for bandwidth:2000 and denoise:0.1: log-spectral distance and
    SI-SDR against the degraded input and A⁺y.
 
-   With --parts timetravel: RePaint's resampling (1, 5, 10 repeats) for ddnm and repaint. tmpd runs with
+   With --parts timetravel: RePaint's resampling (1, 5, 10 repeats) for ddnm and repaint; with --parts
+   particles: smc in particle systems of 1, 10 and 100 rows. tmpd runs with
    --tmpd-samplers only (ddpm, dpm++2m): its conjugate gradients cost up to 20 backward passes a step.
 
-    python bench/restore.py [--parts oracle,timetravel,images,audio] [--seeds 3] [--threads 2] [--quick]
+    python bench/restore.py [--parts oracle,particles,timetravel,images,audio] [--seeds 3] [--threads 2] [--quick]
 """
 
 import argparse
@@ -98,6 +99,31 @@ def time_travel(sizes: dict, seeds: int) -> dict:
             for r in rows:
                 print(f"{r['method']:>8} resample {r['resample']:>2} ({r['nfe']:>3} NFE)  {r['sw2']:.3f} ± {r['stderr']:.3f}"
                       f"  {r['sw2'] / floor:5.2f}x floor", flush=True)
+    return report
+
+
+def particles(sizes: dict, seeds: int, nfes, groups=(1, 10, 100)) -> dict:
+    """smc on ddpm's steps with the batch split into particle systems of K rows (K = 1: its proposal
+    alone), on the oracle's problems and seeds."""
+    schedule = make_schedule("linear", 1000)
+    report = {}
+    for label, data in ORACLES.items():
+        model = data.denoiser(schedule)
+        for task, (op, sigma) in observations(data.dim).items():
+            made = problems(data, op, sigma, sizes[label], seeds)
+            floor = statistics.mean(p[2] for p in made)
+            rows = []
+            print(f"\n{label}, {task}, smc (ddpm): floor {floor:.3f}", flush=True)
+            for k in groups:
+                for nfe in nfes:
+                    sw2, spread, seconds = sw2_over_seeds(model, schedule, made, data.dim, sampler="ddpm",
+                                                          steps=nfe, method="smc", particles=k)
+                    rows.append({"method": "smc", "particles": k, "nfe": nfe, "sw2": sw2, "stderr": spread,
+                                 "seconds": seconds})
+                cells = " ".join(f"{r['sw2']:6.3f} ± {r['stderr']:.3f}" for r in rows[-len(nfes):])
+                print(f"{k:>4} particles  {cells}  best {min(r['sw2'] for r in rows[-len(nfes):]) / floor:5.2f}x floor",
+                      flush=True)
+            report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
     return report
 
 
@@ -255,7 +281,7 @@ def audio(args, env) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="oracle,timetravel,images,audio")
+    parser.add_argument("--parts", default="oracle,particles,timetravel,images,audio")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="oracle: fewer samplers, budgets and points")
@@ -288,6 +314,8 @@ def main():
     if "oracle" in parts:
         nfes, samplers = ((10, 50), ("ddpm", "dpm++2m")) if args.quick else ((10, 20, 50, 100), tuple(SAMPLERS))
         report["oracle"] = oracle(sizes, args.seeds, nfes, samplers, args.tmpd_samplers.split(","))
+    if "particles" in parts:
+        report["particles"] = particles(sizes, args.seeds, (10, 50) if args.quick else (10, 20, 50, 100))
     if "timetravel" in parts:
         report["time_travel"] = time_travel(sizes, args.seeds)
     if "images" in parts:

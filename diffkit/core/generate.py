@@ -10,7 +10,7 @@ from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
 from diffkit.core.editing import resampling_plan, strength_to_timestep
-from diffkit.core.observe import METHODS, X0_METHODS, Mask, Observation, put_back_observed
+from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Mask, Observation, particle_filter, put_back_observed
 from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
 from diffkit.errors import DiffkitError, choose
@@ -91,13 +91,14 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
            generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
            known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,
            start: Tensor | None = None, strength: float = 1.0, hook: X0Hook | None = None,
-           observation: Observation | None = None, method: str = "ddnm",
+           observation: Observation | None = None, method: str = "ddnm", particles: int = 1,
            model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Draw samples of `shape` from a diffusion model.
 
     - observation/method: restoration, samples consistent with y = A(x_0) + σ·n (core.observe), by the
       method's x̂_0 correction or, for "repaint", by putting the observed part back after each step;
       `resample` > 1 repeats every `jump` steps (RePaint) so the generated part agrees with the observed.
+      "smc" (ddpm only) treats the batch as groups of `particles` rows sharing their observation.
     - known/mask: inpainting, the observation of a mask (1 keeps `known`, 0 generates) with "repaint".
     - start/strength: partial noising (SDEdit); strength 1 ignores `start`, 0 returns it unchanged.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
@@ -115,7 +116,13 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         raise DiffkitError("inpainting needs both the known data and its mask")
     if known is not None:
         observation, method = Observation(Mask(mask), known * mask), "repaint"
-    choose("restoration method", method, METHODS)
+    choose("restoration method", method, METHODS + PARTICLE_METHODS)
+    if observation is not None and method == "smc":
+        if sampler != "ddpm" or resample > 1 or variance == "learned":
+            raise DiffkitError("the smc method weighs ddpm's own steps: it needs --sampler ddpm, a fixed "
+                               "variance and no --resample")
+        if particles < 1 or shape[0] % particles:
+            raise DiffkitError(f"--particles must be at least 1 and divide the batch of {shape[0]}, got {particles}")
     device = torch.device(device) if device is not None else _model_device(model)
 
     partial = start is not None and strength < 1
@@ -151,6 +158,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
                             threshold=threshold, hook=hook, model_kwargs=model_kwargs, on_call=on_call)
     if observation is not None and method in X0_METHODS:
         denoise = X0_METHODS[method](denoise, observation, schedule.alphas_cumprod.tolist())
+    if observation is not None and method == "smc":
+        denoise, after_step = particle_filter(denoise, observation, schedule.alphas_cumprod.tolist(), particles,
+                                              generator)
     extra = {"after_step": after_step} if after_step is not None else {}
     for a, b in plan:
         if b > a:

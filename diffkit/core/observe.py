@@ -5,6 +5,7 @@ Aᵀ, `op.pinv(y)` A⁺, and `op.solve(v, r2, s2)` is Aᵀ(r²AAᵀ + s²I)⁻¹
 p(x_0 | x_t) = N(x̂_0, r²I) conditioned on y (closed form where AAᵀ is diagonal, conjugate gradients
 otherwise). A method turns a denoiser into one that answers with x̂_0 consistent with y (and ε̂ re-derived
 from it), or puts back the observed part after each step; either way every sampler takes it unchanged.
+`smc` instead weighs and resamples groups of rows as particles, on ddpm's steps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from diffkit.core.diffusion import eps_from_x0, randn_like
+from diffkit.core.diffusion import eps_from_x0, interpolate_log_variance, posterior, randn_like
 from diffkit.core.samplers import AfterStep, Denoise, Denoised
 
 
@@ -55,11 +56,18 @@ class Operator(ABC):
     @abstractmethod
     def pinv(self, y: Tensor) -> Tensor: ...
 
-    def solve(self, v: Tensor, r2: float, s2: float, iterations: int = 50) -> Tensor:
+    def gram_inverse(self, v: Tensor, r2: float, s2: float) -> Tensor:
+        """(r²AAᵀ + s²I)⁻¹v by conjugate gradients (s² = 0: A of full row rank); subclasses give it in
+        closed form, for s² = 0 on A's range."""
+        return conjugate_gradients(lambda u: r2 * self(self.adjoint(u)) + s2 * u, v, 50)
+
+    def solve(self, v: Tensor, r2: float, s2: float) -> Tensor:
         """Aᵀ(r²AAᵀ + s²I)⁻¹v; with s² = 0 it is A⁺v / r² (A of full row rank)."""
-        if s2 == 0:
-            return self.pinv(v) / r2
-        return self.adjoint(conjugate_gradients(lambda u: r2 * self(self.adjoint(u)) + s2 * u, v, iterations))
+        return self.pinv(v) / r2 if s2 == 0 else self.adjoint(self.gram_inverse(v, r2, s2))
+
+    def quadratic(self, v: Tensor, r2: float, s2: float) -> Tensor:
+        """vᵀ(r²AAᵀ + s²I)⁻¹v per example, v in A's range: the exponent of a Gaussian likelihood of y."""
+        return (v * self.gram_inverse(v, r2, s2)).flatten(1).sum(1)
 
 
 class OrthogonalProjection(Operator):
@@ -71,7 +79,7 @@ class OrthogonalProjection(Operator):
     def pinv(self, y):
         return self(y)
 
-    def solve(self, v, r2, s2, iterations=0):
+    def gram_inverse(self, v, r2, s2):
         return self(v) / (r2 + s2)
 
 
@@ -119,8 +127,8 @@ class AveragePool(Operator):
     def adjoint(self, y):
         return self.pinv(y) / self.block
 
-    def solve(self, v, r2, s2, iterations=0):
-        return self.adjoint(v) / (r2 / self.block + s2)
+    def gram_inverse(self, v, r2, s2):
+        return v / (r2 / self.block + s2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,8 +149,8 @@ class ChannelMix(Operator):
     def pinv(self, y):
         return self.adjoint(y) / sum(w * w for w in self.weights)
 
-    def solve(self, v, r2, s2, iterations=0):
-        return self.adjoint(v) / (r2 * sum(w * w for w in self.weights) + s2)
+    def gram_inverse(self, v, r2, s2):
+        return v / (r2 * sum(w * w for w in self.weights) + s2)
 
 
 def _mirrored_filter(x: Tensor, axes: int, gain: Callable[[int, bool], Tensor],
@@ -170,7 +178,7 @@ def _mirrored_filter(x: Tensor, axes: int, gain: Callable[[int, bool], Tensor],
 class GaussianBlur(Operator):
     """Separable Gaussian blur of standard deviation `sigma` (samples) along the last `axes` axes, with
     reflecting boundaries, diagonal in the cosine basis with gains G. A⁺ inverts each gain above `cutoff`
-    and drops the rest (a truncated SVD); `solve` is G / (r²G² + s²) per frequency."""
+    and drops the rest (a truncated SVD); (r²AAᵀ + s²I)⁻¹ is 1 / (r²G² + s²) per frequency."""
 
     sigma: float
     axes: int = 2
@@ -196,10 +204,10 @@ class GaussianBlur(Operator):
     def pinv(self, y):
         return self._filter(y, lambda g: torch.where(g.abs() > self.cutoff, 1 / g, torch.zeros_like(g)))
 
-    def solve(self, v, r2, s2, iterations=0):
-        if s2 == 0:
-            return self.pinv(v) / r2
-        return self._filter(v, lambda g: g / (r2 * g * g + s2))
+    def gram_inverse(self, v, r2, s2):
+        if s2 == 0:  # the truncated SVD's range, as A⁺
+            return self._filter(v, lambda g: torch.where(g.abs() > self.cutoff, 1 / (r2 * g * g), torch.zeros_like(g)))
+        return self._filter(v, lambda g: 1 / (r2 * g * g + s2))
 
 
 @dataclass(frozen=True, eq=False)
@@ -389,7 +397,85 @@ def put_back_observed(obs: Observation, generator: torch.Generator | None) -> Af
     return after_step
 
 
+def _resample(log_w: Tensor, particles: int, generator: torch.Generator | None, every: bool) -> tuple[Tensor, Tensor]:
+    """Ancestors for a batch of groups of `particles` rows, each group one particle system: where a group's
+    effective sample size (Σw)²/Σw² falls below half of it, systematic resampling (one uniform per group,
+    each particle kept ⌊Kw⌋ or ⌈Kw⌉ times); with `every`, independent draws by weight for every group, so
+    that each row is on its own a draw from the group's weighted particles. Returns (indices into the
+    batch, log-weights after)."""
+    groups = log_w.reshape(-1, particles)
+    groups = groups - groups.amax(1, keepdim=True)
+    weights = groups.softmax(1)
+    count, device = len(groups), log_w.device
+    draw_on = generator.device if generator is not None else device
+    keep = torch.arange(particles, device=device).expand(count, -1)
+    if every:
+        picked = torch.multinomial(weights.to(draw_on), particles, replacement=True, generator=generator).to(device)
+        groups = torch.zeros_like(groups)
+    else:
+        low = 1 / weights.square().sum(1) < particles / 2
+        if not low.any():
+            return torch.arange(len(log_w), device=device), groups.flatten()
+        points = (torch.rand((count, 1), generator=generator, device=draw_on, dtype=weights.dtype).to(device)
+                  + keep) / particles
+        spread = torch.searchsorted(weights.cumsum(1), points).clamp(max=particles - 1)
+        picked = torch.where(low[:, None], spread, keep)
+        groups = torch.where(low[:, None], torch.zeros_like(groups), groups)
+    offsets = torch.arange(count, device=device)[:, None] * particles
+    return (picked + offsets).flatten(), groups.flatten()
+
+
+def particle_filter(denoise: Denoise, obs: Observation, alphas_cumprod: list[float], particles: int,
+                    generator: torch.Generator | None) -> tuple[Denoise, AfterStep]:
+    """MCGdiff (Cardoso et al. 2024) for any A and σ_y, on ddpm's steps: a sequential Monte Carlo sampler
+    whose weighted particles tend to the exact posterior as they grow in number. The batch holds groups of
+    `particles` rows that share their observation. At level ᾱ a particle's potential is the likelihood of
+    y noised to that level, g(x) = N(A x; √ᾱ y, (1-ᾱ)AAᵀ + ᾱσ²I), which is p(y | x_0) at ᾱ = 1. Each step
+    (the denoiser is the model's own, so the step's mean m and variance s² are ddpm's) draws x' from
+    N(m, s²I) times g, a Gaussian conditioning by Matheron's rule on the step's own draw, and weights the
+    particle by ∫N(x'; m, s²I) g(x') dx' over its previous potential; groups resample when their weights
+    degenerate. The last step, to clean data, takes the conditioned mean with s² = 1-ᾱ, as `null_space`
+    does, and draws every row anew by weight. Returns the recording denoiser and the after-step hook."""
+    op, noise2 = obs.operator, obs.sigma**2
+    last: dict = {}
+    log_w: Tensor | None = None
+
+    def recorded(x: Tensor, t: int) -> Denoised:
+        d = denoise(x, t)
+        last.update(x=x, x0=d.x0, var_frac=d.var_frac, ab=alphas_cumprod[t])
+        return d
+
+    def log_potential(v: Tensor, ab: float, r2: float) -> Tensor:
+        """log N(v; 0, r²AAᵀ + ᾱσ²I) up to a constant shared by the group; v = √ᾱ y − A(·)."""
+        return -0.5 * op.quadratic(v, r2, ab * noise2).double()
+
+    def after_step(x_next: Tensor, ab_next: float) -> Tensor:
+        nonlocal log_w
+        x, ab = last["x"], last["ab"]
+        before = log_potential(math.sqrt(ab) * obs.y - op(x), ab, 1 - ab)
+        if log_w is None:  # the first particles come from N(0, I), not yet weighted by their potential
+            log_w = before
+        p = posterior(ab, ab_next)
+        mean = p.coef_x0 * last["x0"] + p.coef_xt * x
+        final = ab_next >= 1
+        s2 = 1 - ab if final else \
+            math.exp(interpolate_log_variance(last["var_frac"], math.log(p.variance), math.log(p.beta)))
+        target = math.sqrt(ab_next) * obs.y
+        log_w = log_w - before + log_potential(target - op(mean), ab_next, s2 + 1 - ab_next)
+        ancestors, log_w = _resample(log_w, particles, generator, every=final)
+        # Each row keeps the noise the step drew for it, so an ancestor's copies part at once.
+        x_next, mean = mean[ancestors] + (x_next - mean), mean[ancestors]
+        if final:
+            return _finish(obs, mean + s2 * op.solve(obs.y - op(mean), s2, noise2))
+        drawn = math.sqrt(1 - ab_next) * op(randn_like(x_next, generator)) + math.sqrt(ab_next * noise2) * randn_like(obs.y, generator)
+        return x_next + s2 * op.solve(target - op(x_next) - drawn, s2 + 1 - ab_next, ab_next * noise2)
+
+    return recorded, after_step
+
+
 # Methods that act on x̂_0 (wrapping the denoiser); "repaint" acts on x_t after each step instead.
 X0_METHODS = {"ddnm": null_space, "pigdm": _through_network(_pigdm), "dps": _through_network(_dps),
               "tmpd": _through_network(_tmpd)}
 METHODS = ("ddnm", "pigdm", "tmpd", "dps", "repaint")
+# ...and one whose rows are particles of a group, weighted and resampled together.
+PARTICLE_METHODS = ("smc",)
