@@ -23,6 +23,15 @@ Label = Annotated[Optional[str], typer.Option(
     "--class", help="Class of a class-conditional model: an index or name, a comma list (outputs take them in "
                     "turn) or 'all'.")]
 Guidance = Annotated[float, typer.Option(help="Classifier-free guidance scale (1: none; 0: unconditional).")]
+FromClass = Annotated[Optional[str], typer.Option(
+    "--from-class", help="The input's own class: convert it to --class by the bridge (inverted to noise along "
+                         "the probability-flow ODE under this class, regenerated under --class).")]
+StyleMethod = Annotated[Optional[str], typer.Option(
+    "--method", help="sdedit (noise the input part way, regenerate) or bridge (needs --from-class and a "
+                     "deterministic sampler); default: bridge with --from-class, else sdedit.")]
+Strength = Annotated[Optional[float], typer.Option(
+    help="How far toward noise the input goes: 0 returns it, 1 all the way; default: 1 for the bridge, "
+         "0.6 (images) or 0.5 (audio) for SDEdit.")]
 
 
 def int_list(option: str, text: str) -> tuple[int, ...]:

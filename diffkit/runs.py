@@ -26,7 +26,7 @@ from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
 from diffkit.core import distributed
 from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, seeded, shuffled_batch
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, choose
 from diffkit.io import json_line
 from diffkit.options import Common, Sampling, Training
 
@@ -214,46 +214,77 @@ def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], commo
     return Run(Path(path), config, model, schedule, device)
 
 
-def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
-             guidance: float = 1.0, conditions: dict | None = None, **edit) -> torch.Tensor:
-    """core.sample on a loaded run with a progress bar. Class `labels` (of a class-conditional network,
-    whose null label is the class count) are mixed by classifier-free guidance when `guidance` is not 1;
-    `conditions` are other keyword arguments of the network (text: a pair's source)."""
-    diffusion = run.config["diffusion"]
-    model = run.model
+def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditions: dict | None = None):
+    """(network, its keyword arguments) under class `labels`, mixed by classifier-free guidance when
+    `guidance` is not 1 (the null label is the class count), or under other `conditions`."""
     kwargs = {k: v.to(run.device) for k, v in conditions.items()} if conditions else None
-    if labels is not None:
-        kwargs = {"y": labels.to(run.device)}
-        if guidance != 1:
-            null = {"y": torch.full_like(kwargs["y"], len(run.config["data"]["classes"]))}
-            model, kwargs = classifier_free(run.model, guidance, kwargs, null, diffusion["variance"]), None
+    if labels is None:
+        return run.model, kwargs
+    kwargs = {"y": labels.to(run.device)}
+    if guidance == 1:
+        return run.model, kwargs
+    null = {"y": torch.full_like(kwargs["y"], len(run.config["data"]["classes"]))}
+    return classifier_free(run.model, guidance, kwargs, null, run.config["diffusion"]["variance"]), None
+
+
+def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
+             guidance: float = 1.0, conditions: dict | None = None, source_labels: torch.Tensor | None = None,
+             **edit) -> torch.Tensor:
+    """core.sample on a loaded run with a progress bar, under class `labels` (see _conditioned) or other
+    `conditions` of the network (text: a pair's source). With `source_labels`, `start` is bridged from
+    those classes to `labels`."""
+    diffusion = run.config["diffusion"]
+    model, kwargs = _conditioned(run, labels, guidance, conditions)
+    if source_labels is not None:
+        edit["source_model"], edit["source_kwargs"] = _conditioned(run, source_labels, guidance)
     with progress_bar(f"sample {sampling.sampler}", common.quiet) as update:
         return sample(model, shape, run.schedule, prediction=diffusion["prediction"],
                       variance=diffusion["variance"], device=run.device, model_kwargs=kwargs, progress=update,
                       **sampling.kwargs(), **edit)
 
 
-def class_labels(run: Run, wanted: str | None, n: int, guidance: float) -> torch.Tensor | None:
-    """`--class` as n labels: an index or name, a comma list taken in turn, or "all"; None without it."""
+def style_plan(run: Run, method: str | None, from_class: str | None, label: str | None, strength: float | None,
+               sdedit_strength: float, guidance: float) -> tuple[float, str | None]:
+    """`style`'s options checked before any input is read: (strength, the input's class for the bridge or
+    None for SDEdit)."""
+    method = method or ("bridge" if from_class is not None else "sdedit")
+    choose("style method", method, ("sdedit", "bridge"))
+    if method == "bridge":
+        if from_class is None:
+            raise DiffkitError("--method bridge needs --from-class, the input's own class")
+        if label is None:
+            raise DiffkitError("the bridge needs --class, the class to convert to")
+        class_labels(run, from_class, 1, guidance, "--from-class")  # no classes, or an unknown name, fails here
+    elif from_class is not None:
+        raise DiffkitError("--from-class is for --method bridge, not sdedit")
+    strength = (1.0 if method == "bridge" else sdedit_strength) if strength is None else strength
+    if not 0 <= strength <= 1:
+        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    return strength, from_class if method == "bridge" else None
+
+
+def class_labels(run: Run, wanted: str | None, n: int, guidance: float, option: str = "--class") -> torch.Tensor | None:
+    """`--class` (or `option`) as n labels: an index or name, a comma list taken in turn, or "all"; None
+    without it."""
     classes = run.config["data"]["classes"]
     if wanted is None:
         if guidance != 1 and not classes:
             raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
         return None
     if not classes:
-        raise DiffkitError(f"{run.path} is not class-conditional; --class does not apply")
+        raise DiffkitError(f"{run.path} is not class-conditional; {option} does not apply")
     parts = [part.strip() for part in wanted.split(",")]
-    indices = list(range(len(classes))) if parts == ["all"] else [_class_index(classes, p) for p in parts]
+    indices = list(range(len(classes))) if parts == ["all"] else [_class_index(classes, p, option) for p in parts]
     return torch.tensor(indices)[torch.arange(n) % len(indices)]
 
 
-def _class_index(classes: list[str], wanted: str) -> int:
+def _class_index(classes: list[str], wanted: str, option: str) -> int:
     if wanted in classes:
         return classes.index(wanted)
     if wanted.isdigit() and int(wanted) < len(classes):
         return int(wanted)
     listing = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
-    raise DiffkitError(f"--class {wanted!r} is neither a class index nor a name ({listing})")
+    raise DiffkitError(f"{option} {wanted!r} is neither a class index nor a name ({listing})")
 
 
 def batches(dataset, training: Training, encode: Callable[[torch.Tensor], torch.Tensor], classes: int,

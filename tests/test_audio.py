@@ -89,6 +89,12 @@ def test_style_at_zero_returns_the_input_and_keeps_the_length(trained, recording
     assert pcm(changed)[0].shape == pcm(recording)[0].shape and not (pcm(changed)[0] == pcm(recording)[0]).all()
 
 
+def test_style_bridge_converts_a_long_recording_in_windows(trained, recording):
+    out = run("style", "audio", "-m", trained, "-i", recording, "--from-class", "sine", "--class", "organ", *FAST,
+              "-o", "-").stdout
+    assert pcm(out)[0].shape == pcm(recording)[0].shape and not (pcm(out)[0] == pcm(recording)[0]).all()
+
+
 def test_a_stereo_48k_input_is_converted_not_rejected(trained, tmp_path):
     t = np.arange(int(0.3 * 48000)) / 48000
     tone = 0.5 * np.sin(2 * math.pi * 440 * t)
@@ -123,6 +129,8 @@ BAD = {
     "strength above 1": lambda t, w, tmp: ["style", "audio", "-m", t, "-i", w, "--strength", 1.5, "-o", tmp / "out.wav"],
     "zero seconds": lambda t, w, tmp: ["sample", "audio", "-m", t, "--seconds", 0, "-o", tmp / "out.wav"],
     "unknown class": lambda t, w, tmp: ["sample", "audio", "-m", t, "--class", "cello", "-o", tmp / "out.wav"],
+    "unknown --from-class": lambda t, w, tmp: ["style", "audio", "-m", t, "-i", w, "--from-class", "cello", "--class", "organ", "-o", tmp / "out.wav"],
+    "bridge with ddpm": lambda t, w, tmp: ["style", "audio", "-m", t, "-i", w, "--from-class", "sine", "--class", "organ", "--sampler", "ddpm", "-o", tmp / "out.wav"],
     "an image run": lambda t, w, tmp: ["sample", "audio", "-m", foreign_run(tmp, "image"), "-o", tmp / "out.wav"],
     "unknown builtin": lambda t, w, tmp: ["train", "audio", "--out", tmp / "out.wav", "--data", "builtin:cats"],
     "empty data folder": lambda t, w, tmp: ["train", "audio", "--out", tmp / "out.wav", "--data", tmp],

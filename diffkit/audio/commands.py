@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Guidance, Label, Sampling, Training, int_list, with_defaults, with_options
+from diffkit.options import (Common, FromClass, Guidance, Label, Sampling, Strength, StyleMethod, Training, int_list,
+                             with_defaults, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
@@ -270,31 +271,30 @@ def inpaint(run: Model, input: Input,
 
 
 @with_options(Common, Sampling)
-def style(run: Model, input: Input,
-          strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
-          label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
+          from_class: FromClass = None, method: StyleMethod = None, output: Output = "-",
           *, common: Common, sampling: Sampling):
-    """Partially noise the input and denoise it with the model (SDEdit): its content in the model's timbre."""
+    """Redraw the input in the model's timbre: partially noised and regenerated (SDEdit), or converted
+    from --from-class to --class by the bridge (DDIB), in overlapping windows of the model's length."""
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
-    from diffkit.errors import DiffkitError
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, style_plan
     from diffkit.windows import overlap_process
 
-    if not 0 <= strength <= 1:
-        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
     destination = Destination.of(output, ".wav")
     loaded = _load(run, common)
+    strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
     rate = loaded.config["data"]["sample_rate"]
     wave = read_audio(input, rate)
     if strength > 0:
         window = min(loaded.config["data"]["window"], padded(len(wave), loaded.model.config.downsampling))
 
         def process(windows):
-            labels = class_labels(loaded, label, len(windows), guidance)
-            return _waves(loaded, len(windows), window, sampling, common, labels=labels, guidance=guidance,
-                          start=windows, strength=strength)
+            n = len(windows)
+            return _waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
+                          guidance=guidance, start=windows, strength=strength,
+                          source_labels=class_labels(loaded, source, n, guidance) if source else None)
 
         wave = overlap_process(wave[None], (window,), process)[0]
     destination.write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)

@@ -1,12 +1,16 @@
 """Editing with any sampler: RePaint's resampling plan (for inpainting and every observation of
-core.observe) and partial noising (SDEdit). Both work on the sampler's levels from outside, so no
-sampler knows of them.
+core.observe), partial noising (SDEdit) and deterministic inversion (the bridge between classes). All
+work on the sampler's levels from outside, so no sampler knows of them.
 """
 
 from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
+from diffkit.core.samplers import Denoise
+from diffkit.core.schedule import Grid
 from diffkit.errors import DiffkitError
 
 
@@ -34,3 +38,17 @@ def strength_to_timestep(strength: float, T: int) -> int:
     if not 0 < strength <= 1:
         raise DiffkitError(f"strength must be in (0, 1], got {strength}")
     return max(math.ceil(strength * T) - 1, 0)
+
+
+def invert(solver, denoise: Denoise, x0: Tensor, grid: Grid) -> Tensor:
+    """Clean data x_0 carried to the noisiest level of `grid` along the probability-flow ODE: a
+    deterministic sampler (ddim at η = 0, dpm++2m/3m, heun) walked over the grid's model levels backward,
+    which its update rules allow, as each step is the exact or extrapolated ODE solution between any two
+    levels (DDIM inversion, Song et al. 2021, §4.3; the encoder of DDIB, Su et al. 2023). The first step,
+    from clean data to the cleanest level, is DDIM's with x̂_0 = x_0 and ε̂ from the model at that level."""
+    if grid.ab[-1] < 1:
+        raise DiffkitError("inversion starts from clean data: the grid must end there")
+    back = Grid(tuple(reversed(grid.t[:-1])), tuple(reversed(grid.ab[:-1])))
+    ab = back.ab[0]
+    x = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * denoise(x0, back.t[0]).eps
+    return solver(denoise, x, back)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
-from diffkit.core.editing import resampling_plan, strength_to_timestep
+from diffkit.core.editing import invert, resampling_plan, strength_to_timestep
 from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Mask, Observation, particle_filter, put_back_observed
 from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
@@ -90,7 +91,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
            eta: float | None = None, clip: float | None = None, threshold: float | None = None,
            generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
            known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,
-           start: Tensor | None = None, strength: float = 1.0, hook: X0Hook | None = None,
+           start: Tensor | None = None, strength: float = 1.0, source_model=None, source_kwargs: dict | None = None,
+           hook: X0Hook | None = None,
            observation: Observation | None = None, method: str = "ddnm", particles: int = 1,
            model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Draw samples of `shape` from a diffusion model.
@@ -101,6 +103,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
       "smc" (ddpm only) treats the batch as groups of `particles` rows sharing their observation.
     - known/mask: inpainting, the observation of a mask (1 keeps `known`, 0 generates) with "repaint".
     - start/strength: partial noising (SDEdit); strength 1 ignores `start`, 0 returns it unchanged.
+    - source_model/source_kwargs: instead of noising, `start` is inverted deterministically to the level
+      `strength` sets (1: all the way) by `source_model(x, t, **source_kwargs)`, the network under the
+      input's own condition, then regenerated under `model_kwargs` (DDIB, Su et al. 2023): the bridge.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
     """
     choose("sampler", sampler, SAMPLERS)
@@ -112,6 +117,10 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         options["eta"] = eta
     if not 0 <= strength <= 1:
         raise DiffkitError(f"strength must be in [0, 1], got {strength}")
+    bridge = source_model is not None
+    if bridge and (start is None or sampler == "ddpm" or (eta or 0) > 0):
+        raise DiffkitError("a bridge inverts its input deterministically: it needs the input and --sampler "
+                           "ddim (η 0), dpm++2m, dpm++3m or heun, not a stochastic sampler")
     if (known is None) != (mask is None):
         raise DiffkitError("inpainting needs both the known data and its mask")
     if known is not None:
@@ -125,28 +134,20 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
             raise DiffkitError(f"--particles must be at least 1 and divide the batch of {shape[0]}, got {particles}")
     device = torch.device(device) if device is not None else _model_device(model)
 
-    partial = start is not None and strength < 1
+    partial = start is not None and (strength < 1 or bridge)
     if partial and strength == 0:
         return start.to(device=device, dtype=dtype).clone()
     t_start = strength_to_timestep(strength, schedule.T) if partial else schedule.T - 1
     grid = make_grid(schedule, steps, spacing, t_start)
     if grid.ab[0] == 0 and (prediction == "eps" or sampler == "heun"):
         raise DiffkitError("zero terminal SNR needs v or x0 prediction and a sampler other than heun")
-
-    x = randn(shape, generator, device, dtype)
-    if partial:
-        x = renoise(start.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
-
-    after_step = None
-    if observation is not None:
-        observation = observation.to(device, dtype)
-        if method == "repaint":
-            after_step = put_back_observed(observation, generator)
-            x = after_step(x, grid.ab[0])
+    if bridge and grid.ab[0] == 0:
+        raise DiffkitError("a bridge cannot invert to zero SNR, where the ODE starts from pure noise; "
+                           "use a strength below 1")
     plan = resampling_plan(len(grid), jump, resample) if observation is not None else [(0, len(grid) - 1)]
     runs = [grid.segment(a, b) for a, b in plan if b > a]
-
-    done, total = 0, _count_evals(sampler, runs)
+    inverting = EVALS_PER_STEP.get(sampler, 1) * (len(grid) - 2) + 1 if bridge else 0
+    done, total = 0, inverting + _count_evals(sampler, runs)
 
     def on_call():
         nonlocal done
@@ -154,8 +155,25 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         if progress is not None:
             progress(done, total)
 
-    denoise = make_denoiser(model, schedule, prediction=prediction, variance=variance, clip=clip,
-                            threshold=threshold, hook=hook, model_kwargs=model_kwargs, on_call=on_call)
+    def denoiser(network, kwargs):
+        return make_denoiser(network, schedule, prediction=prediction, variance=variance, clip=clip,
+                             threshold=threshold, hook=hook, model_kwargs=kwargs, on_call=on_call)
+
+    if bridge:
+        x = invert(functools.partial(solver, **options), denoiser(source_model, source_kwargs),
+                   start.to(device=device, dtype=dtype), grid)
+    else:
+        x = randn(shape, generator, device, dtype)
+        if partial:
+            x = renoise(start.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
+
+    after_step = None
+    if observation is not None:
+        observation = observation.to(device, dtype)
+        if method == "repaint":
+            after_step = put_back_observed(observation, generator)
+            x = after_step(x, grid.ab[0])
+    denoise = denoiser(model, model_kwargs)
     if observation is not None and method in X0_METHODS:
         denoise = X0_METHODS[method](denoise, observation, schedule.alphas_cumprod.tolist())
     if observation is not None and method == "smc":

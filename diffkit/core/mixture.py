@@ -128,3 +128,18 @@ class GaussianMixture:
         covs = (covs + covs.transpose(1, 2)) / 2
         log_w = self.weights.log() + torch.distributions.MultivariateNormal(predicted, S).log_prob(y)
         return GaussianMixture(torch.softmax(log_w, 0), means, covs)
+
+
+def class_denoiser(classes: list[GaussianMixture], schedule: Schedule, prediction: str = "eps"):
+    """The exact class-conditional network `model(x_t, t, y)` of data whose class k is `classes[k]`."""
+    models = [c.denoiser(schedule, prediction) for c in classes]
+
+    def model(x_t: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        out = torch.empty_like(x_t)
+        for k, exact in enumerate(models):
+            chosen = y == k
+            if chosen.any():
+                out[chosen] = exact(x_t[chosen], t[chosen])
+        return out
+
+    return model

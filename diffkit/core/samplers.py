@@ -54,7 +54,8 @@ def ddim(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step:
     for i in range(len(grid) - 1):
         d = denoise(x, grid.t[i])
         a, a_next = grid.ab[i], grid.ab[i + 1]
-        sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
+        # (at η = 0 not evaluated: walked toward noise, as inversion does, its root would be of a negative)
+        sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next)) if eta else 0.0
         x = torch.add(d.x0 * math.sqrt(a_next), d.eps, alpha=math.sqrt(max(1 - a_next - sigma**2, 0.0)))
         if sigma > 0:
             x = x + sigma * randn_like(x, generator)

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, Guidance, Label, Method, Sampling, Training,
-                             int_list, with_options)
+from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, FromClass, Guidance, Label, Method, Sampling,
+                             Strength, StyleMethod, Training, int_list, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
@@ -215,26 +215,26 @@ def inpaint(run: Model, input: Input,
 
 
 @with_options(Common, Sampling)
-def style(run: Model, input: Input,
-          strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.6,
-          label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
+          from_class: FromClass = None, method: StyleMethod = None, output: Output = "-",
           *, common: Common, sampling: Sampling):
-    """Partially noise the input and denoise it with the model (SDEdit): its content in the model's style."""
-    from diffkit.errors import DiffkitError
+    """Redraw the input in the model's style: partially noised and regenerated (SDEdit), or converted from
+    --from-class to --class by the bridge (DDIB: what the classes share is kept, what tells them apart
+    changes)."""
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, style_plan
 
-    if not 0 <= strength <= 1:
-        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
     destination = Destination.of(output, ".png")
     loaded = _load(run, common)
+    strength, source = style_plan(loaded, method, from_class, label, strength, 0.6, guidance)
     spec = loaded.config["data"]
     image = codec.read_image(input, spec["channels"])
     if strength > 0:  # 0 is exactly the input, at its own size
         result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
                          guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
-                         strength=strength)[0]
+                         strength=strength,
+                         source_labels=class_labels(loaded, source, 1, guidance) if source else None)[0]
         image = codec.resize(result, tuple(image.shape[1:]))
     destination.write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 
