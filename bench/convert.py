@@ -54,7 +54,7 @@ def shape_content(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     colours, centres = [], []
     for image in images:
         hsv = Image.fromarray(image.permute(1, 2, 0).numpy()).convert("HSV")
-        hue = torch.as_tensor(np.asarray(hsv)[..., 0], dtype=torch.float32) / 255
+        hue = torch.tensor(np.array(hsv)[..., 0], dtype=torch.float32) / 255
         shape = (hue > 0.45) & (hue < 0.85)
         if not shape.any():  # no shape at all: the whole image stands for it
             shape = torch.ones_like(shape)
