@@ -147,8 +147,9 @@ def tones(args) -> dict:
     spec = run.config["data"]
     rate, window, classes = spec["sample_rate"], spec["window"], spec["classes"]
 
-    def mel_features(clips):
-        return log_mel(clips, rate).mean(-1).flatten(1).double()
+    def mel_features(clips):  # each clip's mean and spread of log-mel power per band
+        frames = [log_mel(clip.reshape(-1), rate).double() for clip in clips]
+        return torch.stack([torch.cat([f.mean(0), f.std(0)]) for f in frames])
 
     def pitch(clip):
         cents, _ = crepe_pitches(clip[None], rate)

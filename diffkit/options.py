@@ -31,7 +31,7 @@ StyleMethod = Annotated[Optional[str], typer.Option(
                      "deterministic sampler); default: bridge with --from-class, else sdedit.")]
 Strength = Annotated[Optional[float], typer.Option(
     help="How far toward noise the input goes: 0 returns it, 1 all the way; default: 1 for the bridge, "
-         "0.6 (images) or 0.5 (audio) for SDEdit.")]
+         "0.6 (images) or 0.5 (audio, text) for SDEdit.")]
 
 
 def int_list(option: str, text: str) -> tuple[int, ...]:

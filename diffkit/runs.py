@@ -266,7 +266,7 @@ def style_plan(run: Run, method: str | None, from_class: str | None, label: str 
 def class_labels(run: Run, wanted: str | None, n: int, guidance: float, option: str = "--class") -> torch.Tensor | None:
     """`--class` (or `option`) as n labels: an index or name, a comma list taken in turn, or "all"; None
     without it."""
-    classes = run.config["data"]["classes"]
+    classes = run.config["data"].get("classes", [])  # text runs of before --class-cond say nothing
     if wanted is None:
         if guidance != 1 and not classes:
             raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")

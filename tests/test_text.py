@@ -48,6 +48,46 @@ def test_grammar_accepts_its_sentences_and_checks_agreement():
         assert grammar.parse(target) == grammar.from_record(source)
 
 
+def test_registers_say_the_same_records_in_grammars_of_their_own():
+    lines, labels = grammar.labelled_lines(400, seed=2)
+    names = list(grammar.REGISTERS)
+    assert set(labels) == {0, 1} and (lines, labels) == grammar.labelled_lines(400, seed=2)
+    for line, k in zip(lines, labels):
+        assert grammar.parse(line, names[k]) is not None and grammar.parse(line, names[1 - k]) is None
+    slots = grammar.random_slots(random.Random(0))
+    rng = random.Random(1)
+    assert all(grammar.parse(grammar.sentence(rng, slots, r), r) == slots for r in names)
+    assert grammar.lines(50, seed=4) == grammar.lines(50, seed=4, register="report")  # the plain corpus
+
+
+def test_reading_classes(tmp_path):
+    from diffkit.text.data import load_classes
+
+    (tmp_path / "folders" / "poem" / "deep").mkdir(parents=True)
+    (tmp_path / "folders" / "news").mkdir()
+    (tmp_path / "folders" / "poem" / "a.txt").write_text("roses are red\n")
+    (tmp_path / "folders" / "poem" / "deep" / "b.txt").write_text("violets are blue\n")
+    (tmp_path / "folders" / "news" / "c.txt").write_text("markets fell\nrain today\n")
+    assert load_classes(str(tmp_path / "folders")) == (
+        ["markets fell", "rain today", "roses are red", "violets are blue"], [0, 0, 1, 1], ["news", "poem"])
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "formal.txt").write_text("good evening\n")
+    (tmp_path / "files" / "casual.txt").write_text("hey\n")
+    assert load_classes(str(tmp_path / "files")) == (["hey", "good evening"], [0, 1], ["casual", "formal"])
+    (tmp_path / "labelled.tsv").write_text("poem\troses are red\n\nnews\tmarkets fell\n")
+    assert load_classes(str(tmp_path / "labelled.tsv")) == (["roses are red", "markets fell"], [1, 0], ["news", "poem"])
+    lines, labels, classes = load_classes("builtin:weather", seed=0)
+    assert classes == ["report", "chatty"] and len(lines) == len(labels) and set(labels) == {0, 1}
+    (tmp_path / "folders" / "stray.txt").write_text("no class\n")
+    for source, message in ((tmp_path / "folders", "stray.txt: a file beside the class sub-folders"),
+                            (tmp_path / "files" / "casual.txt", "casual.txt:1: expected label<TAB>text"),
+                            (tmp_path / "one.tsv", "needs at least two classes")):
+        if source.name == "one.tsv":
+            source.write_text("poem\ta\npoem\tb\n")
+        with pytest.raises(DiffkitError, match=message):
+            load_classes(str(source))
+
+
 def test_tokenizer_pieces_give_back_the_text():
     lines = grammar.lines(2000, seed=0)
     tok = Tokenizer(train_tokenizer(lines, default_vocab_size(lines)))
@@ -162,6 +202,35 @@ def test_builtin_eval_scores_grammar_and_infilling(tmp_path):
     assert ("infill_accuracy", "ddpm-4") in by and ("infill_exact", "unigram baseline") in by
 
 
+def test_class_conditional_text_samples_each_class_and_bridges_between_registers(tmp_path):
+    out = tmp_path / "registers"
+    # larger and longer than TINY (about 5 s): the round trip below needs a model that knows its tokens
+    run("train", "text", "--class-cond", "--out", out, "--steps", 300, "--seq-len", 16, "--embed-dim", 16,
+        "--width", 64, "--depth", 2, "--batch-size", 32, "-q")
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["classes"] == ["report", "chatty"] and config["model"]["classes"] == 2
+    records = [json.loads(r) for r in run("sample", "text", "-m", out, "-n", 4, "--class", "all", "--guidance", 2,
+                                          "--json", *FAST).stdout.splitlines()]
+    assert [r["class"] for r in records] == ["report", "chatty", "report", "chatty"]
+    lines = "monday will be sunny in paris with a high of 20 degrees .\noslo , friday : snowy , high -3 .\n"
+    converted = run("style", "text", "-m", out, "-i", "-", "--from-class", "report", "--class", "chatty", *FAST,
+                    stdin=lines.encode()).stdout.decode().splitlines()
+    assert len(converted) == 2
+    # inverted and regenerated under its own register (unclamped, as the bridge runs), the lines come back
+    back = run("style", "text", "-m", out, "-i", "-", "--from-class", "report", "--class", "report",
+               "--steps", 20, "-q", stdin=lines.encode()).stdout.decode().splitlines()
+    assert back == lines.splitlines()
+    by = {(r["metric"], r["of"].split(",")[0]): r for r in map(json.loads, run(
+        "eval", "text", "-m", out, "-n", 2, "--strata", 2, "--samples", 4, "--reference", "--resample", 1, "--json",
+        *FAST).stdout.splitlines())}
+    assert by[("grammar_share", "held-out lines")]["value"] == 1.0
+    assert by[("grammar_share", "held-out lines")]["of"].endswith("of its class's register")
+    for args, message in ((["--from-class", "poem", "--class", "chatty"], "--from-class 'poem' is neither"),
+                          (["--from-class", "report", "--class", "chatty", "--sampler", "ddpm"], "not a stochastic sampler")):
+        assert message in assert_bad_input(["style", "text", "-m", out, "-i", "-", *args, "-o", tmp_path / "o.txt"],
+                                           b"oslo\n", tmp_path)
+
+
 def test_pairs_condition_the_target_on_the_source(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     rng = random.Random(0)
@@ -203,6 +272,10 @@ def test_bad_input(trained, tmp_path):
         (["sample", "text", "-m", trained, "--steps", 0, "-n", 1], b"", "--steps must be at least 1"),
         (["sample", "text", "-m", foreign_run(tmp_path, "audio")], b"", "holds a run of modality audio, not text"),
         (["eval", "text", "-m", trained], b"", "pass held-out text with --data"),
+        (["style", "text", "-m", trained, "-i", "-", "--from-class", "a", "--class", "b"], b"a\n", "is not class-conditional"),
+        (["sample", "text", "-m", trained, "--class", "poem"], b"", "is not class-conditional"),
+        (["train", "text", "--class-cond", "--pairs", "builtin:weather", "--out", tmp_path / "r5", *TINY], b"",
+         "--class-cond applies to --data"),
     ]
     for args, stdin, message in cases:
         if args[0] in ("inpaint", "style", "sample"):

@@ -11,7 +11,8 @@ from typing import Annotated, Any, NamedTuple, Optional
 import typer
 
 from diffkit.io import Destination, display_name, result_stem
-from diffkit.options import Common, Sampling, Training, with_defaults, with_options
+from diffkit.options import (Common, FromClass, Guidance, Label, Sampling, Strength, StyleMethod, Training,
+                             with_defaults, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train text`.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="UTF-8 text file, one example per line, or - for stdin.")]
@@ -24,6 +25,8 @@ TextTraining = with_defaults(Training, steps=3000, batch_size=64, lr=1e-3, lr_de
 # token, which deterministic solvers keep (builtin:weather after 2,000 steps, 20 steps each: 66% of
 # samples grammatical with ddpm against 49% with dpm++2m).
 TextSampling = with_defaults(Sampling, sampler="ddpm")
+# style: ddpm for SDEdit, dpm++2m for the bridge (which needs a deterministic sampler), unless told.
+StyleSampling = with_defaults(Sampling, sampler=None)
 PREVIEW_COUNT = 8
 
 
@@ -98,24 +101,36 @@ def train(
     depth: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     dropout: Annotated[float, typer.Option(help="Dropout in the Transformer.")] = 0.0,
+    class_cond: Annotated[bool, typer.Option("--class-cond", help="Condition on classes: builtin:weather's two registers, a folder's sub-folders (or files), or label<TAB>text lines.")] = False,
+    label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
     *, training: TextTraining, common: Common,
 ):
     """Train a Diffusion-LM: a sentencepiece tokenizer, token embeddings and a Transformer denoiser; writes
     config.json, tokenizer.model, model.safetensors, state/, metrics.jsonl, previews/."""
     from pathlib import Path
 
+    import torch
+
+    from diffkit.core.nn import drop_labels
+    from diffkit.core.trainer import AUGMENT, seeded
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import write_output
     from diffkit.runs import Run, batch_indices, schedule_of, start_run, train_run
-    from diffkit.text.data import load_lines, load_pairs
+    from diffkit.text.data import load_classes, load_lines, load_pairs
     from diffkit.text.model import TextConfig, text_objective
     from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer, default_vocab_size, train_tokenizer
 
     source = pairs or data
+    labels, classes = None, []
 
     def corpus():
+        nonlocal labels, classes
         if pairs:
             return load_pairs(pairs, training.seed)
+        if class_cond:
+            found, found_labels, classes = load_classes(data, split, training.seed)
+            labels = torch.tensor(found_labels)
+            return found
         return load_lines(data, split, training.seed)
 
     def tensors(tok, examples):
@@ -130,6 +145,10 @@ def train(
             raise DiffkitError(f"--vocab-size must be at least 16, got {vocab_size}")
         if not 0 <= dropout < 1:
             raise DiffkitError(f"--dropout must be in [0, 1), got {dropout}")
+        if not 0 <= label_dropout < 1:
+            raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
+        if class_cond and pairs:
+            raise DiffkitError("--class-cond applies to --data, not to --pairs")
         choose("tokenizer", tokenizer, MODEL_TYPES)
         diffusion = training.diffusion()
         if diffusion["prediction"] != "x0":
@@ -139,21 +158,29 @@ def train(
         model_bytes = train_tokenizer(texts, vocab_size or default_vocab_size(texts), tokenizer)
         tok = Tokenizer(model_bytes)
         model = TextConfig(vocab=len(tok), seq_len=seq_len, embed_dim=embed_dim, width=width, depth=depth,
-                           heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned")
+                           heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
+                           classes=len(classes))
         write_output(str(Path(training.out) / FILE), model_bytes)  # the run folder exists: start_run made it
         config = {"model": model.to_json(), "diffusion": diffusion,
                   "data": {"source": source, "pairs": bool(pairs), "split": split, "seq_len": seq_len, "seed": training.seed,
-                           "examples": len(examples)}}
+                           "examples": len(examples), "classes": classes,
+                           "label_dropout": label_dropout if class_cond else 0.0}}
         return config, (tok, tensors(tok, examples))
 
     def reopen(config: dict):
+        nonlocal class_cond
+        class_cond = bool(config["data"].get("classes"))
         tok = Tokenizer.load(training.out)
         return tok, tensors(tok, corpus())
 
     config, (tok, (tokens, keep)) = start_run(training, "text", make_config, reopen)
+    spec = config["data"]
 
     def batch_at(step: int, micro: int):
         index = batch_indices(step, micro, len(tokens), training)
+        if labels is not None:
+            generator = seeded(training.seed, AUGMENT, step * training.accumulate + micro)
+            return tokens[index], {"y": drop_labels(labels[index], spec["label_dropout"], len(classes), generator)}
         return tokens[index], ({"keep": keep[index]} if keep is not None else {})
 
     previews = Path(training.out) / "previews"
@@ -191,14 +218,14 @@ def _generate(run, n: int, sampling: Sampling, common: Common, *, clamp: bool = 
 
 
 def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None,
-           clamp: bool = True) -> list[str]:
+           clamp: bool = True, **labels) -> list[str]:
     """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
-    text after it is returned."""
+    text after it is returned; `labels` (labels, guidance) condition a class-conditional one."""
     conditions = None
     if sources is not None:
         tokens, keep = sources
         conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
-    ids = _generate(run, n, sampling, common, clamp=clamp, conditions=conditions)
+    ids = _generate(run, n, sampling, common, clamp=clamp, conditions=conditions, **labels)
     if sources is None:
         return [tokenizer.decode(row) for row in ids]
     return [tokenizer.decode(row[~k]) for row, k in zip(ids, sources[1])]
@@ -238,10 +265,12 @@ def _nll(run, tokens, strata: int = 20) -> list[float]:
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts (per --prompt).")] = 8,
            prompt: Annotated[Optional[str], typer.Option(help="Source text for a model trained with --pairs.")] = None,
            input: Annotated[Optional[str], typer.Option("--input", "-i", help="Sources, one per line (file or -), for a model trained with --pairs: one text each.")] = None,
+           label: Label = None, guidance: Guidance = 1.0,
            clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
     """Generate texts, one per line; the same seed gives the same texts. --json adds seed and the NLL
     estimate (bits per token) of each."""
     from diffkit.errors import DiffkitError
+    from diffkit.runs import class_labels
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
@@ -259,8 +288,11 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
         name = "--prompt" if prompt is not None else input
         sources = encode_pairs(tok, [(text, "") for text in texts], spec["seq_len"], name, strict=True)
         n = len(texts)
-    lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp)
+    labels = class_labels(loaded, label, n, guidance)
+    lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, labels=labels, guidance=guidance)
     records = [{"seed": sampling.seed, "index": i} for i in range(n)]
+    if labels is not None:
+        records = [{**r, "class": spec["classes"][k]} for r, k in zip(records, labels.tolist())]
     if common.json and not spec["pairs"]:
         nll = _nll(loaded, encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
         records = [{**r, "nll_bits_per_token": round(v, 4)} for r, v in zip(records, nll)]
@@ -398,25 +430,33 @@ def inpaint(run: Model, input: Input,
     emit(lines, destination, result_stem(input, "inpainted"), common)
 
 
-@with_options(Common, TextSampling)
-def style(run: Model, input: Input,
-          strength: Annotated[float, typer.Option(help="0 returns each line, 1 ignores it.")] = 0.5,
-          clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
-    """Rewrite each input line toward the training corpus by partial noising of its embeddings (SDEdit)."""
+@with_options(Common, StyleSampling)
+def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
+          from_class: FromClass = None, method: StyleMethod = None,
+          clamp: Annotated[Optional[bool], typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step; default: for SDEdit, not for the bridge (snapping makes the ODE's walk to noise impossible to retrace).")] = None,
+          output: Output = "-", *, common: Common, sampling: Sampling):
+    """Rewrite each input line: toward the training corpus by partial noising of its embeddings (SDEdit,
+    strength 0.5, ddpm, unless told), or from --from-class to --class by the bridge (dpm++2m unless
+    another deterministic --sampler is given; unclamped), one output line per input line."""
     from diffkit.errors import DiffkitError
+    from diffkit.runs import class_labels, style_plan
 
-    if not 0 <= strength <= 1:
-        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
     destination = Destination.of(output, ".txt")
     loaded, tok = _load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
+    strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
+    sampling = sampling.or_sampler("dpm++2m" if source else "ddpm")
+    clamp = source is None if clamp is None else clamp
     lines = _read_lines(input)
     if strength > 0:
         tokens = encode_lines(tok, lines, loaded.config["data"]["seq_len"], display_name(input),
                               strict=True)
         start = loaded.model.embed(tokens.to(loaded.device))
-        ids = _generate(loaded, len(lines), sampling, common, clamp=clamp, start=start, strength=strength)
+        n = len(lines)
+        ids = _generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
+                        labels=class_labels(loaded, label, n, guidance), guidance=guidance,
+                        source_labels=class_labels(loaded, source, n, guidance) if source else None)
         lines = [tok.decode(row) for row in ids]
     emit(lines, destination, result_stem(input, "styled"), common)
 
@@ -428,7 +468,8 @@ def describe(run: str, config: dict) -> dict:
 
     spec = config["data"]
     return summary(run, config, build, seq_len=spec["seq_len"], vocab=len(Tokenizer.load(run)),
-                   embed_dim=config["model"]["embed_dim"], pairs=spec["pairs"])
+                   embed_dim=config["model"]["embed_dim"], pairs=spec["pairs"],
+                   classes=", ".join(spec.get("classes", [])) or "none")
 
 
 from diffkit.text.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)

@@ -51,6 +51,39 @@ def load_lines(source: str, split: str = "line", seed: int = 0) -> list[str]:
     return found
 
 
+def load_classes(source: str, split: str = "line", seed: int = 0) -> tuple[list[str], list[int], list[str]]:
+    """(examples, their labels, the class names) of `train text --class-cond --data SOURCE`: the registers
+    of builtin:weather; a folder's first-level sub-folders (or, with none, its files) as classes; or a file
+    (or -) of label<TAB>text lines."""
+    if source.startswith("builtin:"):
+        choose("built-in text", source, BUILTIN)
+        found, labels = grammar.labelled_lines(BUILTIN_LINES, seed)
+        return found, labels, list(grammar.REGISTERS)
+    files, named = read_text(source), []
+    if source != "-" and Path(source).is_dir():
+        depths = [Path(name).relative_to(source).parts for name, _ in files]
+        tops = [name for (name, _), parts in zip(files, depths) if len(parts) == 1]
+        if tops and len(tops) < len(files):
+            raise DiffkitError(f"{tops[0]}: a file beside the class sub-folders of {source} belongs to no class")
+        for (name, text), parts in zip(files, depths):
+            named += [(parts[0] if len(parts) > 1 else Path(name).stem, line) for line in examples(text, split)]
+    else:
+        for name, text in files:
+            for number, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                label, tab, rest = line.partition("\t")
+                if not tab or not label.strip() or not rest.strip():
+                    raise DiffkitError(f"{name}:{number}: expected label<TAB>text (--class-cond from a file)")
+                named.append((label.strip(), rest.strip()))
+    if not named:
+        raise DiffkitError(f"{display_name(source)}: no text (only blank lines)")
+    classes = sorted({label for label, _ in named})
+    if len(classes) < 2:
+        raise DiffkitError(f"{display_name(source)}: --class-cond needs at least two classes, found {classes}")
+    return [text for _, text in named], [classes.index(label) for label, _ in named], classes
+
+
 def load_pairs(source: str, seed: int = 0) -> list[tuple[str, str]]:
     """(source, target) pairs of --pairs: a TSV file (source<TAB>target per line) or builtin:weather
     (a weather record and a sentence that says it)."""

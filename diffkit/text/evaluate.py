@@ -21,8 +21,9 @@ def _training_lines(spec: dict) -> list[str] | None:
         return None
 
 
-def _slot_templates(lines: list[str], marker: str, tokenizer, length: int, seed: int):
-    """Held-out grammar sentences with one random slot masked: (templates, the masked values)."""
+def _slot_templates(lines: list[str], registers: list[str], marker: str, tokenizer, length: int, seed: int):
+    """Held-out grammar sentences (each in its register) with one random slot masked: (templates, the
+    masked values)."""
     import random
 
     from diffkit.text import grammar
@@ -30,8 +31,8 @@ def _slot_templates(lines: list[str], marker: str, tokenizer, length: int, seed:
 
     rng = random.Random(seed)
     templates, values = [], []
-    for number, line in enumerate(lines, 1):
-        value = grammar.parse(line)[rng.choice(grammar.SLOTS)]
+    for number, (line, register) in enumerate(zip(lines, registers), 1):
+        value = grammar.parse(line, register)[rng.choice(grammar.SLOTS)]
         words = line.split()
         words[words.index(value)] = marker
         templates.append(marker_template(" ".join(words), marker, len(tokenizer.encode(value)), length, tokenizer,
@@ -77,11 +78,18 @@ def evaluate(run: Model,
         raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
     wanted = max(n, samples * 2)
     # Built-in corpora: lines from another seed than training's (a few may coincide: the grammar is finite).
+    classes = spec.get("classes", [])
+    registers = None  # each real line's register, for the grammar to judge it by
     if spec["pairs"]:
         pairs = load_pairs(source, seed=10**9)[:wanted]
         real = [target for _, target in pairs]
+    elif builtin and classes:  # both registers, the samples drawn for each class in turn
+        real, labels = grammar.labelled_lines(wanted, seed=10**9)
+        registers = [classes[k] for k in labels]
     else:
         real = grammar.lines(wanted, seed=10**9) if builtin else load_lines(source, spec["split"])[:wanted]
+    if builtin and registers is None:
+        registers = ["report"] * len(real)
 
     training = _training_lines(spec)
     # The unigram baseline's distribution: the training corpus, or the held-out text if it is gone.
@@ -107,12 +115,21 @@ def evaluate(run: Model,
         sources = encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
         sets = [(scale, _texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp))]
     else:
-        sets = [(scale, _texts(loaded, tok, count, sampling, common, clamp=clamp))]
+        labels = torch.arange(count) % len(classes) if classes else None
+        sets = [(scale, _texts(loaded, tok, count, sampling, common, clamp=clamp, labels=labels))]
+    # The register each set's lines are judged by: a class-conditional model's samples by their class's,
+    # the unigram baseline's by whichever accepts them.
+    judged = {scale: [classes[k] for k in labels.tolist()] if not spec["pairs"] and classes else registers}
     if reference:
-        sets.append(("held-out lines", real[count:2 * count] or real[:count]))
+        held = slice(count, 2 * count) if len(real) >= 2 * count else slice(0, count)
+        sets.append(("held-out lines", real[held]))
+        judged["held-out lines"] = registers[held] if registers else None
         lengths = ((corpus != PAD) & (corpus != EOS)).sum(1)
         draws = unigram_tokens(corpus, count, lengths, torch.Generator().manual_seed(0), (PAD, UNK, EOS, SEP))
         sets.append(("unigram baseline", [tok.decode(ids) for ids in draws]))
+
+    def accepted(line: str, register: str | None) -> bool:
+        return any(grammar.parse(line, r) is not None for r in ([register] if register else grammar.REGISTERS))
     try:
         real_features = sentence_features(real[:count])
     except DiffkitError as e:
@@ -127,8 +144,9 @@ def evaluate(run: Model,
         if training is not None:
             share("novel_share", novel_share(lines, set(training)), f"{name}, not a training line")
         if builtin:
-            share("grammar_share", sum(grammar.parse(line) is not None for line in lines) / len(lines),
-                  f"{name}, accepted by the grammar")
+            of = judged.get(name) or [None] * len(lines)
+            share("grammar_share", sum(accepted(line, r) for line, r in zip(lines, of)) / len(lines),
+                  f"{name}, accepted by the grammar" + (" of its class's register" if classes and judged.get(name) else ""))
         if spec["pairs"] and name == scale:  # generated for these very sources
             same = [" ".join(line.split()) == " ".join(target.split()) for line, (_, target) in zip(lines, pairs)]
             share("exact_match", sum(same) / len(lines), f"{name}, the held-out target word for word")
@@ -139,7 +157,7 @@ def evaluate(run: Model,
             report({"metric": "sentence_frechet", "value": frechet_distance(real_features, sentence_features(lines)),
                     "stderr": 0.0, "of": f"{name} vs {count} held-out lines, all-MiniLM-L6-v2"}, common)
     if builtin and not spec["pairs"]:
-        templates, values = _slot_templates(real[:count], "[MASK]", tok, length, seed=0)
+        templates, values = _slot_templates(real[:count], registers[:count], "[MASK]", tok, length, seed=0)
         filled = {scale: fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=10,
                                         resample=resample)}
         if reference:
@@ -147,7 +165,7 @@ def evaluate(run: Model,
                                    torch.Generator().manual_seed(1), (PAD, UNK, EOS, SEP))
             filled["unigram baseline"] = [t.texts[0] + tok.decode(d) + t.texts[1] for t, d in zip(templates, draws)]
         for name, lines in filled.items():
-            parsed = [grammar.parse(line) for line in lines]
+            parsed = [grammar.parse(line, register) for line, register in zip(lines, registers)]
             share("infill_accuracy", sum(p is not None for p in parsed) / count,
                   f"{name}, one slot masked, the grammar accepts the filled line")
             exact = sum(p is not None and value in p.values() for p, value in zip(parsed, values))

@@ -5,6 +5,11 @@ agree: each sky allows only a range of temperatures (snow below 3 degrees, sunsh
 valid sentence needs more than the right words in the right places. Because the grammar is ours,
 `parse` tells exactly whether a generated sentence is valid and which slot values it holds, and
 `record` / `from_record` give the data-to-text pairs of `--pairs builtin:weather`.
+
+Two registers say the same records: "report" (the corpus of an unconditional run) and "chatty", four
+templates of their own; each is a class of `train text --class-cond builtin:weather`, and `parse`
+judges a sentence by one register's templates, so a conversion between them has a known answer: the
+target register accepts the sentence and its slots are the input's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ TEMPLATES = (
     "it is {sky} in {city} {day} and the temperature is {temp} degrees .",
     "{city} expects a {sky} {day} with temperatures near {temp} degrees .",
 )
+CHATTY = (
+    "hey , {day} looks {sky} in {city} , around {temp} degrees .",
+    "so {city} gets a {sky} {day} , about {temp} degrees i think .",
+    "oh , {city} will be {sky} {day} , maybe {temp} degrees .",
+    "guess what , {day} is {sky} in {city} , like {temp} degrees .",
+)
+REGISTERS = {"report": TEMPLATES, "chatty": CHATTY}
 SLOTS = ("day", "city", "sky", "temp")
 
 
@@ -32,7 +44,7 @@ def _pattern(template: str) -> re.Pattern:
     return re.compile(regex)
 
 
-PATTERNS = [_pattern(t) for t in TEMPLATES]
+PATTERNS = {register: [_pattern(t) for t in templates] for register, templates in REGISTERS.items()}
 
 
 def random_slots(rng: random.Random) -> dict:
@@ -41,8 +53,8 @@ def random_slots(rng: random.Random) -> dict:
     return {"day": rng.choice(DAYS), "city": rng.choice(CITIES), "sky": sky, "temp": str(rng.randint(low, high))}
 
 
-def sentence(rng: random.Random, slots: dict | None = None) -> str:
-    return rng.choice(TEMPLATES).format(**(slots or random_slots(rng)))
+def sentence(rng: random.Random, slots: dict | None = None, register: str = "report") -> str:
+    return rng.choice(REGISTERS[register]).format(**(slots or random_slots(rng)))
 
 
 def record(slots: dict) -> str:
@@ -57,10 +69,10 @@ def from_record(text: str) -> dict | None:
     return dict(zip(words[0::2], words[1::2]))
 
 
-def parse(text: str) -> dict | None:
-    """The slot values of a sentence the grammar accepts, else None."""
+def parse(text: str, register: str = "report") -> dict | None:
+    """The slot values of a sentence the register's grammar accepts, else None."""
     text = " ".join(text.split())
-    for pattern in PATTERNS:
+    for pattern in PATTERNS[register]:
         match = pattern.fullmatch(text)
         if match and _agrees(match.groupdict()):
             return match.groupdict()
@@ -76,10 +88,18 @@ def _agrees(slots: dict) -> bool:
     return low <= int(slots["temp"]) <= high
 
 
-def lines(count: int, seed: int) -> list[str]:
+def lines(count: int, seed: int, register: str = "report") -> list[str]:
     """`count` sentences, the same for the same seed."""
     rng = random.Random(seed)
-    return [sentence(rng) for _ in range(count)]
+    return [sentence(rng, register=register) for _ in range(count)]
+
+
+def labelled_lines(count: int, seed: int) -> tuple[list[str], list[int]]:
+    """`count` sentences in registers drawn at random, and each one's register (its index in REGISTERS)."""
+    rng = random.Random(seed)
+    names = list(REGISTERS)
+    labels = [rng.randrange(len(names)) for _ in range(count)]
+    return [sentence(rng, register=names[k]) for k in labels], labels
 
 
 def pairs(count: int, seed: int) -> list[tuple[str, str]]:

@@ -45,6 +45,7 @@ class TextConfig:
     heads: int = 4
     dropout: float = 0.0
     learned_variance: bool = False
+    classes: int = 0  # > 0: class-conditional; label `classes` means "no label" (classifier-free guidance)
 
     def __post_init__(self):
         if self.vocab < 4 or self.seq_len < 2 or self.embed_dim < 1 or self.depth < 1:
@@ -83,6 +84,7 @@ class TextDenoiser(nn.Module):
         self.input = nn.Linear(config.embed_dim, config.width)
         self.positions = nn.Parameter(torch.randn(config.seq_len, config.width) * 0.02)
         self.time = TimeMLP(config.width, config.width)
+        self.label = nn.Embedding(config.classes + 1, config.width) if config.classes else None
         self.blocks = nn.ModuleList(Block(config.width, config.heads, config.dropout) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.width)
         self.output = nn.Linear(config.width, config.embed_dim * (2 if config.learned_variance else 1))
@@ -102,15 +104,16 @@ class TextDenoiser(nn.Module):
         return self.embed(self.logits(x).argmax(-1)).to(x.dtype)
 
     def forward(self, x: Tensor, t: Tensor, clean: Tensor | None = None, keep: Tensor | None = None,
-                with_logits: bool = False):
+                with_logits: bool = False, y: Tensor | None = None):
         """`predict`'s output, and with `with_logits` its token logits too (through forward, so that a
         DistributedDataParallel wrapper sees the call)."""
-        out, logits = self.predict(x, t, clean, keep)
+        out, logits = self.predict(x, t, clean, keep, y)
         return (out, logits) if with_logits else out
 
-    def predict(self, x: Tensor, t: Tensor, clean: Tensor | None = None,
-                keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The network's output [B, D (x2 with a learned variance), L] and its token logits [B, L, V].
+    def predict(self, x: Tensor, t: Tensor, clean: Tensor | None = None, keep: Tensor | None = None,
+                y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The network's output [B, D (x2 with a learned variance), L] and its token logits [B, L, V];
+        `y` the class labels of a class-conditional model (none: the null label).
 
         x̂_0 is the expected embedding under the network's token distribution: exactly a token's
         embedding once the network is sure of it (the low-noise steps, where any error costs most in
@@ -120,7 +123,12 @@ class TextDenoiser(nn.Module):
             raise DiffkitError(f"sequence of {length} tokens is longer than the model's {self.config.seq_len}")
         if keep is not None:
             x = torch.where(keep[:, None], clean, x)
-        h = self.input(x.transpose(1, 2)) + self.positions[:length] + self.time(t)[:, None]
+        condition = self.time(t)
+        if self.label is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.config.classes, dtype=torch.long, device=x.device)
+            condition = condition + self.label(y)
+        h = self.input(x.transpose(1, 2)) + self.positions[:length] + condition[:, None]
         for block in self.blocks:
             h = block(h)
         out = self.output(self.norm(h)).transpose(1, 2)
