@@ -1,6 +1,11 @@
 """Conversion between classes: the bridge (DDIB, `style --from-class`) against SDEdit (`style --class`).
 Prints tables and writes JSON.
 
+0. Voices: real speech from Debian's espeak-ng, four voices saying the same 20 words at five speaking
+   rates; a class-conditional model (classes = voices, 8 kHz, --voice-steps) converts each word, said
+   at a sixth rate, from each voice to each other. Target similarity: the converted clip's resemblyzer
+   speaker embedding is closer (cosine) to the target voice's centroid than to the source's. Content:
+   the nearest word by DTW over MFCCs (librosa) among the target voice's own clips is the word said.
 1. Shapes: the model `make demo` trains (class-conditional builtin:shapes, 32x32; bench/restore.py's run
    is reused). --per-class held-out images of each class go to each other class at every --strengths by
    both methods. Target accuracy: a logistic regression on EfficientNet-lite0 features, fitted on other
@@ -10,12 +15,17 @@ Prints tables and writes JSON.
 2. Tones: builtin:tones (sine, organ, pluck; bench/restore.py's class-conditional run): every clip to
    each other timbre. Target accuracy: a logistic regression on mean log-mel features of real clips.
    Content kept: the clip's pitch (CREPE, median over voiced frames) within 50 cents of the input's.
+3. Text: builtin:weather's two registers (report, chatty), trained with --class-cond for --text-steps
+   (bench/text.py's budget; kept in bench/results/): 5 x --per-class held-out lines of each register to
+   the other. Target accuracy: the target register's grammar accepts the line; content kept: its slots
+   (day, city, sky, temperature) are the input's. The floor: the share of the model's own samples of
+   each class that their register accepts.
 
 A conversion keeps content at no cost if it never changes class, so each method's content figures are
 read beside its target accuracy; the floor of each classifier (its accuracy on held-out real examples)
 is printed with it.
 
-    python bench/convert.py [--parts shapes,tones] [--per-class 10] [--strengths 0.5,0.75,1]
+    python bench/convert.py [--parts voices,shapes,tones,text] [--per-class 10] [--strengths 0.5,0.75,1]
 """
 
 import argparse
@@ -68,6 +78,14 @@ def converted(generate, inputs, source: int, target: int, method: str, strength:
     labels = torch.full((len(inputs),), target, dtype=torch.long)
     sources = torch.full((len(inputs),), source, dtype=torch.long) if method == "bridge" else None
     return generate(len(inputs), labels=labels, start=inputs, strength=strength, source_labels=sources)
+
+
+def clips_of(run, window: int, args):
+    """generate(n, **edit) -> n clips [n, 1, window] of an audio run, as `style audio` draws them."""
+    from diffkit.audio.commands import _waves
+
+    sampling = Sampling(sampler=args.sampler, steps=args.steps, seed=args.seed)
+    return lambda n, **edit: _waves(run, n, window, sampling, COMMON, **edit)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -139,7 +157,7 @@ def shapes(args) -> dict:
 
 
 def tones(args) -> dict:
-    from diffkit.audio.commands import _load, _waves
+    from diffkit.audio.commands import _load
     from diffkit.audio.data import open_data
     from diffkit.metrics.audio import crepe_pitches, log_mel
 
@@ -165,9 +183,7 @@ def tones(args) -> dict:
     pitches_in = {k: [pitch(c) for c in clips] for k, clips in inputs.items()}
     print(f"tones: classifier accuracy on held-out real clips {floor:.3f}", flush=True)
 
-    def generate(n, **edit):
-        sampling = Sampling(sampler=args.sampler, steps=args.steps, seed=args.seed)
-        return _waves(run, n, window, sampling, COMMON, **edit)
+    generate = clips_of(run, window, args)
 
     rows = []
     for method in ("bridge", "sdedit"):
@@ -190,9 +206,174 @@ def tones(args) -> dict:
     return {"classifier_accuracy_on_real": floor, "rows": rows, "per_class": args.per_class}
 
 
+# Real speech: espeak-ng's voices saying the same words (Debian's espeak-ng; the part is skipped without it).
+VOICES = ("en+m1", "en+f2", "en+m3", "en+f4")
+WORDS = ("apple", "water", "seven", "yellow", "morning", "garden", "river", "window", "thunder", "pencil",
+         "orange", "music", "summer", "doctor", "village", "basket", "silver", "candle", "monkey", "rabbit")
+TRAIN_SPEEDS, HELD_OUT_SPEED = (140, 155, 170, 185, 200), 165
+
+
+def speech(root: Path) -> Path:
+    """root/train/<voice>/<word>-<speed>.wav at five speaking rates, root/held-out/... at a sixth."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("espeak-ng"):
+        raise SystemExit("voices: espeak-ng is missing (apt-get install espeak-ng)")
+    for split, speeds in (("train", TRAIN_SPEEDS), ("held-out", (HELD_OUT_SPEED,))):
+        for voice in VOICES:
+            folder = root / split / voice
+            folder.mkdir(parents=True, exist_ok=True)
+            for word in WORDS:
+                for speed in speeds:
+                    path = folder / f"{word}-{speed}.wav"
+                    if not path.exists():
+                        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), word], check=True)
+    return root
+
+
+def voices(args) -> dict:
+    """Voice conversion between espeak-ng voices: a class-conditional model of their words (classes =
+    voices), each held-out word converted from each voice to each other."""
+    import subprocess
+
+    import librosa
+    import numpy as np
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    from diffkit.audio.commands import _load
+    from diffkit.audio.data import read_audio
+
+    root = speech(RESULTS / "voices-data")
+    run_dir = Path(args.voice_run)
+    if not (run_dir / "model.safetensors").exists():
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "diffkit", "train", "audio", "--data", str(root / "train"), "--out",
+                        str(run_dir), "--class-cond", "--sample-rate", "8000", "--seconds", "1", "--steps",
+                        str(args.voice_steps), "--checkpoint-every", str(args.voice_steps), "-q"], check=True)
+        print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    run = _load(str(run_dir), COMMON)
+    spec = run.config["data"]
+    rate, window, names = spec["sample_rate"], spec["window"], spec["classes"]
+    encoder = VoiceEncoder("cpu", verbose=False)
+
+    def clip(voice: str, word: str, split: str, speed: int) -> torch.Tensor:
+        wave = read_audio(str(root / split / voice / f"{word}-{speed}.wav"), rate)[:window]
+        return torch.nn.functional.pad(wave, (0, window - len(wave)))
+
+    def embed(wave: torch.Tensor) -> np.ndarray:
+        return encoder.embed_utterance(preprocess_wav(wave.numpy().astype(np.float32), source_sr=rate))
+
+    def mfcc(wave: torch.Tensor) -> np.ndarray:
+        trimmed, _ = librosa.effects.trim(wave.numpy().astype(np.float32), top_db=30)
+        return librosa.feature.mfcc(y=trimmed if len(trimmed) > 256 else wave.numpy(), sr=rate, n_mfcc=13)
+
+    def nearest_word(wave: torch.Tensor, voice: str) -> str:
+        """The word among the voice's own training clips (one speaking rate) closest by DTW over MFCCs."""
+        features = mfcc(wave)
+        costs = {w: librosa.sequence.dtw(features, references[voice][w])[0][-1, -1] for w in WORDS}
+        return min(costs, key=costs.get)
+
+    references = {v: {w: mfcc(clip(v, w, "train", 170)) for w in WORDS} for v in VOICES}
+    centroids = {}
+    for v in VOICES:
+        e = np.stack([embed(clip(v, w, "train", s)) for w in WORDS for s in TRAIN_SPEEDS[:2]]).mean(0)
+        centroids[v] = e / np.linalg.norm(e)
+    words = WORDS[: args.per_class]
+    inputs = {v: torch.stack([clip(v, w, "held-out", HELD_OUT_SPEED) for w in words])[:, None] for v in VOICES}
+    real_closer = [float(np.dot(embed(c[0]), centroids[v]) == max(np.dot(embed(c[0]), centroids[u]) for u in VOICES))
+                   for v in VOICES for c in inputs[v]]
+    real_word = [float(nearest_word(c[0], v) == w) for v in VOICES for c, w in zip(inputs[v], words)]
+    print(f"voices: held-out real clips nearest their own voice {statistics.mean(real_closer):.3f}, "
+          f"their own word {statistics.mean(real_word):.3f}", flush=True)
+
+    generate = clips_of(run, window, args)
+
+    rows = []
+    for method in ("bridge", "sdedit"):
+        for strength in args.strengths:
+            closer, kept, start = [], [], time.perf_counter()
+            for source in VOICES:
+                for target in VOICES:
+                    if target == source:
+                        continue
+                    out = converted(generate, inputs[source], names.index(source), names.index(target), method, strength)
+                    for wave, word in zip(out, words):
+                        e = embed(wave[0])
+                        closer.append(float(np.dot(e, centroids[target]) > np.dot(e, centroids[source])))
+                        kept.append(float(nearest_word(wave[0], target) == word))
+            row = {"method": method, "strength": strength, "closer_to_target": mean_se(closer),
+                   "word_kept": mean_se(kept), "seconds": time.perf_counter() - start}
+            rows.append(row)
+            print(f"{method:>7} strength {strength:4.2f}  closer to the target voice {row['closer_to_target'][0]:.3f} ± "
+                  f"{row['closer_to_target'][1]:.3f}  word kept {row['word_kept'][0]:.3f} ± {row['word_kept'][1]:.3f}",
+                  flush=True)
+    return {"real_nearest_own_voice": statistics.mean(real_closer), "real_word_recognised": statistics.mean(real_word),
+            "rows": rows, "words": len(words), "voices": list(VOICES)}
+
+
+def registers(args) -> dict:
+    from diffkit.text import grammar
+    from diffkit.text.commands import _generate, _load, encode_lines
+
+    run_dir = Path(args.text_run)
+    if not (run_dir / "model.safetensors").exists():
+        import subprocess
+
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "diffkit", "train", "text", "--class-cond", "--seq-len", "16", "--steps",
+                        str(args.text_steps), "--out", str(run_dir), "-q"], check=True)
+        print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    run, tok = _load(str(run_dir), COMMON)
+    names = run.config["data"]["classes"]
+    lines, labels = grammar.labelled_lines(args.per_class * 20, seed=10**9)
+    inputs = {k: [line for line, label in zip(lines, labels) if label == k][: args.per_class * 5]
+              for k in range(len(names))}
+
+    def generate(labels, sampler="ddpm", **edit):
+        sampling = Sampling(sampler=sampler, steps=args.steps, seed=args.seed)
+        ids = _generate(run, len(labels), sampling, COMMON, clamp=edit.pop("clamp"), labels=labels, **edit)
+        return [tok.decode(row) for row in ids]
+
+    # The floor of target accuracy: the share of the model's own samples (ddpm, clamped, as `sample text`
+    # draws them) of each class that its register accepts.
+    sampled = []
+    for k, name in enumerate(names):
+        texts = generate(torch.full((args.per_class * 5,), k), clamp=True)
+        sampled += [grammar.parse(t, name) is not None for t in texts]
+    print(f"registers: {statistics.mean(sampled):.3f} of the model's samples accepted by their class's register",
+          flush=True)
+    rows = []
+    for method in ("bridge", "sdedit"):
+        for strength in args.strengths:
+            accepted, kept = [], []
+            for source, texts in inputs.items():
+                start = run.model.embed(encode_lines(tok, texts, 16, "held-out", strict=True).to(run.device))
+                for target in range(len(names)):
+                    if target == source:
+                        continue
+                    # each as `style text` runs it: SDEdit with ddpm and clamping, the bridge with --sampler unclamped
+                    edit = {"start": start, "strength": strength, "clamp": method == "sdedit",
+                            "sampler": args.sampler if method == "bridge" else "ddpm"}
+                    if method == "bridge":
+                        edit["source_labels"] = torch.full((len(texts),), source)
+                    out = generate(torch.full((len(texts),), target), **edit)
+                    for before, after in zip(texts, out):
+                        parsed = grammar.parse(after, names[target])
+                        accepted.append(parsed is not None)
+                        kept.append(parsed is not None and parsed == grammar.parse(before, names[source]))
+            row = {"method": method, "strength": strength, "target_accepted": mean_se([float(a) for a in accepted]),
+                   "slots_kept": mean_se([float(k) for k in kept])}
+            rows.append(row)
+            print(f"{method:>7} strength {strength:4.2f}  accepted by the target register {row['target_accepted'][0]:.3f} ± "
+                  f"{row['target_accepted'][1]:.3f}  and every slot kept {row['slots_kept'][0]:.3f} ± "
+                  f"{row['slots_kept'][1]:.3f}", flush=True)
+    return {"samples_accepted": statistics.mean(sampled), "rows": rows, "inputs": sum(map(len, inputs.values()))}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="shapes,tones")
+    parser.add_argument("--parts", default="voices,shapes,tones,text")
     parser.add_argument("--per-class", type=int, default=10, help="inputs of each class")
     parser.add_argument("--strengths", default="0.5,0.75,1")
     parser.add_argument("--sampler", default="dpm++2m")
@@ -200,6 +381,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demo-run", default=str(RESULTS / "restore-demo"), help="made by bench/restore.py")
     parser.add_argument("--audio-run", default=str(RESULTS / "restore-tones"), help="made by bench/restore.py")
+    parser.add_argument("--voice-run", default=str(RESULTS / "convert-voices"), help="trained here if missing")
+    parser.add_argument("--voice-steps", type=int, default=930, help="bench/audio.py's budget")
+    parser.add_argument("--text-run", default=str(RESULTS / "convert-registers"), help="trained here if missing")
+    parser.add_argument("--text-steps", type=int, default=2000, help="bench/text.py's budget")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "convert.json"))
     args = parser.parse_args()
@@ -211,13 +396,17 @@ def main():
             sys.exit(f"{run} is missing: python bench/restore.py --parts {'images' if part == 'shapes' else 'audio'} "
                      "trains it")
     out = Path(args.out)
-    report = json.loads(out.read_text()) if out.exists() else {}
-    report.update(threads=args.threads, sampler=args.sampler, steps=args.steps)
+    report = {"threads": args.threads, "sampler": args.sampler, "steps": args.steps}
+    if "voices" in args.parts:
+        report["voices"] = voices(args)
     if "shapes" in args.parts:
         report["shapes"] = shapes(args)
     if "tones" in args.parts:
         report["tones"] = tones(args)
-    out.write_text(json.dumps(report, indent=1))
+    if "text" in args.parts:
+        report["text"] = registers(args)
+    # Parts run separately add up (read again now: another run may have written meanwhile).
+    out.write_text(json.dumps({**(json.loads(out.read_text()) if out.exists() else {}), **report}, indent=1))
     print(f"\nwrote {out}")
 
 

@@ -77,81 +77,78 @@ def sw2_over_seeds(model, schedule, made, dim: int, **options) -> tuple[float, f
     return statistics.mean(sw2), spread, (time.perf_counter() - start) / len(made)
 
 
+SCHEDULE = make_schedule("linear", 1000)
+
+
+def oracle_problems(sizes: dict, seeds: int):
+    """(label, task, exact denoiser, the seeds' problems, their mean floor) for each oracle and observation."""
+    for label, data in ORACLES.items():
+        model = data.denoiser(SCHEDULE)
+        for task, (op, sigma) in observations(data.dim).items():
+            made = problems(data, op, sigma, sizes[label], seeds)
+            yield label, task, data.dim, model, made, statistics.mean(p[2] for p in made)
+
+
 def time_travel(sizes: dict, seeds: int) -> dict:
     """RePaint's resampling, which approaches the exact posterior as its repeats grow: DDPM, 50 steps, jump 5
     (ddnm and repaint: tmpd's cost times ten repeats is more than this bench affords)."""
-    schedule = make_schedule("linear", 1000)
     report = {}
-    for label, data in ORACLES.items():
-        for task, (op, sigma) in observations(data.dim).items():
-            made = problems(data, op, sigma, sizes[label], seeds)
-            floor = statistics.mean(p[2] for p in made)
-            rows = []
-            for method in ("ddnm", "repaint"):
-                for repeats in (1, 5, 10):
-                    sw2, spread, seconds = sw2_over_seeds(data.denoiser(schedule), schedule, made, data.dim,
-                                                          sampler="ddpm", steps=50, jump=5, resample=repeats,
-                                                          method=method)
-                    rows.append({"method": method, "resample": repeats, "nfe": 50 * repeats,
-                                 "sw2": sw2, "stderr": spread, "seconds": seconds})
-            report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
-            print(f"\n{label}, {task}, time travel (ddpm 50 steps, jump 5): floor {floor:.3f}", flush=True)
-            for r in rows:
-                print(f"{r['method']:>8} resample {r['resample']:>2} ({r['nfe']:>3} NFE)  {r['sw2']:.3f} ± {r['stderr']:.3f}"
-                      f"  {r['sw2'] / floor:5.2f}x floor", flush=True)
+    for label, task, dim, model, made, floor in oracle_problems(sizes, seeds):
+        rows = []
+        for method in ("ddnm", "repaint"):
+            for repeats in (1, 5, 10):
+                sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, sampler="ddpm", steps=50, jump=5,
+                                                      resample=repeats, method=method)
+                rows.append({"method": method, "resample": repeats, "nfe": 50 * repeats,
+                             "sw2": sw2, "stderr": spread, "seconds": seconds})
+        report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
+        print(f"\n{label}, {task}, time travel (ddpm 50 steps, jump 5): floor {floor:.3f}", flush=True)
+        for r in rows:
+            print(f"{r['method']:>8} resample {r['resample']:>2} ({r['nfe']:>3} NFE)  {r['sw2']:.3f} ± {r['stderr']:.3f}"
+                  f"  {r['sw2'] / floor:5.2f}x floor", flush=True)
     return report
 
 
 def particles(sizes: dict, seeds: int, nfes, groups=(1, 10, 100)) -> dict:
     """smc on ddpm's steps with the batch split into particle systems of K rows (K = 1: its proposal
     alone), on the oracle's problems and seeds."""
-    schedule = make_schedule("linear", 1000)
     report = {}
-    for label, data in ORACLES.items():
-        model = data.denoiser(schedule)
-        for task, (op, sigma) in observations(data.dim).items():
-            made = problems(data, op, sigma, sizes[label], seeds)
-            floor = statistics.mean(p[2] for p in made)
-            rows = []
-            print(f"\n{label}, {task}, smc (ddpm): floor {floor:.3f}", flush=True)
-            for k in groups:
-                for nfe in nfes:
-                    sw2, spread, seconds = sw2_over_seeds(model, schedule, made, data.dim, sampler="ddpm",
-                                                          steps=nfe, method="smc", particles=k)
-                    rows.append({"method": "smc", "particles": k, "nfe": nfe, "sw2": sw2, "stderr": spread,
-                                 "seconds": seconds})
-                cells = " ".join(f"{r['sw2']:6.3f} ± {r['stderr']:.3f}" for r in rows[-len(nfes):])
-                print(f"{k:>4} particles  {cells}  best {min(r['sw2'] for r in rows[-len(nfes):]) / floor:5.2f}x floor",
-                      flush=True)
-            report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
+    for label, task, dim, model, made, floor in oracle_problems(sizes, seeds):
+        rows = []
+        print(f"\n{label}, {task}, smc (ddpm): floor {floor:.3f}", flush=True)
+        for k in groups:
+            for nfe in nfes:
+                sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, sampler="ddpm", steps=nfe,
+                                                      method="smc", particles=k)
+                rows.append({"method": "smc", "particles": k, "nfe": nfe, "sw2": sw2, "stderr": spread,
+                             "seconds": seconds})
+            cells = " ".join(f"{r['sw2']:6.3f} ± {r['stderr']:.3f}" for r in rows[-len(nfes):])
+            print(f"{k:>4} particles  {cells}  best {min(r['sw2'] for r in rows[-len(nfes):]) / floor:5.2f}x floor",
+                  flush=True)
+        report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
     return report
 
 
 def oracle(sizes: dict, seeds: int, nfes, samplers, tmpd_samplers) -> dict:
-    schedule = make_schedule("linear", 1000)
     report = {}
-    for label, data in ORACLES.items():
-        model = data.denoiser(schedule)
-        for task, (op, sigma) in observations(data.dim).items():
-            made = problems(data, op, sigma, sizes[label], seeds)
-            floor = statistics.mean(p[2] for p in made)
-            rows = []
-            for method in METHODS:
-                for name in tmpd_samplers if method == "tmpd" else samplers:
-                    for nfe in nfes:
-                        sw2, spread, seconds = sw2_over_seeds(model, schedule, made, data.dim, sampler=name,
-                                                              steps=steps_for(name, nfe), method=method)
-                        rows.append({"method": method, "sampler": name, "nfe": nfe, "sw2": sw2, "stderr": spread,
-                                     "seconds": seconds})
-            report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
-            print(f"\n{label}, {task}: sliced W2 to an exact posterior sample (floor between two exact posterior "
-                  f"samples {floor:.3f}), n={sizes[label]}, mean ± s.e. of {seeds} seeds", flush=True)
-            print(f"{'method':>8} {'sampler':>8} " + " ".join(f"{'NFE ' + str(k):>13}" for k in nfes) + "  best/floor")
-            for method in METHODS:
-                for name in tmpd_samplers if method == "tmpd" else samplers:
-                    mine = [r for r in rows if r["method"] == method and r["sampler"] == name]
-                    cells = " ".join(f"{r['sw2']:6.3f} ± {r['stderr']:.3f}" for r in mine)
-                    print(f"{method:>8} {name:>8} {cells}  {min(r['sw2'] for r in mine) / floor:9.2f}", flush=True)
+    for label, task, dim, model, made, floor in oracle_problems(sizes, seeds):
+        rows = []
+        for method in METHODS:
+            for name in tmpd_samplers if method == "tmpd" else samplers:
+                for nfe in nfes:
+                    sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, sampler=name,
+                                                          steps=steps_for(name, nfe), method=method)
+                    rows.append({"method": method, "sampler": name, "nfe": nfe, "sw2": sw2, "stderr": spread,
+                                 "seconds": seconds})
+        report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
+        print(f"\n{label}, {task}: sliced W2 to an exact posterior sample (floor between two exact posterior "
+              f"samples {floor:.3f}), n={sizes[label]}, mean ± s.e. of {seeds} seeds", flush=True)
+        print(f"{'method':>8} {'sampler':>8} " + " ".join(f"{'NFE ' + str(k):>13}" for k in nfes) + "  best/floor")
+        for method in METHODS:
+            for name in tmpd_samplers if method == "tmpd" else samplers:
+                mine = [r for r in rows if r["method"] == method and r["sampler"] == name]
+                cells = " ".join(f"{r['sw2']:6.3f} ± {r['stderr']:.3f}" for r in mine)
+                print(f"{method:>8} {name:>8} {cells}  {min(r['sw2'] for r in mine) / floor:9.2f}", flush=True)
     return report
 
 
