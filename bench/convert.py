@@ -18,7 +18,7 @@ Prints tables and writes JSON.
 3. Text: builtin:weather's two registers (report, chatty), trained with --class-cond for --text-steps
    (bench/text.py's budget; kept in bench/results/): 5 x --per-class held-out lines of each register to
    the other. Target accuracy: the target register's grammar accepts the line; content kept: its slots
-   (day, city, sky, temperature) are the input's. The floor: the share of the model's own samples of
+   (day, city, sky, temperature) are the input's, all of them and each on its own. The floor: the share of the model's own samples of
    each class that their register accepts.
 
 A conversion keeps content at no cost if it never changes class, so each method's content figures are
@@ -346,7 +346,7 @@ def registers(args) -> dict:
     rows = []
     for method in ("bridge", "sdedit"):
         for strength in args.strengths:
-            accepted, kept = [], []
+            accepted, kept, slots = [], [], []
             for source, texts in inputs.items():
                 start = run.model.embed(encode_lines(tok, texts, 16, "held-out", strict=True).to(run.device))
                 for target in range(len(names)):
@@ -361,13 +361,15 @@ def registers(args) -> dict:
                     for before, after in zip(texts, out):
                         parsed = grammar.parse(after, names[target])
                         accepted.append(parsed is not None)
-                        kept.append(parsed is not None and parsed == grammar.parse(before, names[source]))
+                        said = grammar.parse(before, names[source])
+                        kept.append(parsed is not None and parsed == said)
+                        slots += [parsed is not None and parsed[k] == said[k] for k in grammar.SLOTS]
             row = {"method": method, "strength": strength, "target_accepted": mean_se([float(a) for a in accepted]),
-                   "slots_kept": mean_se([float(k) for k in kept])}
+                   "slots_kept": mean_se([float(k) for k in kept]), "each_slot_kept": mean_se([float(k) for k in slots])}
             rows.append(row)
             print(f"{method:>7} strength {strength:4.2f}  accepted by the target register {row['target_accepted'][0]:.3f} ± "
                   f"{row['target_accepted'][1]:.3f}  and every slot kept {row['slots_kept'][0]:.3f} ± "
-                  f"{row['slots_kept'][1]:.3f}", flush=True)
+                  f"{row['slots_kept'][1]:.3f}, each slot {row['each_slot_kept'][0]:.3f}", flush=True)
     return {"samples_accepted": statistics.mean(sampled), "rows": rows, "inputs": sum(map(len, inputs.values()))}
 
 
