@@ -49,6 +49,8 @@ bench: install
 	$(PY) bench/train_speed.py
 	$(PY) bench/audio.py
 	$(PY) bench/text.py
+	$(PY) bench/restore.py
+	$(PY) bench/convert.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
