@@ -74,10 +74,11 @@ def shape_content(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(colours), torch.stack(centres)
 
 
-def converted(generate, inputs, source: int, target: int, method: str, strength: float):
+def converted(generate, inputs, source: int, target: int, method: str, strength: float, guidance: float):
     labels = torch.full((len(inputs),), target, dtype=torch.long)
     sources = torch.full((len(inputs),), source, dtype=torch.long) if method == "bridge" else None
-    return generate(len(inputs), labels=labels, start=inputs, strength=strength, source_labels=sources)
+    return generate(len(inputs), labels=labels, start=inputs, strength=strength, source_labels=sources,
+                    guidance=guidance)
 
 
 def clips_of(run, window: int, args):
@@ -123,7 +124,7 @@ def shapes(args) -> dict:
                 for target in range(len(classes)):
                     if target == source:
                         continue
-                    out = converted(generate, images, source, target, method, strength)
+                    out = converted(generate, images, source, target, method, strength, args.guidance)
                     hits += (classify(features(out, network)) == target).double().tolist()
                     colour_out, place_out = shape_content(out)
                     colour += (colour_out - colour_in).norm(dim=1).tolist()
@@ -193,7 +194,7 @@ def tones(args) -> dict:
                 for target in range(len(classes)):
                     if target == source:
                         continue
-                    out = converted(generate, clips, source, target, method, strength)
+                    out = converted(generate, clips, source, target, method, strength, args.guidance)
                     hits += (classify(mel_features(out)) == target).double().tolist()
                     for clip, before in zip(out, pitches_in[source]):
                         kept.append(float(abs(pitch(clip) - before) <= 50))  # nan (unvoiced) counts as lost
@@ -297,7 +298,8 @@ def voices(args) -> dict:
                 for target in VOICES:
                     if target == source:
                         continue
-                    out = converted(generate, inputs[source], names.index(source), names.index(target), method, strength)
+                    out = converted(generate, inputs[source], names.index(source), names.index(target), method,
+                                    strength, args.guidance)
                     for wave, word in zip(out, words):
                         e = embed(wave[0])
                         closer.append(float(np.dot(e, centroids[target]) > np.dot(e, centroids[source])))
@@ -332,7 +334,8 @@ def registers(args) -> dict:
 
     def generate(labels, sampler="ddpm", **edit):
         sampling = Sampling(sampler=sampler, steps=args.steps, seed=args.seed)
-        ids = _generate(run, len(labels), sampling, COMMON, clamp=edit.pop("clamp"), labels=labels, **edit)
+        ids = _generate(run, len(labels), sampling, COMMON, clamp=edit.pop("clamp"), labels=labels,
+                        guidance=args.guidance, **edit)
         return [tok.decode(row) for row in ids]
 
     # The floor of target accuracy: the share of the model's own samples (ddpm, clamped, as `sample text`
@@ -381,6 +384,7 @@ def main():
     parser.add_argument("--sampler", default="dpm++2m")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance of both methods")
     parser.add_argument("--demo-run", default=str(RESULTS / "restore-demo"), help="made by bench/restore.py")
     parser.add_argument("--audio-run", default=str(RESULTS / "restore-tones"), help="made by bench/restore.py")
     parser.add_argument("--voice-run", default=str(RESULTS / "convert-voices"), help="trained here if missing")
@@ -398,7 +402,7 @@ def main():
             sys.exit(f"{run} is missing: python bench/restore.py --parts {'images' if part == 'shapes' else 'audio'} "
                      "trains it")
     out = Path(args.out)
-    report = {"threads": args.threads, "sampler": args.sampler, "steps": args.steps}
+    report = {"threads": args.threads, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
     if "voices" in args.parts:
         try:
             report["voices"] = voices(args)
