@@ -11,7 +11,8 @@ Prints tables and writes JSON.
    both methods. Target accuracy: a logistic regression on EfficientNet-lite0 features, fitted on other
    real images, calls the result the target class. Content kept: the shape's colour (mean RGB of its
    pixels, told from the background by hue) and position (centroid, pixels), against the input's.
-   Round trip: the bridge from a class to itself, PSNR against the input at 20, 50 and 100 model calls.
+   Round trip (--parts roundtrip): the bridge from a class to itself, PSNR against the input at 20, 50
+   and 100 steps each way, with dpm++2m, ddim, and ddim with exact (3 fixed-point iterations) inversion.
 2. Tones: builtin:tones (sine, organ, pluck; bench/restore.py's class-conditional run): every clip to
    each other timbre. Target accuracy: a logistic regression on mean log-mel features of real clips.
    Content kept: the clip's pitch (CREPE, median over voiced frames) within 50 cents of the input's.
@@ -25,7 +26,7 @@ A conversion keeps content at no cost if it never changes class, so each method'
 read beside its target accuracy; the floor of each classifier (its accuracy on held-out real examples)
 is printed with it.
 
-    python bench/convert.py [--parts voices,shapes,tones,text] [--per-class 10] [--strengths 0.5,0.75,1]
+    python bench/convert.py [--parts voices,shapes,roundtrip,tones,text] [--per-class 10] [--strengths 0.5,0.75,1]
 """
 
 import argparse
@@ -74,11 +75,11 @@ def shape_content(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(colours), torch.stack(centres)
 
 
-def converted(generate, inputs, source: int, target: int, method: str, strength: float, guidance: float):
+def converted(generate, inputs, source: int, target: int, method: str, strength: float, args):
     labels = torch.full((len(inputs),), target, dtype=torch.long)
-    sources = torch.full((len(inputs),), source, dtype=torch.long) if method == "bridge" else None
-    return generate(len(inputs), labels=labels, start=inputs, strength=strength, source_labels=sources,
-                    guidance=guidance)
+    bridge = {"source_labels": torch.full((len(inputs),), source, dtype=torch.long),
+              "inversion_iterations": args.inversion_iterations} if method == "bridge" else {}
+    return generate(len(inputs), labels=labels, start=inputs, strength=strength, guidance=args.guidance, **bridge)
 
 
 def clips_of(run, window: int, args):
@@ -105,8 +106,7 @@ def shapes(args) -> dict:
     fit_images, fit_labels = open_data("builtin:shapes", size, None, seed=10**8).batch(
         torch.arange(100 * len(classes)), torch.Generator().manual_seed(0))
     classify = logistic(features(fit_images, network), fit_labels)
-    pool, pool_labels = open_data("builtin:shapes", size, None, seed=10**9).batch(
-        torch.arange(40 * args.per_class), torch.Generator().manual_seed(0))
+    pool, pool_labels = held_out_shapes(size, args.per_class)
     floor = (classify(features(pool, network)) == pool_labels).double().mean().item()
     inputs = {k: pool[pool_labels == k][: args.per_class] for k in range(len(classes))}
     print(f"shapes: classifier accuracy on held-out real images {floor:.3f}", flush=True)
@@ -124,7 +124,7 @@ def shapes(args) -> dict:
                 for target in range(len(classes)):
                     if target == source:
                         continue
-                    out = converted(generate, images, source, target, method, strength, args.guidance)
+                    out = converted(generate, images, source, target, method, strength, args)
                     hits += (classify(features(out, network)) == target).double().tolist()
                     colour_out, place_out = shape_content(out)
                     colour += (colour_out - colour_in).norm(dim=1).tolist()
@@ -137,24 +137,45 @@ def shapes(args) -> dict:
                   f"{row['target_accuracy'][1]:.3f}  colour moved {row['colour_distance'][0]:5.1f} ± "
                   f"{row['colour_distance'][1]:.1f} (of 255)  centroid moved {row['centroid_distance'][0]:4.2f} ± "
                   f"{row['centroid_distance'][1]:.2f} px", flush=True)
+    return {"classifier_accuracy_on_real": floor, "rows": rows, "per_class": args.per_class}
+
+
+def held_out_shapes(size, per_class: int):
+    """Images of builtin:shapes from a seed training never used, and their classes (about per_class x 10)."""
+    from diffkit.image.data import open_data
+
+    return open_data("builtin:shapes", size, None, seed=10**9).batch(torch.arange(40 * per_class),
+                                                                     torch.Generator().manual_seed(0))
+
+
+def round_trips(args) -> list[dict]:
+    """The bridge from a class to itself on held-out shapes: how well inversion and decoding return the
+    input, for dpm++2m and ddim, the latter also with exact (fixed-point) inversion."""
+    from diffkit.image.commands import _images, _load
+
+    run = _load(str(args.demo_run), COMMON)
+    pool, pool_labels = held_out_shapes(tuple(run.config["data"]["image_size"]), args.per_class)
+    images = torch.cat([pool[pool_labels == k][: args.per_class] for k in range(len(run.config["data"]["classes"]))])
+    labels = torch.cat([torch.full((args.per_class,), k) for k in range(len(run.config["data"]["classes"]))])
     trips = []
-    for steps in (20, 50, 100):
-        sampling = Sampling(sampler=args.sampler, steps=steps, seed=args.seed)
-        differences = []
-        for source, images in inputs.items():
-            labels = torch.full((len(images),), source, dtype=torch.long)
+    for sampler, iterations in (("dpm++2m", 0), ("ddim", 0), ("ddim", 3)):
+        for steps in (20, 50, 100):
+            sampling = Sampling(sampler=sampler, steps=steps, seed=args.seed)
             back = _images(run, len(images), sampling, COMMON, labels=labels, start=images, strength=1.0,
-                           source_labels=labels)
-            differences.append((back.float() - images.float()).flatten())
-        # One PSNR over every value: 8-bit results often come back exact, which a per-image mean cannot hold.
-        difference = torch.cat(differences)
-        psnr = (10 * torch.log10(255**2 / difference.square().mean())).item()
-        trips.append({"steps": steps, "model_calls": 2 * steps, "psnr": psnr,
-                      "mean_abs_difference": difference.abs().mean().item(),
-                      "exact_share": (difference == 0).double().mean().item()})
-        print(f"round trip, {steps} steps each way: PSNR {psnr:.2f} dB, mean |difference| "
-              f"{trips[-1]['mean_abs_difference']:.3f} of 255, {trips[-1]['exact_share']:.1%} of values exact", flush=True)
-    return {"classifier_accuracy_on_real": floor, "rows": rows, "round_trip": trips, "per_class": args.per_class}
+                           source_labels=labels, inversion_iterations=iterations)
+            # One PSNR over every value: 8-bit results often come back exact, which a per-image mean cannot hold.
+            difference = (back.float() - images.float()).flatten(1)
+            per_image = difference.abs().mean(1)
+            trips.append({"sampler": sampler, "inversion_iterations": iterations, "steps": steps,
+                          "model_calls": steps * (2 + iterations),
+                          "psnr": (10 * torch.log10(255**2 / difference.square().mean())).item(),
+                          "mean_abs_difference": per_image.mean().item(), "worst_image": per_image.max().item(),
+                          "exact_share": (difference == 0).double().mean().item()})
+            r = trips[-1]
+            print(f"round trip, {sampler} {steps} steps, {iterations} inversion iterations ({r['model_calls']} calls): "
+                  f"PSNR {r['psnr']:.2f} dB, mean |difference| {r['mean_abs_difference']:.3f} of 255 (worst image "
+                  f"{r['worst_image']:.1f}), {r['exact_share']:.1%} of values exact", flush=True)
+    return trips
 
 
 def tones(args) -> dict:
@@ -194,7 +215,7 @@ def tones(args) -> dict:
                 for target in range(len(classes)):
                     if target == source:
                         continue
-                    out = converted(generate, clips, source, target, method, strength, args.guidance)
+                    out = converted(generate, clips, source, target, method, strength, args)
                     hits += (classify(mel_features(out)) == target).double().tolist()
                     for clip, before in zip(out, pitches_in[source]):
                         kept.append(float(abs(pitch(clip) - before) <= 50))  # nan (unvoiced) counts as lost
@@ -299,7 +320,7 @@ def voices(args) -> dict:
                     if target == source:
                         continue
                     out = converted(generate, inputs[source], names.index(source), names.index(target), method,
-                                    strength, args.guidance)
+                                    strength, args)
                     for wave, word in zip(out, words):
                         e = embed(wave[0])
                         closer.append(float(np.dot(e, centroids[target]) > np.dot(e, centroids[source])))
@@ -378,13 +399,14 @@ def registers(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="voices,shapes,tones,text")
+    parser.add_argument("--parts", default="voices,shapes,roundtrip,tones,text")
     parser.add_argument("--per-class", type=int, default=10, help="inputs of each class")
     parser.add_argument("--strengths", default="0.5,0.75,1")
     parser.add_argument("--sampler", default="dpm++2m")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance of both methods")
+    parser.add_argument("--inversion-iterations", type=int, default=0, help="the bridge's, with --sampler ddim")
     parser.add_argument("--demo-run", default=str(RESULTS / "restore-demo"), help="made by bench/restore.py")
     parser.add_argument("--audio-run", default=str(RESULTS / "restore-tones"), help="made by bench/restore.py")
     parser.add_argument("--voice-run", default=str(RESULTS / "convert-voices"), help="trained here if missing")
@@ -402,7 +424,8 @@ def main():
             sys.exit(f"{run} is missing: python bench/restore.py --parts {'images' if part == 'shapes' else 'audio'} "
                      "trains it")
     out = Path(args.out)
-    report = {"threads": args.threads, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    report = {"threads": args.threads, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
+              "inversion_iterations": args.inversion_iterations}
     if "voices" in args.parts:
         try:
             report["voices"] = voices(args)
@@ -410,6 +433,8 @@ def main():
             print(f"voices: skipped, {missing} is missing (apt-get install espeak-ng; pip install -e '.[bench]')")
     if "shapes" in args.parts:
         report["shapes"] = shapes(args)
+    if "roundtrip" in args.parts:
+        report["round_trip"] = round_trips(args)
     if "tones" in args.parts:
         report["tones"] = tones(args)
     if "text" in args.parts:

@@ -29,6 +29,9 @@ FromClass = Annotated[Optional[str], typer.Option(
 StyleMethod = Annotated[Optional[str], typer.Option(
     "--method", help="sdedit (noise the input part way, regenerate) or bridge (needs --from-class and a "
                      "deterministic sampler); default: bridge with --from-class, else sdedit.")]
+InversionIterations = Annotated[int, typer.Option(
+    help="With the bridge and --sampler ddim: fixed-point iterations per inversion step (one model call "
+         "each), so that decoding retraces the walk to noise; 0: the explicit step.")]
 Strength = Annotated[Optional[float], typer.Option(
     help="How far toward noise the input goes: 0 returns it, 1 all the way; default: 1 for the bridge, "
          "0.6 (images) or 0.5 (audio, text) for SDEdit.")]

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import (Common, FromClass, Guidance, Label, Sampling, Strength, StyleMethod, Training, int_list,
-                             with_defaults, with_options)
+from diffkit.options import (Common, FromClass, Guidance, InversionIterations, Label, Sampling, Strength,
+                             StyleMethod, Training, int_list, with_defaults, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
@@ -272,7 +272,8 @@ def inpaint(run: Model, input: Input,
 
 @with_options(Common, Sampling)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
-          from_class: FromClass = None, method: StyleMethod = None, output: Output = "-",
+          from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
+          output: Output = "-",
           *, common: Common, sampling: Sampling):
     """Redraw the input in the model's timbre: partially noised and regenerated (SDEdit), or converted
     from --from-class to --class by the bridge (DDIB), in overlapping windows of the model's length."""
@@ -294,7 +295,8 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
             n = len(windows)
             return _waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
                           guidance=guidance, start=windows, strength=strength,
-                          source_labels=class_labels(loaded, source, n, guidance) if source else None)
+                          source_labels=class_labels(loaded, source, n, guidance) if source else None,
+                          inversion_iterations=inversion_iterations)
 
         wave = overlap_process(wave[None], (window,), process)[0]
     destination.write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)

@@ -52,3 +52,24 @@ def invert(solver, denoise: Denoise, x0: Tensor, grid: Grid) -> Tensor:
     ab = back.ab[0]
     x = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * denoise(x0, back.t[0]).eps
     return solver(denoise, x, back)
+
+
+def invert_ddim_exactly(denoise: Denoise, x0: Tensor, grid: Grid, iterations: int) -> Tensor:
+    """DDIM inversion that ddim's own decoding retraces: each step up takes ε̂ at its destination, not at
+    its start, solving x' = √(ᾱ'/ᾱ)(x − √(1-ᾱ) ε̂(x')) + √(1-ᾱ') ε̂(x') by `iterations` fixed-point
+    iterations (Pan et al. 2023, AIDI; Garibi et al. 2024, ReNoise), which is the decoding step's own
+    equation turned around. Explicit inversion loses the input where the network's ODE is sensitive
+    (a trained image model: some inputs come back tens of levels off); each iteration costs one call."""
+    if grid.ab[-1] < 1:
+        raise DiffkitError("inversion starts from clean data: the grid must end there")
+    x, ab, t = x0, 1.0, grid.t[-2]  # from clean data, with ε̂ first taken at the cleanest level
+    for t_next, ab_next in zip(reversed(grid.t[:-1]), reversed(grid.ab[:-1])):
+
+        def up(eps: Tensor) -> Tensor:
+            return math.sqrt(ab_next / ab) * (x - math.sqrt(1 - ab) * eps) + math.sqrt(1 - ab_next) * eps
+
+        x_next = up(denoise(x, t).eps)
+        for _ in range(iterations):
+            x_next = up(denoise(x_next, t_next).eps)
+        x, ab, t = x_next, ab_next, t_next
+    return x

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
-from diffkit.core.editing import invert, resampling_plan, strength_to_timestep
+from diffkit.core.editing import invert, invert_ddim_exactly, resampling_plan, strength_to_timestep
 from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Mask, Observation, particle_filter, put_back_observed
 from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
@@ -92,6 +92,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
            generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
            known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,
            start: Tensor | None = None, strength: float = 1.0, source_model=None, source_kwargs: dict | None = None,
+           inversion_iterations: int = 0,
            hook: X0Hook | None = None,
            observation: Observation | None = None, method: str = "ddnm", particles: int = 1,
            model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Tensor:
@@ -106,6 +107,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     - source_model/source_kwargs: instead of noising, `start` is inverted deterministically to the level
       `strength` sets (1: all the way) by `source_model(x, t, **source_kwargs)`, the network under the
       input's own condition, then regenerated under `model_kwargs` (DDIB, Su et al. 2023): the bridge.
+      With ddim, `inversion_iterations` > 0 makes each inversion step implicit, so that decoding retraces it.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
     """
     choose("sampler", sampler, SAMPLERS)
@@ -121,6 +123,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     if bridge and (start is None or sampler == "ddpm" or (eta or 0) > 0):
         raise DiffkitError("a bridge inverts its input deterministically: it needs the input and --sampler "
                            "ddim (η 0), dpm++2m, dpm++3m or heun, not a stochastic sampler")
+    if inversion_iterations and (not bridge or sampler != "ddim" or inversion_iterations < 0):
+        raise DiffkitError("--inversion-iterations (at least 0) apply to a bridge with --sampler ddim, whose "
+                           "decoding step they turn around")
     if (known is None) != (mask is None):
         raise DiffkitError("inpainting needs both the known data and its mask")
     if known is not None:
@@ -146,7 +151,12 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
                            "use a strength below 1")
     plan = resampling_plan(len(grid), jump, resample) if observation is not None else [(0, len(grid) - 1)]
     runs = [grid.segment(a, b) for a, b in plan if b > a]
-    inverting = EVALS_PER_STEP.get(sampler, 1) * (len(grid) - 2) + 1 if bridge else 0
+    if not bridge:
+        inverting = 0
+    elif inversion_iterations:
+        inverting = (len(grid) - 1) * (1 + inversion_iterations)
+    else:
+        inverting = EVALS_PER_STEP.get(sampler, 1) * (len(grid) - 2) + 1
     done, total = 0, inverting + _count_evals(sampler, runs)
 
     def on_call():
@@ -159,7 +169,10 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         return make_denoiser(network, schedule, prediction=prediction, variance=variance, clip=clip,
                              threshold=threshold, hook=hook, model_kwargs=kwargs, on_call=on_call)
 
-    if bridge:
+    if bridge and inversion_iterations:
+        x = invert_ddim_exactly(denoiser(source_model, source_kwargs), start.to(device=device, dtype=dtype), grid,
+                                inversion_iterations)
+    elif bridge:
         x = invert(functools.partial(solver, **options), denoiser(source_model, source_kwargs),
                    start.to(device=device, dtype=dtype), grid)
     else:

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, FromClass, Guidance, Label, Method, Sampling,
-                             Strength, StyleMethod, Training, int_list, with_options)
+from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, FromClass, Guidance, InversionIterations, Label,
+                             Method, Sampling, Strength, StyleMethod, Training, int_list, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
@@ -216,7 +216,8 @@ def inpaint(run: Model, input: Input,
 
 @with_options(Common, Sampling)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
-          from_class: FromClass = None, method: StyleMethod = None, output: Output = "-",
+          from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
+          output: Output = "-",
           *, common: Common, sampling: Sampling):
     """Redraw the input in the model's style: partially noised and regenerated (SDEdit), or converted from
     --from-class to --class by the bridge (DDIB: what the classes share is kept, what tells them apart
@@ -234,7 +235,8 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
         result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
                          guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
                          strength=strength,
-                         source_labels=class_labels(loaded, source, 1, guidance) if source else None)[0]
+                         source_labels=class_labels(loaded, source, 1, guidance) if source else None,
+                         inversion_iterations=inversion_iterations)[0]
         image = codec.resize(result, tuple(image.shape[1:]))
     destination.write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, NamedTuple, Optional
 import typer
 
 from diffkit.io import Destination, display_name, result_stem
-from diffkit.options import (Common, FromClass, Guidance, Label, Sampling, Strength, StyleMethod, Training,
-                             with_defaults, with_options)
+from diffkit.options import (Common, FromClass, Guidance, InversionIterations, Label, Sampling, Strength,
+                             StyleMethod, Training, with_defaults, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train text`.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="UTF-8 text file, one example per line, or - for stdin.")]
@@ -432,7 +432,7 @@ def inpaint(run: Model, input: Input,
 
 @with_options(Common, StyleSampling)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
-          from_class: FromClass = None, method: StyleMethod = None,
+          from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
           clamp: Annotated[Optional[bool], typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step; default: for SDEdit, not for the bridge (snapping makes the ODE's walk to noise impossible to retrace).")] = None,
           output: Output = "-", *, common: Common, sampling: Sampling):
     """Rewrite each input line: toward the training corpus by partial noising of its embeddings (SDEdit,
@@ -456,7 +456,8 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
         n = len(lines)
         ids = _generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
                         labels=class_labels(loaded, label, n, guidance), guidance=guidance,
-                        source_labels=class_labels(loaded, source, n, guidance) if source else None)
+                        source_labels=class_labels(loaded, source, n, guidance) if source else None,
+                        inversion_iterations=inversion_iterations)
         lines = [tok.decode(row) for row in ids]
     emit(lines, destination, result_stem(input, "styled"), common)
 
