@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 # The main job on built-in data (about 5 minutes on 2 CPU cores): train a small class-conditional U-Net
 # on builtin:shapes at 32x32, sample a grid with DPM-Solver++(2M) in 20 steps, inpaint the centre of
-# one sample, restore it from an 8x8 copy, and score the model (bits/dim, and KID of samples against
+# one sample, restore it from an 8x8 copy, convert a circle into a star (the bridge), and score the model (bits/dim, and KID of samples against
 # held-out images and noise).
 demo: install
 	rm -rf $(DEMO)
@@ -30,8 +30,10 @@ demo: install
 	$(DIFFKIT) inpaint image -m $(DEMO) -i $(DEMO)/one.png --mask box:8,8,16,16 -o $(DEMO)/inpainted.png
 	$(PY) -c "from PIL import Image; Image.open('$(DEMO)/one.png').resize((8, 8), Image.BOX).save('$(DEMO)/small.png')"
 	$(DIFFKIT) restore image -m $(DEMO) -i $(DEMO)/small.png --task upscale:4 --json -o $(DEMO)/upscaled.png
+	$(DIFFKIT) sample image -m $(DEMO) -n 1 --class circle --seed 3 -q -o $(DEMO)/circle.png
+	$(DIFFKIT) style image -m $(DEMO) -i $(DEMO)/circle.png --from-class circle --class star -q -o $(DEMO)/star.png
 	$(DIFFKIT) eval image -m $(DEMO) -n 32 --strata 50 --samples 100 --guidance 2 --reference
-	@echo "demo: samples in $(DEMO)/samples.png (a column per class), inpainting in $(DEMO)/inpainted.png, 8x8 -> 32x32 in $(DEMO)/upscaled.png, previews in $(DEMO)/previews/"
+	@echo "demo: samples in $(DEMO)/samples.png (a column per class), inpainting in $(DEMO)/inpainted.png, 8x8 -> 32x32 in $(DEMO)/upscaled.png, a circle bridged to a star in $(DEMO)/star.png, previews in $(DEMO)/previews/"
 
 # Two workers, one thread each: most tests wait on a fresh interpreter importing torch, so the two
 # cores overlap them; a test file stays on one worker so its trained-run fixtures are built once.
