@@ -246,7 +246,7 @@ def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labe
 def style_plan(run: Run, method: str | None, from_class: str | None, label: str | None, strength: float | None,
                sdedit_strength: float, guidance: float) -> tuple[float, str | None]:
     """`style`'s options checked before any input is read: (strength, the input's class for the bridge or
-    None for SDEdit)."""
+    None for SDEdit; class_labels turns None into no labels)."""
     method = method or ("bridge" if from_class is not None else "sdedit")
     choose("style method", method, ("sdedit", "bridge"))
     if method == "bridge":

@@ -295,7 +295,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
             n = len(windows)
             return _waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
                           guidance=guidance, start=windows, strength=strength,
-                          source_labels=class_labels(loaded, source, n, guidance) if source else None,
+                          source_labels=class_labels(loaded, source, n, guidance),
                           inversion_iterations=inversion_iterations)
 
         wave = overlap_process(wave[None], (window,), process)[0]

@@ -235,7 +235,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
         result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
                          guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
                          strength=strength,
-                         source_labels=class_labels(loaded, source, 1, guidance) if source else None,
+                         source_labels=class_labels(loaded, source, 1, guidance),
                          inversion_iterations=inversion_iterations)[0]
         image = codec.resize(result, tuple(image.shape[1:]))
     destination.write(codec.png(image), result_stem(input, "styled"), common.json, input=input)

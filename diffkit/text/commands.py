@@ -111,12 +111,10 @@ def train(
 
     import torch
 
-    from diffkit.core.nn import drop_labels
-    from diffkit.core.trainer import AUGMENT, seeded
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import write_output
-    from diffkit.runs import Run, batch_indices, schedule_of, start_run, train_run
-    from diffkit.text.data import load_classes, load_lines, load_pairs
+    from diffkit.runs import Run, batch_indices, batches, schedule_of, start_run, train_run
+    from diffkit.text.data import LabelledTokens, load_classes, load_lines, load_pairs
     from diffkit.text.model import TextConfig, text_objective
     from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer, default_vocab_size, train_tokenizer
 
@@ -174,14 +172,13 @@ def train(
         return tok, tensors(tok, corpus())
 
     config, (tok, (tokens, keep)) = start_run(training, "text", make_config, reopen)
-    spec = config["data"]
-
-    def batch_at(step: int, micro: int):
-        index = batch_indices(step, micro, len(tokens), training)
-        if labels is not None:
-            generator = seeded(training.seed, AUGMENT, step * training.accumulate + micro)
-            return tokens[index], {"y": drop_labels(labels[index], spec["label_dropout"], len(classes), generator)}
-        return tokens[index], ({"keep": keep[index]} if keep is not None else {})
+    if labels is not None:
+        batch_at = batches(LabelledTokens(tokens, labels), training, lambda t: t, len(classes),
+                           config["data"]["label_dropout"])
+    else:
+        def batch_at(step: int, micro: int):
+            index = batch_indices(step, micro, len(tokens), training)
+            return tokens[index], ({"keep": keep[index]} if keep is not None else {})
 
     previews = Path(training.out) / "previews"
 
@@ -456,7 +453,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
         n = len(lines)
         ids = _generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
                         labels=class_labels(loaded, label, n, guidance), guidance=guidance,
-                        source_labels=class_labels(loaded, source, n, guidance) if source else None,
+                        source_labels=class_labels(loaded, source, n, guidance),
                         inversion_iterations=inversion_iterations)
         lines = [tok.decode(row) for row in ids]
     emit(lines, destination, result_stem(input, "styled"), common)

@@ -4,7 +4,9 @@ sequence-to-sequence training; and the built-in grammar corpus."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from diffkit.errors import DiffkitError, choose
 from diffkit.io import decode_utf8, display_name
@@ -82,6 +84,21 @@ def load_classes(source: str, split: str = "line", seed: int = 0) -> tuple[list[
     if len(classes) < 2:
         raise DiffkitError(f"{display_name(source)}: --class-cond needs at least two classes, found {classes}")
     return [text for _, text in named], [classes.index(label) for label, _ in named], classes
+
+
+@dataclass(frozen=True)
+class LabelledTokens:
+    """Packed token rows [N, L] and their class labels [N]: the data set that runs.batches turns into the
+    trainer's batch_at (with label dropout)."""
+
+    tokens: Any
+    labels: Any
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, indices, generator):
+        return self.tokens[indices], self.labels[indices]
 
 
 def load_pairs(source: str, seed: int = 0) -> list[tuple[str, str]]:
