@@ -209,6 +209,10 @@ def test_class_conditional_text_samples_each_class_and_bridges_between_registers
         "--width", 64, "--depth", 2, "--batch-size", 32, "-q")
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["classes"] == ["report", "chatty"] and config["model"]["classes"] == 2
+    # novelty is judged against the corpus the run trained on: both registers
+    from diffkit.text.evaluate import _training_lines
+    corpus = _training_lines(config["data"])
+    assert {grammar.parse(line, "chatty") is not None for line in corpus} == {True, False}
     records = [json.loads(r) for r in run("sample", "text", "-m", out, "-n", 4, "--class", "all", "--guidance", 2,
                                           "--json", *FAST).stdout.splitlines()]
     assert [r["class"] for r in records] == ["report", "chatty", "report", "chatty"]

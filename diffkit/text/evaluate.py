@@ -5,17 +5,19 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import Common, Sampling, with_options
-from diffkit.text.commands import Clamp, Model, TextSampling
+from diffkit.text.options import Clamp, Model, TextSampling
 
 
 def _training_lines(spec: dict) -> list[str] | None:
     """The run's training examples again (built-in corpora are regenerated), or None if unreadable now."""
     from diffkit.errors import DiffkitError
-    from diffkit.text.data import load_lines, load_pairs
+    from diffkit.text.data import load_classes, load_lines, load_pairs
 
     try:
         if spec["pairs"]:
             return [target for _, target in load_pairs(spec["source"], spec["seed"])]
+        if spec.get("classes"):  # a class-conditional run's corpus (builtin:weather: both registers)
+            return load_classes(spec["source"], spec["split"], spec["seed"])[0]
         return load_lines(spec["source"], spec["split"], spec["seed"])
     except DiffkitError:
         return None
