@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
-from diffkit.core.observe import AveragePool, Mask, Observation, as_matrix
+from diffkit.core.observe import Observation
+from diffkit.core.operators import AveragePool, Mask, as_matrix
 from diffkit.metrics import sliced_wasserstein
 from samplers import steps_for
 

@@ -5,19 +5,8 @@ import pytest
 import torch
 
 from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
-from diffkit.core.observe import (
-    METHODS,
-    AveragePool,
-    ChannelMix,
-    GaussianBlur,
-    Identity,
-    LowPass,
-    Mask,
-    Observation,
-    as_matrix,
-    beyond_threshold,
-    compose,
-)
+from diffkit.core.observe import METHODS, Observation, beyond_threshold
+from diffkit.core.operators import AveragePool, ChannelMix, GaussianBlur, Identity, LowPass, Mask, as_matrix, compose
 from diffkit.errors import DiffkitError
 
 LINEAR = make_schedule("linear", 1000)

@@ -33,7 +33,7 @@ class Degradation(NamedTuple):
 
     def operator(self, degraded):
         """A for recordings [..., L] holding `degraded` (declipping keeps only the samples below the level)."""
-        from diffkit.core.observe import Identity, LowPass, Mask
+        from diffkit.core.operators import Identity, LowPass, Mask
 
         if self.clip is not None:
             return Mask((~self.clipped(degraded)).to(degraded.dtype))
@@ -52,7 +52,7 @@ class Degradation(NamedTuple):
         import torch
 
         from diffkit.audio import codec
-        from diffkit.core.observe import LowPass
+        from diffkit.core.operators import LowPass
 
         x = LowPass(self.cutoff)(clean) if self.cutoff is not None else clean
         x = x + self.noise * torch.randn(x.shape, generator=generator)

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
 from diffkit.core.editing import invert, invert_ddim_exactly, resampling_plan, strength_to_timestep
-from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Mask, Observation, particle_filter, put_back_observed
+from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Observation, particle_filter, put_back_observed
+from diffkit.core.operators import Mask
 from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
 from diffkit.errors import DiffkitError, choose

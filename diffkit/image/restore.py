@@ -37,21 +37,21 @@ class Degradation(NamedTuple):
         """The noise on y that restoration assumes: the task's, and for a blur at least the file's rounding,
         which its inverse would otherwise amplify without bound (the other operators' pseudo-inverses are
         bounded, so their projection meets y to within the rounding)."""
-        from diffkit.core.observe import GaussianBlur
+        from diffkit.core.operators import GaussianBlur
 
         if any(isinstance(op, GaussianBlur) for op in self.operators):
             return max(self.noise, QUANTISATION)
         return self.noise
 
     def operator(self):
-        from diffkit.core.observe import compose
+        from diffkit.core.operators import compose
 
         return compose(self.operators)
 
 
 def parse_task(text: str, spec: dict) -> Degradation:
     """The degradation a --task names, checked against the model (its size, its channels)."""
-    from diffkit.core.observe import AveragePool, ChannelMix, GaussianBlur
+    from diffkit.core.operators import AveragePool, ChannelMix, GaussianBlur
     from diffkit.errors import DiffkitError
 
     size, channels = tuple(spec["image_size"]), spec["channels"]
