@@ -29,7 +29,7 @@ def _slot_templates(lines: list[str], registers: list[str], marker: str, tokeniz
     import random
 
     from diffkit.text import grammar
-    from diffkit.text.commands import marker_template
+    from diffkit.text.templates import marker_template
 
     rng = random.Random(seed)
     templates, values = [], []
