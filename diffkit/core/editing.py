@@ -40,15 +40,20 @@ def strength_to_timestep(strength: float, T: int) -> int:
     return max(math.ceil(strength * T) - 1, 0)
 
 
+def _toward_noise(grid: Grid) -> Grid:
+    """A sampler's grid (noisiest level first, clean data last) walked back: its model levels, cleanest first."""
+    if grid.ab[-1] < 1:
+        raise DiffkitError("inversion starts from clean data: the grid must end there")
+    return Grid(tuple(reversed(grid.t[:-1])), tuple(reversed(grid.ab[:-1])))
+
+
 def invert(solver, denoise: Denoise, x0: Tensor, grid: Grid) -> Tensor:
     """Clean data x_0 carried to the noisiest level of `grid` along the probability-flow ODE: a
     deterministic sampler (ddim at η = 0, dpm++2m/3m, heun) walked over the grid's model levels backward,
     which its update rules allow, as each step is the exact or extrapolated ODE solution between any two
     levels (DDIM inversion, Song et al. 2021, §4.3; the encoder of DDIB, Su et al. 2023). The first step,
     from clean data to the cleanest level, is DDIM's with x̂_0 = x_0 and ε̂ from the model at that level."""
-    if grid.ab[-1] < 1:
-        raise DiffkitError("inversion starts from clean data: the grid must end there")
-    back = Grid(tuple(reversed(grid.t[:-1])), tuple(reversed(grid.ab[:-1])))
+    back = _toward_noise(grid)
     ab = back.ab[0]
     x = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * denoise(x0, back.t[0]).eps
     return solver(denoise, x, back)
@@ -60,10 +65,9 @@ def invert_ddim_exactly(denoise: Denoise, x0: Tensor, grid: Grid, iterations: in
     iterations (Pan et al. 2023, AIDI; Garibi et al. 2024, ReNoise), which is the decoding step's own
     equation turned around. Explicit inversion loses the input where the network's ODE is sensitive
     (a trained image model: some inputs come back tens of levels off); each iteration costs one call."""
-    if grid.ab[-1] < 1:
-        raise DiffkitError("inversion starts from clean data: the grid must end there")
-    x, ab, t = x0, 1.0, grid.t[-2]  # from clean data, with ε̂ first taken at the cleanest level
-    for t_next, ab_next in zip(reversed(grid.t[:-1]), reversed(grid.ab[:-1])):
+    back = _toward_noise(grid)
+    x, ab, t = x0, 1.0, back.t[0]  # from clean data, with ε̂ first taken at the cleanest level
+    for t_next, ab_next in zip(back.t, back.ab):
 
         def up(eps: Tensor) -> Tensor:
             return math.sqrt(ab_next / ab) * (x - math.sqrt(1 - ab) * eps) + math.sqrt(1 - ab_next) * eps
