@@ -1,4 +1,4 @@
-"""The `diffkit` command: verbs train / sample / inpaint / style / restore / eval, each taking a modality.
+"""The `diffkit` command: verbs prepare / train / sample / inpaint / style / restore / eval, each taking a modality.
 
 This module stays light (no torch at import) so that `diffkit --help` is fast; modalities import
 their heavy pieces inside their commands.
@@ -14,6 +14,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Gaussian diffusion for images, audio and text. Data goes to stdout, logs to stderr.")
 
 VERBS = {
+    "prepare": "Convert data once into shards (images resized, audio resampled, text tokenised) that train reads fast.",
     "train": "Train a model into a run directory.",
     "sample": "Draw new samples from a trained model.",
     "inpaint": "Regenerate masked parts of an input, keeping the rest exactly.",

@@ -14,9 +14,29 @@ def log(message: str, quiet: bool = False) -> None:
         stderr.print(message, highlight=False)
 
 
+_shown: set[str] = set()
+_capture: list[list[str]] = []
+
+
 def warn(message: str) -> None:
-    """A problem the command works around: always shown, even with --quiet."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """A problem the command works around: always shown, even with --quiet, and once (a file found
+    unreadable again, by another batch, says nothing new)."""
+    if _capture:
+        _capture[-1].append(message)
+    elif message not in _shown:
+        _shown.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def captured():
+    """Collect warnings instead of showing them (a data worker's, which its parent process shows)."""
+    messages: list[str] = []
+    _capture.append(messages)
+    try:
+        yield messages
+    finally:
+        _capture.pop()
 
 
 @contextmanager

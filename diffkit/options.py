@@ -36,6 +36,12 @@ Strength = Annotated[Optional[float], typer.Option(
     help="How far toward noise the input goes: 0 returns it, 1 all the way; default: 1 for the bridge, "
          "0.6 (images) or 0.5 (audio, text) for SDEdit.")]
 
+# Options of every modality's train, for --data hf:PATH.
+Column = Annotated[Optional[str], typer.Option(
+    help="With --data hf:PATH: the column holding the examples (default: the usual name, e.g. image, audio, text).")]
+LabelColumn = Annotated[Optional[str], typer.Option(
+    help="With --data hf:PATH and --class-cond: the column holding the classes (default: label).")]
+
 
 def int_list(option: str, text: str) -> tuple[int, ...]:
     """A comma-separated option of integers ("1,2,4"), with a clear error naming the option."""
@@ -160,6 +166,12 @@ class Training:
     compile: Annotated[bool, typer.Option("--compile", help="Run the network through torch.compile.")] = False
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.")] = "auto"
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
+    workers: Annotated[Optional[int], typer.Option(help="Processes that decode batches ahead of the step (0: the training process itself); default: from the cores and the device. Results do not depend on it.")] = None
+
+    def loader_workers(self, device_type: str, processes: int) -> int:
+        from diffkit.loader import default_workers
+
+        return default_workers(device_type, processes) if self.workers is None else self.workers
 
     def diffusion(self) -> dict:
         """The diffusion part of config.json, checked."""
@@ -182,12 +194,29 @@ class Training:
         choose("loss weighting", self.weighting, WEIGHTINGS)
         if self.batch_size < 1:
             raise DiffkitError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise DiffkitError(f"--workers must be 0 or more, got {self.workers}")
         return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
                              preview_every=self.preview_every, log_every=self.log_every, max_bad_steps=self.max_bad_steps,
                              compile=self.compile,
                              precision=self.precision, **extra)
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """`diffkit prepare`'s options, the same for every modality."""
+    out: Annotated[str, typer.Option("--out", help="New folder for the shards and their manifest.json.")]
+    shard_size: Annotated[int, typer.Option(help="Examples per tar shard.")] = 5000
+    workers: Annotated[Optional[int], typer.Option(help="Processes that decode and encode (0: this one); default: every core.")] = None
+
+    def worker_count(self) -> int:
+        from diffkit.loader import available_cores
+
+        if self.workers is not None and self.workers < 0:
+            raise DiffkitError(f"--workers must be 0 or more, got {self.workers}")
+        return available_cores() if self.workers is None else self.workers
 
 
 def with_defaults(group, **defaults):

@@ -28,6 +28,7 @@ from diffkit.core import distributed
 from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, seeded, shuffled_batch
 from diffkit.errors import DiffkitError, choose
 from diffkit.io import json_line
+from diffkit.loader import Prefetcher
 from diffkit.options import Common, Sampling, Training
 
 
@@ -187,11 +188,15 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     processes = f" x {world.size} processes" if world.size > 1 else ""
     log(f"training {size:,} parameters on {device}{processes} for {training.steps} steps into {training.out}",
         common.quiet)
+    workers = training.loader_workers(device.type, world.size)
+    loader = Prefetcher(batch_at, workers, training.accumulate) if workers else batch_at
     try:
         with progress_bar(f"train {config['modality']}", common.quiet) as update:
-            ema = trainer.fit(batch_at, preview=preview,
+            ema = trainer.fit(loader, preview=preview,
                               on_step=lambda r: update(r["step"], training.steps, loss=r["loss"], it_s=r["it_s"]))
     finally:
+        if workers:
+            loader.close()
         release_run(Path(training.out))
     if common.json:
         json_line({"run": training.out, "step": trainer.step})

@@ -183,7 +183,7 @@ def test_builtin_sets_are_deterministic_labelled_and_tones_are_on_the_scale():
     assert drums.shape == (12, 1, 4000) and set(labels.tolist()) == {0, 1, 2} and drums.abs().max() <= 1
 
 
-def test_folder_data_is_mono_resampled_normalised_and_skips_broken_files(tmp_path, capfd):
+def test_folder_data_is_mono_resampled_normalised_and_replaces_broken_files(tmp_path, capfd):
     from diffkit.audio.data import open_data
 
     t = np.arange(22050) / 22050
@@ -194,14 +194,35 @@ def test_folder_data_is_mono_resampled_normalised_and_skips_broken_files(tmp_pat
     soundfile.write(tmp_path / "b" / "short.flac", stereo[:2205, 0], 22050)  # 0.1 s: zero-padded
     (tmp_path / "b" / "broken.wav").write_bytes(b"not a sound")
     data = open_data(str(tmp_path), 8000, 4000, class_cond=True)
-    assert "broken.wav" in capfd.readouterr().err and data.classes == ["a", "b"] and len(data) == 2
-    clips, labels = data.batch(torch.tensor([0, 1]), torch.Generator().manual_seed(0))
-    assert clips.shape == (2, 1, 4000) and labels.tolist() == [0, 1]
+    assert data.classes == ["a", "b"] and len(data) == 3  # listed, not decoded: broken.wav is found when read
+    clips, labels = data.batch(torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0))
+    assert clips.shape == (3, 1, 4000) and labels.tolist() == [0, 1, 1]
+    assert torch.equal(clips[1], clips[2])  # broken.wav (1) replaced by the next readable file
+    warnings = capfd.readouterr().err.splitlines()
+    assert len(warnings) == 1 and "broken.wav: unreadable sound file, replaced" in warnings[0]
     assert math.isclose(clips[0].abs().max().item(), 0.95, rel_tol=0.01)  # peak-normalised
-    assert clips[1, 0, 900:].abs().max() == 0 and clips[1, 0, :700].abs().max() > 0.5
+    assert clips[2, 0, 900:].abs().max() == 0 and clips[2, 0, :700].abs().max() > 0.5
     (tmp_path / "empty").mkdir()
-    with pytest.raises(Exception, match="no usable sound file"):
+    with pytest.raises(Exception, match="no sound files"):
         open_data(str(tmp_path / "empty"), 8000, 4000)
+
+
+def test_a_window_of_a_long_recording_is_that_of_the_whole_file_resampled(tmp_path):
+    """Windows are read by seeking: an hour costs a window's memory, and the samples are those the
+    whole file resampled would give."""
+    import torchaudio.functional
+
+    from diffkit.audio.data import open_data
+
+    rng = np.random.default_rng(0)
+    wave = 0.2 * np.sin(2 * math.pi * 440 * np.arange(5 * 22050) / 22050) + 0.05 * rng.standard_normal(5 * 22050)
+    soundfile.write(tmp_path / "long.wav", wave, 22050, subtype="FLOAT")
+    data = open_data(str(tmp_path), 8000, 4000)
+    whole = torchaudio.functional.resample(torch.from_numpy(wave).float(), 22050, 8000) * (0.95 / np.abs(wave).max())
+    for seed in range(4):
+        clip, _ = data.batch(torch.tensor([0]), torch.Generator().manual_seed(seed))
+        start = int(torch.randint(0, 5 * 8000 - 4000 + 1, (), generator=torch.Generator().manual_seed(seed)))
+        assert (clip[0, 0] - whole[start:start + 4000]).abs().max() < 1e-5
 
 
 def test_inpaint_windows_fill_every_masked_sample_with_context_on_both_sides():

@@ -24,20 +24,37 @@ TINY = ["--data", "builtin:ring", "--batch-size", 64, "--hidden", 64, "--timeste
 POINTS = [*TINY, "--steps", 200, "--checkpoint-every", 2, "--log-every", 1]
 
 
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_sigkill_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+    """Killed and resumed with two data workers, it ends with the weights of an uninterrupted run with
+    none; the killed runs' workers do not outlive them."""
     reference = tmp_path / "reference"
-    run("train", "points", "--out", reference, *POINTS)
+    run("train", "points", "--out", reference, *POINTS, "--workers", 0)
     out, rng, kills = tmp_path / "killed", random.Random(0), 0
     for attempt in range(4):
         resume = ["--resume"] if (out / "config.json").exists() else []
-        process = subprocess.Popen([*DIFFKIT, "train", "points", "--out", str(out), *resume, *map(str, POINTS)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen([*DIFFKIT, "train", "points", "--out", str(out), *resume, *map(str, POINTS),
+                                    "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(2.0, 4.0))  # past start-up (~2 s), somewhere in training
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait()
-    run("train", "points", "--out", out, "--resume", *POINTS)
+    deadline = time.time() + 10
+    while _processes_naming(str(out)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(str(out)), "a killed run's data workers are still running"
+    run("train", "points", "--out", out, "--resume", *POINTS, "--workers", 2)
     assert not list(out.rglob("*.tmp"))  # what a kill left half-written was cleared on resume
     assert kills >= 2
     final, expected = load_file(out / "state" / "trainer.safetensors"), load_file(reference / "state" / "trainer.safetensors")

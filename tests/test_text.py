@@ -105,10 +105,11 @@ def test_reading_text(tmp_path):
     (tmp_path / "sub" / "b.txt").write_text("para one\ncontinued\n\npara two\n")
     (tmp_path / ".hidden").write_text("skipped\n")
     assert load_lines(str(tmp_path)) == ["first line", "second line", "para one", "continued", "para two"]
-    assert examples("para one\ncontinued\n\npara two\n", "paragraph") == ["para one continued", "para two"]
+    text = "para one\ncontinued\n\npara two\n".splitlines()
+    assert list(examples(text, "paragraph")) == ["para one continued", "para two"]
     (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe")
     with pytest.raises(DiffkitError, match=r"bad.txt: not UTF-8 text \(invalid byte 0xff at byte offset 3\)"):
-        read_text(str(tmp_path / "bad.txt"))
+        [list(lines) for _, lines in read_text(str(tmp_path / "bad.txt"))]
     (tmp_path / "pairs.tsv").write_text("a b\tc d\n\nno tab here\n")
     with pytest.raises(DiffkitError, match=r"pairs.tsv:3: expected source<TAB>target"):
         load_pairs(str(tmp_path / "pairs.tsv"))

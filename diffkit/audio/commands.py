@@ -12,8 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import (Common, FromClass, Guidance, InversionIterations, Label, Sampling, Strength,
-                             StyleMethod, Training, int_list, with_defaults, with_options)
+from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
+                             Strength, StyleMethod, Training, int_list, with_defaults, with_options)
+
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
@@ -41,6 +42,8 @@ def train(
     seconds: Annotated[float, typer.Option(help="Length of the training clips.")] = 1.0,
     normalise: Annotated[str, typer.Option(help="Loudness of each file: peak, rms or none.")] = "peak",
     class_cond: Annotated[bool, typer.Option("--class-cond", help="Condition on class labels (enables --guidance).")] = False,
+    column: Column = None,
+    label_column: LabelColumn = None,
     label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
     width: Annotated[int, typer.Option(help="U-Net channels at full rate.")] = 16,
     mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,4,8,8",
@@ -77,18 +80,20 @@ def train(
                            attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout)
         length = round(seconds * sample_rate)
         window = padded(length, model.downsampling)
-        dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond)
+        dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond,
+                            column=column, label_column=label_column)
         classes = dataset.classes if class_cond else []
         model = dataclasses.replace(model, classes=len(classes))
         return {"model": model.to_json(), "diffusion": diffusion,
                 "data": {"source": data, "sample_rate": sample_rate, "length": length, "window": window,
-                         "normalise": normalise, "classes": classes,
+                         "normalise": normalise, "classes": classes, "column": column, "label_column": label_column,
                          "label_dropout": label_dropout if class_cond else 0.0}}, dataset
 
     def reopen(config: dict):
         spec = config["data"]
         return open_data(spec["source"], spec["sample_rate"], spec["window"], seed=training.seed,
-                         how=spec["normalise"], class_cond=bool(spec["classes"]))
+                         how=spec["normalise"], class_cond=bool(spec["classes"]), column=spec.get("column"),
+                         label_column=spec.get("label_column"))
 
     config, dataset = start_run(training, "audio", make_config, reopen)
     spec = config["data"]
@@ -312,6 +317,7 @@ def describe(run: str, config: dict) -> dict:
 
 
 from diffkit.audio.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)
+from diffkit.audio.prepare import prepare  # noqa: E402  (typer only at import, like this module)
 from diffkit.audio.restore import restore  # noqa: E402
 
-COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}
+COMMANDS = {"prepare": prepare, "train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}

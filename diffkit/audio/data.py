@@ -16,13 +16,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffkit.console import warn
+from diffkit.data import open_source, readable
 from diffkit.errors import DiffkitError
-from diffkit.io import data_folder, display_name, read_input
+from diffkit.io import display_name, read_input
 
 SUFFIXES = {".wav", ".flac", ".ogg"}
 NORMALISE = ("peak", "rms", "none")
 PEAK, RMS = 0.95, 0.1  # targets: just under full scale; -20 dBFS (clipped to [-1, 1] afterwards)
+
+
+def sound_error(error: Exception) -> str:
+    """libsndfile's message without the repr of the file object it was given."""
+    return re.sub(r"^Error opening .*?: ", "", str(error).splitlines()[0])
 
 
 def decode(data: bytes, sample_rate: int, name: str) -> Tensor:
@@ -33,8 +38,7 @@ def decode(data: bytes, sample_rate: int, name: str) -> Tensor:
     try:
         array, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
-        reason = re.sub(r"^Error opening .*?: ", "", str(e).splitlines()[0])  # drop libsndfile's BytesIO repr
-        raise DiffkitError(f"{name}: not a readable sound file ({reason})") from None
+        raise DiffkitError(f"{name}: not a readable sound file ({sound_error(e)})") from None
     if array.shape[0] == 0:
         raise DiffkitError(f"{name}: holds no samples")
     wave = torch.from_numpy(array).mean(dim=1)
@@ -48,17 +52,6 @@ def read_audio(source: str, sample_rate: int) -> Tensor:
     return decode(read_input(source), sample_rate, display_name(source))
 
 
-def normalise(wave: Tensor, how: str) -> Tensor:
-    if how not in NORMALISE:
-        raise DiffkitError(f"--normalise must be one of {', '.join(NORMALISE)}, got {how!r}")
-    if how == "none":
-        return wave.clamp(-1, 1)
-    level = wave.abs().max() if how == "peak" else wave.square().mean().sqrt()
-    if level == 0:
-        return wave
-    return (wave * ((PEAK if how == "peak" else RMS) / level)).clamp(-1, 1)
-
-
 def window_of(wave: Tensor, length: int, generator: torch.Generator | None) -> Tensor:
     """A `length` window of a clip: a random one (the start from `generator`) of a longer clip, or the
     clip zero-padded at the end. Without a generator, the start."""
@@ -68,36 +61,99 @@ def window_of(wave: Tensor, length: int, generator: torch.Generator | None) -> T
     return wave[start:start + length]
 
 
-class FolderAudio:
-    """All usable sound files under a folder, decoded once. With `class_cond`, each first-level
-    sub-folder is a class."""
+BLOCK = 1 << 16  # frames read at a time when a whole recording is measured
+MARGIN = 64      # extra frames read on each side of a window, so the resampler's edges fall outside it
 
-    def __init__(self, root: str, sample_rate: int, window: int, how: str, class_cond: bool):
-        self.window = window
-        root_path = data_folder(root, "sound files")
-        files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
-        self.classes = sorted({p.relative_to(root_path).parts[0] for p in files if p.parent != root_path}) \
-            if class_cond else []
-        self.waves, labels = [], []
-        for path in files:
-            if class_cond and path.parent == root_path:
-                raise DiffkitError(f"{path}: --class-cond needs every file inside a class sub-folder")
-            try:
-                self.waves.append(normalise(decode(path.read_bytes(), sample_rate, str(path)), how))
-            except (DiffkitError, OSError) as e:
-                warn(f"{e}, skipped")
-                continue
-            labels.append(self.classes.index(path.relative_to(root_path).parts[0]) if class_cond else 0)
-        if not self.waves:
-            raise DiffkitError(f"{root}: no usable sound file ({', '.join(sorted(SUFFIXES))}, searched recursively)")
-        self.labels = torch.tensor(labels)
+
+def _mono(block) -> Tensor:
+    wave = torch.from_numpy(block).mean(dim=1)
+    if not torch.isfinite(wave).all():
+        raise ValueError("holds non-finite samples")
+    return wave
+
+
+def resampled_length(sound, rate: int) -> int:
+    return sound.frames * rate // sound.samplerate
+
+
+def read_resampled(sound, start: int, count: int, rate: int) -> Tensor:
+    """Samples start..start+count (fewer at the end) of an open soundfile.SoundFile, mono and resampled
+    to `rate`: the same samples as resampling the whole recording, but only a window's worth is read."""
+    import torchaudio.functional
+
+    native = sound.samplerate
+    # Read from a frame on which the whole recording's resampled grid and its own coincide (a multiple of
+    # native / gcd), MARGIN output samples or more before the window, so that the resampler's edge
+    # effects fall outside it.
+    common = math.gcd(native, rate)
+    frames_in, samples_out = native // common, rate // common
+    periods = max(0, start - (MARGIN if native != rate else 0)) // samples_out
+    offset = start - periods * samples_out
+    sound.seek(periods * frames_in)
+    wave = _mono(sound.read(-(-(offset + count + MARGIN) * native // rate), dtype="float32", always_2d=True))
+    if native != rate:
+        wave = torchaudio.functional.resample(wave, native, rate)
+    return wave[offset:offset + count]
+
+
+class SourceAudio:
+    """The recordings of a source (a folder, shards, a Hugging Face dataset), read a window at a time:
+    soundfile seeks to a random window of a long recording and only that is decoded and resampled, so an
+    hour-long file costs the memory of a window. Normalisation uses each recording's level (peak or RMS,
+    measured once per process in blocks, when a batch first names it)."""
+
+    def __init__(self, source, sample_rate: int, window: int, how: str):
+        if how not in NORMALISE:
+            raise DiffkitError(f"--normalise must be one of {', '.join(NORMALISE)}, got {how!r}")
+        self.source, self.rate, self.window, self.how = source, sample_rate, window, how
+        self.classes = source.classes
+        self.levels: dict[str, float] = {}
+        self.example(0, None)  # a source with no readable recording fails now, not at the first step
 
     def __len__(self) -> int:
-        return len(self.waves)
+        return len(self.source)
+
+    def example(self, index: int, generator: torch.Generator | None) -> tuple[Tensor, int]:
+        return readable(self.source, index, lambda file, name: self._window(file, name, generator), "sound file")
 
     def batch(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        waves = [window_of(self.waves[int(i)], self.window, generator) for i in indices]
-        return torch.stack(waves)[:, None], self.labels[indices]
+        waves, labels = zip(*(self.example(int(i), generator) for i in indices))
+        return torch.stack(waves)[:, None], torch.tensor(labels)
+
+    def _window(self, file, name: str, generator: torch.Generator | None) -> Tensor:
+        import soundfile
+
+        try:
+            with soundfile.SoundFile(file) as sound:
+                if sound.frames == 0:
+                    raise DiffkitError(f"{name}: holds no samples")
+                level = self._level(sound, name)
+                length = resampled_length(sound, self.rate)
+                start = 0 if generator is None or length <= self.window else \
+                    int(torch.randint(0, length - self.window + 1, (), generator=generator))
+                wave = read_resampled(sound, start, self.window, self.rate)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+            raise DiffkitError(f"{name}: not a readable sound file ({sound_error(e)})") from None
+        wave = torch.nn.functional.pad(wave, (0, self.window - len(wave)))
+        return _scaled(wave, level, self.how)
+
+    def _level(self, sound, name: str) -> float:
+        if self.how == "none":
+            return 1.0
+        if name not in self.levels:
+            peak, squares = 0.0, 0.0
+            for block in sound.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
+                wave = _mono(block)
+                peak, squares = max(peak, wave.abs().max().item()), squares + wave.double().square().sum().item()
+            self.levels[name] = peak if self.how == "peak" else (squares / sound.frames) ** 0.5
+            sound.seek(0)
+        return self.levels[name]
+
+
+def _scaled(wave: Tensor, level: float, how: str) -> Tensor:
+    if how == "none" or level == 0:
+        return wave.clamp(-1, 1)
+    return (wave * ((PEAK if how == "peak" else RMS) / level)).clamp(-1, 1)
 
 
 # ---------------------------------------------------------------- built-in sets
@@ -194,10 +250,11 @@ class BuiltinAudio:
 
 
 def open_data(source: str, sample_rate: int, window: int, *, seed: int = 0, how: str = "peak",
-              class_cond: bool = False):
-    """`builtin:NAME` or a folder, as windows of `window` samples at `sample_rate`."""
+              class_cond: bool = False, column: str | None = None, label_column: str | None = None):
+    """`builtin:NAME`, or any source diffkit.data opens, as windows of `window` samples at `sample_rate`."""
     if sample_rate < 1000:
         raise DiffkitError(f"--sample-rate must be at least 1000, got {sample_rate}")
     if source.startswith("builtin:"):
         return BuiltinAudio(source.split(":", 1)[1], sample_rate, window, seed)
-    return FolderAudio(source, sample_rate, window, how, class_cond)
+    found = open_source(source, "audio", SUFFIXES, class_cond, "sound files", column=column, label_column=label_column)
+    return SourceAudio(found, sample_rate, window, how)

@@ -55,7 +55,8 @@ def evaluate(run: Model,
         if samples < 1 or resample < 1:
             raise DiffkitError("--samples (the clips to restore) and --resample must be at least 1 with --restore")
     # Built-in sets: clips from another seed than training's, so none of them was seen.
-    held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"])
+    held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"],
+                         column=spec.get("column") if source == spec["source"] else None)
     wanted = samples if restore is not None else max(n, samples * (2 if reference else 1))
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
     # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, FromClass, Guidance, InversionIterations, Label,
-                             Method, Sampling, Strength, StyleMethod, Training, int_list, with_options)
+from diffkit.options import (DEFAULT_METHOD, Column, Common, EvalSampling, FromClass, Guidance, InversionIterations,
+                             Label, LabelColumn, Method, Sampling, Strength, StyleMethod, Training, int_list, with_options)
+
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
@@ -48,6 +49,8 @@ def train(
     crop: Annotated[str, typer.Option(help="center or random crops after resizing.")] = "center",
     flip: Annotated[bool, typer.Option("--flip", help="Random left-right flips.")] = False,
     class_cond: Annotated[bool, typer.Option("--class-cond", help="Condition on class labels (enables --guidance).")] = False,
+    column: Column = None,
+    label_column: LabelColumn = None,
     label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
     width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 64,
     mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,2",
@@ -77,7 +80,8 @@ def train(
             raise DiffkitError(f"--image-size {image_size}: each side must be a multiple of {multiple} "
                                f"for {len(levels)} levels")
         diffusion = training.diffusion()
-        dataset = open_data(data, size, channels, seed=training.seed, crop=crop, flip=flip, class_cond=class_cond)
+        dataset = open_data(data, size, channels, seed=training.seed, crop=crop, flip=flip, class_cond=class_cond,
+                            column=column, label_column=label_column)
         out_channels = dataset.channels * (2 if diffusion["variance"] == "learned" else 1)
         model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=width,
                            mults=tuple(levels), blocks=blocks, attention=_attention_levels(attention, size, len(levels), 2),
@@ -85,12 +89,14 @@ def train(
         return {"model": model.to_json(), "diffusion": diffusion,
                 "data": {"source": data, "image_size": list(size), "channels": dataset.channels,
                          "classes": dataset.classes if class_cond else [], "crop": crop, "flip": flip,
+                         "column": column, "label_column": label_column,
                          "label_dropout": label_dropout if class_cond else 0.0}}, dataset
 
     def reopen(config: dict):
         spec = config["data"]
         return open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=training.seed,
-                         crop=spec["crop"], flip=spec["flip"], class_cond=bool(spec["classes"]))
+                         crop=spec["crop"], flip=spec["flip"], class_cond=bool(spec["classes"]),
+                         column=spec.get("column"), label_column=spec.get("label_column"))
 
     config, dataset = start_run(training, "image", make_config, reopen)
     spec = config["data"]
@@ -279,7 +285,8 @@ def evaluate(run: Model,
         if samples < 1 or resample < 1:
             raise DiffkitError("--samples (the images to restore) and --resample must be at least 1 with --restore")
     # Built-in sets: images from another seed than training's, so none of them was seen.
-    held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9)
+    held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9,
+                         column=spec.get("column") if source == spec["source"] else None)
     wanted = 2 * samples if restore is not None else max(n, samples)  # restoration: a second set for FD's floor
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
     # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.
@@ -332,6 +339,7 @@ def describe(run: str, config: dict) -> dict:
                    channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
 
 
-from diffkit.image.restore import restore  # noqa: E402  (typer only at import, like this module)
+from diffkit.image.prepare import prepare  # noqa: E402  (typer only at import, like this module)
+from diffkit.image.restore import restore  # noqa: E402
 
-COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}
+COMMANDS = {"prepare": prepare, "train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}

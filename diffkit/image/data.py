@@ -1,8 +1,9 @@
 """Image data: folders of image files, or built-in sets the package draws itself.
 
-Every data set answers `batch(indices, generator) -> (uint8 [B, C, H, W], labels [B])`. Folder images
-are decoded, resized and cropped once at load; built-in images are drawn on demand, each a pure function
-of (seed, index), so they are endless and need no storage.
+Every data set answers `batch(indices, generator) -> (uint8 [B, C, H, W], labels [B])`. A source's
+images (a folder, tar shards, a Hugging Face dataset) are decoded, resized and cropped when a batch names
+them; built-in images are drawn on demand, each a pure function of (seed, index), so they are endless and
+need no storage.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from diffkit.console import warn
+from diffkit.data import open_source, readable
 from diffkit.errors import DiffkitError
-from diffkit.io import data_folder
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -78,38 +78,36 @@ def augment(images: Tensor, size: tuple[int, int], flip: bool, generator: torch.
     return torch.stack(out)
 
 
-class FolderImages:
-    """All usable images under a folder, decoded once to uint8 at (slightly above, for random crops) the
-    training size. With `class_cond`, each first-level sub-folder is a class."""
+def decode_image(file, channels: int, size: tuple[int, int]) -> Tensor:
+    """An encoded image -> uint8 [C, H, W] covering `size`, centre-cropped."""
+    try:
+        with Image.open(file) as image:
+            image.draft(None, (size[1], size[0]))  # JPEG: decode at the smallest scale that still covers it
+            image.load()
+            return to_tensor(fit(to_channels(image, channels), size))
+    except Image.DecompressionBombError as e:
+        raise ValueError(str(e)) from None
 
-    def __init__(self, root: str, size: tuple[int, int], channels: int, crop: str, flip: bool, class_cond: bool):
-        self.size, self.channels, self.flip = size, channels, flip
-        root_path = data_folder(root, "images")
-        files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
-        stored = size if crop == "center" else tuple(math.ceil(s * CROP_MARGIN) for s in size)
-        self.classes = sorted({p.relative_to(root_path).parts[0] for p in files if p.parent != root_path}) \
-            if class_cond else []
-        images, labels = [], []
-        for path in files:
-            if class_cond and path.parent == root_path:
-                raise DiffkitError(f"{path}: --class-cond needs every image inside a class sub-folder")
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(to_tensor(fit(to_channels(image, channels), stored)))
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-                warn(f"{path}: unreadable image, skipped ({e})")
-                continue
-            labels.append(self.classes.index(path.relative_to(root_path).parts[0]) if class_cond else 0)
-        if not images:
-            raise DiffkitError(f"{root}: no usable image ({', '.join(sorted(SUFFIXES))}, searched recursively)")
-        self.images, self.labels = torch.stack(images), torch.tensor(labels)
+
+class SourceImages:
+    """The images of a source (a folder, shards, a Hugging Face dataset), each decoded when a batch names
+    it, at (slightly above, for random crops) the training size."""
+
+    def __init__(self, source, size: tuple[int, int], channels: int, crop: str, flip: bool):
+        self.source, self.size, self.channels, self.flip = source, size, channels, flip
+        self.classes = source.classes
+        self.stored = size if crop == "center" else tuple(math.ceil(s * CROP_MARGIN) for s in size)
+        self.example(0)  # a source with no readable image fails now, not at the first step
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.source)
+
+    def example(self, index: int) -> tuple[Tensor, int]:
+        return readable(self.source, index, lambda file, name: decode_image(file, self.channels, self.stored), "image")
 
     def batch(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return augment(self.images[indices], self.size, self.flip, generator), self.labels[indices]
+        images, labels = zip(*(self.example(int(i)) for i in indices))
+        return augment(torch.stack(images), self.size, self.flip, generator), torch.tensor(labels)
 
 
 # ---------------------------------------------------------------- built-in sets
@@ -211,10 +209,13 @@ class BuiltinImages:
 
 
 def open_data(source: str, size: tuple[int, int], channels: int | None, *, seed: int = 0, crop: str = "center",
-              flip: bool = False, class_cond: bool = False):
-    """`builtin:NAME` or a folder; `channels` None means the built-in's own (3 for folders)."""
+              flip: bool = False, class_cond: bool = False, column: str | None = None, label_column: str | None = None):
+    """`builtin:NAME`, or any source diffkit.data opens; `channels` None means the built-in's own (3
+    otherwise)."""
     if crop not in ("center", "random"):
         raise DiffkitError(f"--crop must be center or random, got {crop!r}")
     if source.startswith("builtin:"):
         return BuiltinImages(source.split(":", 1)[1], size, channels, seed, flip)
-    return FolderImages(source, size, channels or 3, crop, flip, class_cond)
+    to_channels(Image.new("L", (1, 1)), channels or 3)  # checks the channel count before any file is read
+    found = open_source(source, "image", SUFFIXES, class_cond, "images", column=column, label_column=label_column)
+    return SourceImages(found, size, channels or 3, crop, flip)

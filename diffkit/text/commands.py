@@ -11,9 +11,10 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.io import Destination, display_name, result_stem
-from diffkit.options import (Common, FromClass, Guidance, InversionIterations, Label, Sampling, Strength,
-                             StyleMethod, with_options)
-from diffkit.text.options import Clamp, Input, Model, Output, StyleSampling, TextSampling, TextTraining
+from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
+                             Strength, StyleMethod, with_options)
+from diffkit.text.options import (ClassCond, Clamp, Data, Input, Model, Output, Pairs, SeqLen, Split, StyleSampling,
+                                  TextSampling, TextTraining, TokenizerType, VocabSize)
 from diffkit.text.templates import Template, marker_template, parse_positions, span_template
 
 PREVIEW_COUNT = 8
@@ -27,21 +28,21 @@ def build(config: dict):
 
 def encode_lines(tokenizer, lines: list[str], length: int, name: str, *, strict: bool):
     """Packed token ids [N, length]. A line too long is an error naming it when `strict`, else cut with
-    one warning that counts them (training corpora)."""
+    one warning that counts them."""
     import torch
 
     from diffkit.console import warn
     from diffkit.errors import DiffkitError
+    from diffkit.text.corpus import line_ids
 
     rows, cut = [], []
     for number, line in enumerate(lines, 1):
-        ids = tokenizer.encode(line)
-        if len(ids) > length - 1:
+        ids, count = line_ids(tokenizer, line, length)
+        if count > length - 1:
             if strict:
-                raise DiffkitError(f"{name}:{number}: {len(ids)} tokens, more than the model's {length - 1} "
+                raise DiffkitError(f"{name}:{number}: {count} tokens, more than the model's {length - 1} "
                                    f"(--seq-len {length} less the end of sequence)")
             cut.append(number)
-            ids = ids[:length - 1]
         rows.append(tokenizer.pack(ids, length))
     if cut:
         warn(f"{name}: {len(cut)} of {len(lines)} examples longer than {length - 1} tokens were cut "
@@ -56,22 +57,18 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str
 
     from diffkit.console import warn
     from diffkit.errors import DiffkitError
-    from diffkit.text.tokenizer import SEP
+    from diffkit.text.corpus import pair_ids
 
     rows, keeps, cut = [], [], 0
     for number, (source, target) in enumerate(pairs, 1):
-        src = tokenizer.encode(source) + [SEP]
-        room = length - len(src) - 1
-        if room < 1:
-            raise DiffkitError(f"{name}:{number}: source of {len(src) - 1} tokens leaves no room for a target "
-                               f"in --seq-len {length}")
-        tgt = tokenizer.encode(target) if target else []
-        if len(tgt) > room:
+        ids, source_length, target_length = pair_ids(tokenizer, source, target, length, f"{name}:{number}")
+        if target_length > length - 1 - source_length:
             if strict:
-                raise DiffkitError(f"{name}:{number}: target longer than the {room} tokens left after the source")
-            cut, tgt = cut + 1, tgt[:room]
-        rows.append(tokenizer.pack(src + tgt, length))
-        keeps.append(torch.arange(length) < len(src))
+                raise DiffkitError(f"{name}:{number}: target longer than the {length - 1 - source_length} tokens "
+                                   "left after the source")
+            cut += 1
+        rows.append(tokenizer.pack(ids, length))
+        keeps.append(torch.arange(length) < source_length)
     if cut:
         warn(f"{name}: {cut} of {len(pairs)} targets were cut to fit --seq-len {length}")
     return torch.stack(rows), torch.stack(keeps)
@@ -79,18 +76,20 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str
 
 @with_options(TextTraining, Common)
 def train(
-    data: Annotated[str, typer.Option(help="Text file, folder of text files, - (stdin), or builtin:weather.")] = "builtin:weather",
-    pairs: Annotated[Optional[str], typer.Option(help="Train sequence to sequence on source<TAB>target lines (a TSV file, or builtin:weather: records to sentences) instead of --data.")] = None,
-    split: Annotated[str, typer.Option(help="One example per line or per paragraph.")] = "line",
-    seq_len: Annotated[int, typer.Option(help="Tokens per example, end of sequence included.")] = 64,
-    vocab_size: Annotated[Optional[int], typer.Option(help="Sentencepiece vocabulary (an upper bound); default: sized to the corpus.")] = None,
-    tokenizer: Annotated[str, typer.Option(help="Sentencepiece model type: bpe or unigram.")] = "bpe",
+    data: Data = "builtin:weather",
+    pairs: Pairs = None,
+    split: Split = "line",
+    seq_len: SeqLen = 64,
+    vocab_size: VocabSize = None,
+    tokenizer: TokenizerType = "bpe",
     embed_dim: Annotated[int, typer.Option(help="Size of the token embeddings that are diffused.")] = 64,
     width: Annotated[int, typer.Option(help="Transformer width.")] = 256,
     depth: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     dropout: Annotated[float, typer.Option(help="Dropout in the Transformer.")] = 0.0,
-    class_cond: Annotated[bool, typer.Option("--class-cond", help="Condition on classes: builtin:weather's two registers, a folder's sub-folders (or files), or label<TAB>text lines.")] = False,
+    class_cond: ClassCond = False,
+    column: Column = None,
+    label_column: LabelColumn = None,
     label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
     *, training: TextTraining, common: Common,
 ):
@@ -103,27 +102,21 @@ def train(
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import write_output
     from diffkit.runs import Run, batch_indices, batches, schedule_of, start_run, train_run
-    from diffkit.text.data import LabelledTokens, load_classes, load_lines, load_pairs
+    from diffkit.text.corpus import TOKENS, TokenRows, prepared, tokenise
+    from diffkit.text.data import iter_classes, iter_lines, iter_pairs
     from diffkit.text.model import TextConfig, text_objective
-    from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer, default_vocab_size, train_tokenizer
+    from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer
 
     source = pairs or data
-    labels, classes = None, []
+    manifest = None if pairs or data == "-" else prepared(data)
+    kind = manifest["kind"] if manifest else "pairs" if pairs else "classes" if class_cond else "lines"
 
-    def corpus():
-        nonlocal labels, classes
-        if pairs:
-            return load_pairs(pairs, training.seed)
-        if class_cond:
-            found, found_labels, classes = load_classes(data, split, training.seed)
-            labels = torch.tensor(found_labels)
-            return found
-        return load_lines(data, split, training.seed)
-
-    def tensors(tok, examples):
-        if pairs:
-            return encode_pairs(tok, examples, seq_len, source, strict=False)
-        return encode_lines(tok, examples, seq_len, source, strict=False), None
+    def stream():
+        if kind == "pairs":
+            return iter_pairs(source, training.seed)
+        if kind == "classes":
+            return iter_classes(source, split, training.seed, column, label_column)
+        return iter_lines(source, split, training.seed, column)
 
     def make_config():
         if seq_len < 4 or seq_len > 4096:
@@ -140,41 +133,59 @@ def train(
         diffusion = training.diffusion()
         if diffusion["prediction"] != "x0":
             raise DiffkitError("text models predict x0, which rounding and clamping act on: --prediction x0")
-        examples = corpus()
-        texts = [part for example in examples for part in (example if pairs else (example,))]
-        model_bytes = train_tokenizer(texts, vocab_size or default_vocab_size(texts), tokenizer)
+        out = Path(training.out)  # exists: start_run made it
+        if manifest:  # rows and tokenizer of `diffkit prepare text`, read where they are
+            if manifest["seq_len"] != seq_len:
+                raise DiffkitError(f"{data} was prepared at --seq-len {manifest['seq_len']}, not {seq_len}")
+            if class_cond != (kind == "classes"):
+                raise DiffkitError(f"{data} was prepared {'with' if kind == 'classes' else 'without'} --class-cond")
+            model_bytes = (Path(data) / FILE).read_bytes()
+            rows_folder, count, classes = str(Path(data).resolve()), manifest["examples"], manifest["classes"]
+            rows = TokenRows(rows_folder, seq_len, manifest["dtype"], kind)
+        else:
+            corpus = tokenise(out, stream, kind, seq_len, vocab_size, tokenizer, training.seed, display_name(source))
+            model_bytes, rows, count, classes = corpus.tokenizer_model, corpus.rows, corpus.count, corpus.classes
+            rows_folder = "."
         tok = Tokenizer(model_bytes)
         model = TextConfig(vocab=len(tok), seq_len=seq_len, embed_dim=embed_dim, width=width, depth=depth,
                            heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
                            classes=len(classes))
-        write_output(str(Path(training.out) / FILE), model_bytes)  # the run folder exists: start_run made it
+        write_output(str(out / FILE), model_bytes)
         config = {"model": model.to_json(), "diffusion": diffusion,
-                  "data": {"source": source, "pairs": bool(pairs), "split": split, "seq_len": seq_len, "seed": training.seed,
-                           "examples": len(examples), "classes": classes,
-                           "label_dropout": label_dropout if class_cond else 0.0}}
-        return config, (tok, tensors(tok, examples))
+                  "data": {"source": source, "pairs": kind == "pairs", "split": split, "seq_len": seq_len,
+                           "seed": training.seed, "examples": count, "classes": classes,
+                           "rows": rows_folder, "dtype": rows.tokens.dtype.name, "column": column,
+                           "label_column": label_column, "label_dropout": label_dropout if class_cond else 0.0}}
+        return config, (tok, rows)
 
     def reopen(config: dict):
-        nonlocal class_cond
-        class_cond = bool(config["data"].get("classes"))
+        nonlocal kind
+        spec = config["data"]
+        kind = "pairs" if spec["pairs"] else "classes" if spec.get("classes") else "lines"
         tok = Tokenizer.load(training.out)
-        return tok, tensors(tok, corpus())
+        folder = Path(training.out) / spec.get("rows", ".")
+        if "rows" not in spec or not (folder / TOKENS).exists():  # a run from before token files: write them
+            from diffkit.text.corpus import write_rows
 
-    config, (tok, (tokens, keep)) = start_run(training, "text", make_config, reopen)
-    if labels is not None:
-        batch_at = batches(LabelledTokens(tokens, labels), training, lambda t: t, len(classes),
-                           config["data"]["label_dropout"])
+            return tok, write_rows(folder, tok, stream(), kind, spec["seq_len"], spec.get("classes", []), display_name(source))
+        return tok, TokenRows(folder, spec["seq_len"], spec["dtype"], kind)
+
+    config, (tok, rows) = start_run(training, "text", make_config, reopen)
+    classes = config["data"]["classes"]
+    if classes:
+        batch_at = batches(rows, training, lambda t: t, len(classes), config["data"]["label_dropout"])
     else:
         def batch_at(step: int, micro: int):
-            index = batch_indices(step, micro, len(tokens), training)
-            return tokens[index], ({"keep": keep[index]} if keep is not None else {})
+            index = batch_indices(step, micro, len(rows), training)
+            return rows.rows(index), ({"keep": rows.keep(index)} if kind == "pairs" else {})
 
     previews = Path(training.out) / "previews"
 
     def preview(ema, step):
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
-        sources = (tokens[:PREVIEW_COUNT], keep[:PREVIEW_COUNT]) if keep is not None else None
-        texts = _texts(run, tok, min(PREVIEW_COUNT, len(tokens)), TextSampling(), Common(quiet=True), sources=sources)
+        first = torch.arange(min(PREVIEW_COUNT, len(rows)))
+        sources = (rows.rows(first), rows.keep(first)) if kind == "pairs" else None
+        texts = _texts(run, tok, len(first), TextSampling(), Common(quiet=True), sources=sources)
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
@@ -370,5 +381,6 @@ def describe(run: str, config: dict) -> dict:
 
 
 from diffkit.text.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)
+from diffkit.text.prepare import prepare  # noqa: E402
 
-COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}
+COMMANDS = {"prepare": prepare, "train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}

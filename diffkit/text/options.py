@@ -2,7 +2,7 @@
 training and sampling groups (their own module, so that `eval text` can use them without importing the
 other commands)."""
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,3 +21,12 @@ TextTraining = with_defaults(Training, steps=3000, batch_size=64, lr=1e-3, lr_de
 TextSampling = with_defaults(Sampling, sampler="ddpm")
 # style: ddpm for SDEdit, dpm++2m for the bridge (which needs a deterministic sampler), unless told.
 StyleSampling = with_defaults(Sampling, sampler=None)
+
+# The corpus options of `train text` and `prepare text`.
+Data = Annotated[str, typer.Option(help="Text file, folder of text files, - (stdin), builtin:weather, or a folder `diffkit prepare text` wrote.")]
+Pairs = Annotated[Optional[str], typer.Option(help="Sequence to sequence on source<TAB>target lines (a TSV file, or builtin:weather: records to sentences) instead of --data.")]
+Split = Annotated[str, typer.Option(help="One example per line or per paragraph.")]
+SeqLen = Annotated[int, typer.Option(help="Tokens per example, end of sequence included.")]
+VocabSize = Annotated[Optional[int], typer.Option(help="Sentencepiece vocabulary (an upper bound); default: sized to the corpus.")]
+TokenizerType = Annotated[str, typer.Option("--tokenizer", help="Sentencepiece model type: bpe or unigram.")]
+ClassCond = Annotated[bool, typer.Option("--class-cond", help="Condition on classes: builtin:weather's two registers, a folder's sub-folders (or files), or label<TAB>text lines.")]

@@ -1,0 +1,99 @@
+"""Where training examples come from, for every modality: folders, WebDataset tar shards, Hugging Face
+datasets and parquet files, and the shards `diffkit prepare` writes.
+
+A source is a random-access list of encoded examples: `len(source)`, `source.open(i)` (a seekable binary
+file of example i: a file, a region of a tar shard, or bytes of an Arrow column), `source.name(i)` for
+messages, `source.labels` (int64 [N]) with `source.classes` (their names, [] without classes), and
+`source.present()` (False once the data has vanished). Opening a source costs a listing, never a
+decode: modalities decode example i when a batch names it (see `readable`), so start-up time and memory
+do not grow with the number of examples, and under torchrun each process reads only its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from diffkit.console import warn
+from diffkit.errors import DiffkitError
+
+T = TypeVar("T")
+HF_PREFIX = "hf:"
+MANIFEST = "manifest.json"  # in a folder `diffkit prepare` wrote: its shards, classes and settings
+
+
+def cache_dir() -> Path:
+    """Indices of folders and shards live here ($DIFFKIT_CACHE, else the XDG cache), never beside the
+    user's data, which may be read-only."""
+    root = os.environ.get("DIFFKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "diffkit"
+    return Path(root)
+
+
+def cached(kind: str, key: str, valid: Callable[[dict], bool], build: Callable[[], dict]) -> dict:
+    """A JSON record kept in cache_dir()/kind/ under `key`'s hash: read back while `valid` says it still
+    describes the data, else rebuilt and stored. An unwritable cache only costs the rebuild."""
+    path = cache_dir() / kind / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".json")
+    try:
+        record = json.loads(path.read_text())
+        if record.get("key") == key and valid(record):
+            return record
+    except (OSError, ValueError):
+        pass
+    record = {"key": key, **build()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, separators=(",", ":")))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return record
+
+
+def open_source(spec: str, kind: str, suffixes: set[str], class_cond: bool, holding: str, *,
+                column: str | None = None, label_column: str | None = None):
+    """--data as a source of `kind` (image, audio, text) examples: `hf:PATH` (a saved Hugging Face dataset or parquet files), tar shards (a
+    path or brace pattern ending in .tar, or a folder `diffkit prepare` wrote), or a folder of files."""
+    from diffkit.data.folder import FolderSource
+    from diffkit.data.shards import TarSource, is_shard_pattern, prepared_shards
+
+    if spec.startswith(HF_PREFIX):
+        from diffkit.data.arrow import ArrowSource
+
+        return ArrowSource(spec[len(HF_PREFIX):], kind, class_cond, column=column, label_column=label_column)
+    if column is not None or label_column is not None:
+        raise DiffkitError("--column and --label-column apply to hf: data")
+    if is_shard_pattern(spec):
+        return TarSource(spec, suffixes, class_cond)
+    path = Path(spec)
+    if (path / MANIFEST).is_file():
+        shards, classes = prepared_shards(path)
+        return TarSource(shards, suffixes, class_cond, classes=classes, name=spec)
+    return FolderSource(spec, suffixes, class_cond, holding)
+
+
+def readable(source, index: int, decode: Callable[[object, str], T], what: str) -> tuple[T, int]:
+    """(decode(file, name), label) of example `index`, or, if that one cannot be read, of the next one
+    that can: a deterministic replacement, so a run keeps its place and its resume stays exact. Each
+    unreadable example is reported once; a source whose data have vanished stops the run."""
+    n = len(source)
+    for offset in range(n):
+        i = (index + offset) % n
+        name = source.name(i)
+        try:
+            with source.open(i) as file:
+                return decode(file, name), int(source.labels[i])
+        except (DiffkitError, OSError, ValueError, EOFError) as e:
+            if not source.present():
+                raise DiffkitError(f"{source.spec}: the data has gone (reading {name} failed: {e}); the last "
+                                   "checkpoint is intact, continue with --resume once it is back") from None
+            warn(f"{name}: unreadable {what}, replaced by another ({_reason(e, name)})")
+    raise DiffkitError(f"{source.spec}: no readable {what} among its {n}")
+
+
+def _reason(error: Exception, name: str) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.removeprefix(f"{name}: ")
