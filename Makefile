@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/text.py
 	$(PY) bench/restore.py
 	$(PY) bench/convert.py
+	$(PY) bench/data.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

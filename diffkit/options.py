@@ -119,7 +119,7 @@ class Common:
 
 @dataclass(frozen=True)
 class Sampling:
-    sampler: Annotated[str, typer.Option(help="ddpm, ddim, dpm++2m, dpm++3m or heun.")] = "dpm++2m"
+    sampler: Annotated[str, typer.Option(help="ddpm, ddim, dpm++2m, dpm++3m, dpm++2m-sde, heun or unipc.")] = "dpm++2m"
     steps: Annotated[int, typer.Option(help="Sampler steps (heun calls the model about twice a step).")] = 20
     spacing: Annotated[str, typer.Option(help="Timesteps: logsnr, trailing, leading, linspace or karras.")] = "logsnr"
     eta: Annotated[Optional[float], typer.Option(help="DDIM noise: 0 deterministic, 1 ancestral.")] = None
@@ -155,9 +155,10 @@ class Training:
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the sampling weights.")] = 0.999
     weighting: Annotated[str, typer.Option(help="Loss weighting over timesteps: uniform or min_snr.")] = "uniform"
-    schedule: Annotated[str, typer.Option(help="Noise schedule: linear, cosine, sigmoid or sqrt.")] = "cosine"
+    schedule: Annotated[Optional[str], typer.Option(help="Noise schedule: linear, cosine, sigmoid, sqrt or flow (rectified flow's path); default: flow with --prediction flow, else cosine.")] = None
     timesteps: Annotated[int, typer.Option(help="Diffusion steps T.")] = 1000
-    prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0 or v.")] = "eps"
+    prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0, v, or flow (rectified flow's velocity ε - x0).")] = "eps"
+    timestep_sampling: Annotated[Optional[str], typer.Option(help="Training timesteps: uniform or logit-normal (most at middle noise); default: logit-normal with --prediction flow, else uniform.")] = None
     variance: Annotated[str, typer.Option(help="fixed (small), fixed_large or learned (hybrid loss).")] = "fixed"
     checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
     preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
@@ -182,12 +183,13 @@ class Training:
         variance = "fixed_small" if self.variance == "fixed" else self.variance
         choose("prediction", self.prediction, PREDICTIONS)
         choose("variance", variance, VARIANCES)
-        make_schedule(self.schedule, self.timesteps)  # fails early on a bad name or T
-        return {"schedule": self.schedule, "timesteps": self.timesteps, "prediction": self.prediction,
+        schedule = self.schedule or ("flow" if self.prediction == "flow" else "cosine")
+        make_schedule(schedule, self.timesteps)  # fails early on a bad name or T
+        return {"schedule": schedule, "timesteps": self.timesteps, "prediction": self.prediction,
                 "variance": variance}
 
     def settings(self, **extra):
-        from diffkit.core.diffusion import WEIGHTINGS
+        from diffkit.core.diffusion import TIMESTEP_SAMPLINGS, WEIGHTINGS
         from diffkit.core.trainer import TrainSettings
         from diffkit.errors import choose
 
@@ -196,7 +198,9 @@ class Training:
             raise DiffkitError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
             raise DiffkitError(f"--workers must be 0 or more, got {self.workers}")
-        return TrainSettings(steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
+        sampling = self.timestep_sampling or ("logit-normal" if self.prediction == "flow" else "uniform")
+        choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
+        return TrainSettings(timestep_sampling=sampling, steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
                              preview_every=self.preview_every, log_every=self.log_every, max_bad_steps=self.max_bad_steps,

@@ -69,7 +69,7 @@ def test_bridged_samples_follow_the_target_class_of_a_mixture():
 
 def test_bridge_refuses_a_stochastic_sampler():
     for options in ({"sampler": "ddpm"}, {"sampler": "ddim", "eta": 1.0}):
-        with pytest.raises(DiffkitError, match="dpm\\+\\+2m, dpm\\+\\+3m or heun, not a stochastic sampler"):
+        with pytest.raises(DiffkitError, match="dpm\\+\\+3m, heun or unipc, not a stochastic sampler"):
             sample(EXACT, (4, 3), LINEAR, start=INPUT[:4], source_model=EXACT,
                    source_kwargs={"y": torch.zeros(4, dtype=torch.long)},
                    model_kwargs={"y": torch.ones(4, dtype=torch.long)}, **options)

@@ -114,6 +114,36 @@ def test_webdataset_shards_are_read_at_random_through_their_index(tmp_path):
         assert torch.equal(image, decode_image(io.BytesIO(_png(pictures[index])), 3, (16, 16)))
 
 
+def test_a_hard_linked_member_reads_the_data_it_links_to(tmp_path):
+    from diffkit.data.shards import TarSource
+
+    (tmp_path / "a.png").write_bytes(_png(_picture(np.random.default_rng(0))))
+    (tmp_path / "b.png").hardlink_to(tmp_path / "a.png")
+    with tarfile.open(tmp_path / "linked.tar", "w") as tar:  # tar stores b.png as a link to a.png
+        tar.add(tmp_path / "a.png", arcname="a.png")
+        tar.add(tmp_path / "b.png", arcname="b.png")
+        assert tar.getmember("b.png").islnk()
+    source = TarSource(str(tmp_path / "linked.tar"), {".png"}, False)
+    with source.open(0) as a, source.open(1) as b:
+        assert len(source) == 2 and a.read() == b.read() == (tmp_path / "a.png").read_bytes()
+
+
+def test_an_unreadable_shard_member_is_replaced_by_the_next_and_reported_once(tmp_path, capfd):
+    from diffkit.image.data import open_data
+
+    rng = np.random.default_rng(0)
+    pictures = [_picture(rng) for _ in range(4)]
+    members = {f"{i:03d}.png": _png(p) for i, p in enumerate(pictures)}
+    members["001.png"] = members["001.png"][:60]  # truncated
+    _shard(tmp_path / "one.tar", members)
+    data = open_data(str(tmp_path / "one.tar"), (16, 16), 3)
+    first, _ = data.batch(torch.tensor([1, 2]), torch.Generator())
+    again, _ = data.batch(torch.tensor([1]), torch.Generator())
+    assert torch.equal(first[0], first[1]) and torch.equal(again[0], first[1])
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "one.tar:001.png: unreadable image, replaced by another" in warnings[0]
+
+
 def test_prepare_image_writes_shards_that_train_reads(tmp_path):
     _folder(tmp_path / "photos", 30)
     (tmp_path / "photos" / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -215,6 +245,25 @@ def test_prepare_text_rows_are_the_encoded_corpus_and_train_reads_them_in_place(
     assert (tmp_path / "direct" / "tokens.bin").read_bytes() == (tmp_path / "tokens" / "tokens.bin").read_bytes()
 
 
+def test_text_from_parquet_rows_with_classes_and_eval_judges_novelty_on_the_rows(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
+    texts = [f"line number {i} of {'poems' if i % 2 else 'news'}" for i in range(60)]
+    table = pyarrow.table({"body": texts, "genre": ["poem" if i % 2 else "news" for i in range(60)]})
+    pyarrow.parquet.write_table(table, tmp_path / "corpus.parquet")
+    args = ["--seq-len", 16, "--embed-dim", 8, "--width", 32, "--depth", 1, "--heads", 2, "--batch-size", 16, "-q"]
+    run("train", "text", "--data", f"hf:{tmp_path / 'corpus.parquet'}", "--column", "body", "--class-cond",
+        "--label-column", "genre", "--out", tmp_path / "run", *args, "--steps", 2)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["classes"] == ["news", "poem"] and config["data"]["examples"] == 60
+    (tmp_path / "held.txt").write_text("news of the day\nanother line\n")
+    out = run("eval", "text", "-m", tmp_path / "run", "--data", tmp_path / "held.txt", "-n", 2, "--samples", 2,
+              "--steps", 2, "--strata", 2, "--json")
+    metrics = {r["metric"]: r for r in map(json.loads, out.stdout.decode().splitlines())}
+    assert "novel_share" in metrics  # the training lines, decoded from the run's token rows
+
+
 def test_the_tokenizer_sample_is_bounded_and_uniform(monkeypatch):
     from diffkit.text import corpus
 
@@ -254,9 +303,30 @@ def test_a_replaced_example_is_the_next_readable_one_and_vanished_data_stops_the
     following, _ = data.batch(torch.tensor([1]), torch.Generator())
     assert torch.equal(replaced, following)
     shutil.rmtree(tmp_path / "photos")
-    with pytest.raises(DiffkitError, match="the data has gone.*the last checkpoint is intact"):
+    with pytest.raises(DiffkitError, match="photos: the data has gone"):
         data.batch(torch.tensor([3]), torch.Generator())
     assert expected.shape == (1, 3, 16, 16)
+
+
+def test_data_that_fail_mid_run_stop_it_with_a_checkpoint_of_every_step_trained(tmp_path):
+    from diffkit.core import make_schedule
+    from diffkit.core.checkpoint import read_state
+    from diffkit.core.trainer import TrainSettings, Trainer
+    from diffkit.points.model import PointsConfig, PointsDenoiser
+
+    settings = TrainSettings(steps=20, checkpoint_every=100, warmup=1)
+    trainer = Trainer(PointsDenoiser(PointsConfig(dim=2, hidden=16, out=2)), make_schedule("cosine", 100), settings,
+                      prediction="eps", variance="fixed_small", run=tmp_path)
+    data = torch.randn(16, 2)
+
+    def batch_at(step, micro):
+        if step == 7:
+            raise DiffkitError("photos/: the data has gone")
+        return data, {}
+
+    with pytest.raises(DiffkitError, match="data has gone; checkpoint saved at step 7, continue with --resume"):
+        trainer.fit(batch_at)
+    assert read_state(tmp_path)[1]["step"] == 7
 
 
 # ---------------------------------------------------------------- bad input

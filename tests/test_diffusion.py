@@ -67,7 +67,7 @@ def test_parameterisations_convert_both_ways(prediction, gen):
 
 
 def test_unknown_prediction_is_a_user_error():
-    with pytest.raises(DiffkitError, match="eps, v, x0"):
+    with pytest.raises(DiffkitError, match="eps, flow, v, x0"):
         split_x0_eps(torch.zeros(1, 1), torch.zeros(1, 1), 0.5, "score")
 
 

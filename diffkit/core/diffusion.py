@@ -15,9 +15,10 @@ from torch import Tensor
 from diffkit.core.schedule import Schedule
 from diffkit.errors import choose
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v", "flow")
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 WEIGHTINGS = ("uniform", "min_snr")
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
 
 
 def gather(table: Tensor, t: Tensor, like: Tensor) -> Tensor:
@@ -83,6 +84,10 @@ def split_x0_eps(pred: Tensor, x_t: Tensor, ab, prediction: str) -> tuple[Tensor
         return pred, (x_t - a * pred) / s
     if prediction == "v":
         return a * x_t - s * pred, s * x_t + a * pred
+    if prediction == "flow":
+        # Rectified flow's velocity u = ε - x_0 along x_τ = (1-τ)x_0 + τε, which is this x_t rescaled:
+        # x_τ = x_t / (α + σ) at τ = σ / (α + σ), so x_0 = x_τ - τu and ε = x_τ + (1-τ)u.
+        return (x_t - s * pred) / (a + s), (x_t + a * pred) / (a + s)
     choose("prediction", prediction, PREDICTIONS)
 
 
@@ -98,6 +103,8 @@ def target(prediction: str, x0: Tensor, eps: Tensor, ab) -> Tensor:
         return x0
     if prediction == "v":
         return _root(ab) * eps - _root(1 - ab) * x0
+    if prediction == "flow":
+        return eps - x0
     choose("prediction", prediction, PREDICTIONS)
 
 
@@ -281,10 +288,15 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 # ---------------------------------------------------------------- training losses
 
 def sample_timesteps(schedule: Schedule, batch: int, generator: torch.Generator | None = None,
-                     device=None) -> Tensor:
-    """Uniform t in 0..T-1, one per example."""
+                     device=None, sampling: str = "uniform") -> Tensor:
+    """t in 0..T-1, one per example: uniform, or logit-normal (τ = sigmoid(n), n ~ N(0, 1), the share of
+    the way to noise, which puts most examples at middle noise levels: Esser et al. 2024, §3.1)."""
+    choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
     gen_device = generator.device if generator is not None else "cpu"
-    return torch.randint(0, schedule.T, (batch,), generator=generator, device=gen_device).to(device)
+    if sampling == "uniform":
+        return torch.randint(0, schedule.T, (batch,), generator=generator, device=gen_device).to(device)
+    tau = torch.sigmoid(torch.randn(batch, generator=generator, device=gen_device, dtype=torch.float64))
+    return (tau * schedule.T).long().clamp(max=schedule.T - 1).to(device)
 
 
 def snr_weight(prediction: str, snr: Tensor, weighting: str, gamma: float) -> Tensor:
@@ -294,12 +306,13 @@ def snr_weight(prediction: str, snr: Tensor, weighting: str, gamma: float) -> Te
     if weighting == "uniform":
         return torch.ones_like(snr)
     capped = snr.clamp(max=gamma)
-    return {"eps": capped / snr, "x0": capped, "v": capped / (snr + 1)}[prediction]
+    # An error δ in x̂_0 is δ·√snr in ε̂, δ·√(snr + 1) in v̂, δ·(1 + √snr) in the flow's velocity.
+    return {"eps": capped / snr, "x0": capped, "v": capped / (snr + 1), "flow": capped / (1 + snr.sqrt()) ** 2}[prediction]
 
 
 def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction: str = "eps",
                     variance: str = "fixed_small", weighting: str = "uniform", gamma: float = 5.0,
-                    vlb_weight: float = 0.001, bits: int | None = None, t: Tensor | None = None,
+                    timestep_sampling: str = "uniform", vlb_weight: float = 0.001, bits: int | None = None, t: Tensor | None = None,
                     noise: Tensor | None = None, generator: torch.Generator | None = None,
                     model_kwargs: dict | None = None, shard: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
     """Per-example losses: "mse" (weighted L_simple), "vlb" (learned variance only) and their sum "loss".
@@ -314,7 +327,7 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
     rank, processes = shard
     whole = (x0.shape[0] * processes, *x0.shape[1:])
     if t is None:
-        t = sample_timesteps(schedule, whole[0], generator, x0.device)[rank::processes]
+        t = sample_timesteps(schedule, whole[0], generator, x0.device, timestep_sampling)[rank::processes]
     if noise is None:
         noise = randn(whole, generator, x0.device, x0.dtype)[rank::processes]
     x_t = q_sample(schedule, x0, t, noise)

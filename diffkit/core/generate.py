@@ -13,7 +13,7 @@ from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, spli
 from diffkit.core.editing import invert, invert_ddim_exactly, resampling_plan, strength_to_timestep
 from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Observation, particle_filter, put_back_observed
 from diffkit.core.operators import Mask
-from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, Denoise, Denoised
+from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, STOCHASTIC, Denoise, Denoised
 from diffkit.core.schedule import Grid, Schedule, make_grid
 from diffkit.errors import DiffkitError, choose
 
@@ -121,9 +121,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     if not 0 <= strength <= 1:
         raise DiffkitError(f"strength must be in [0, 1], got {strength}")
     bridge = source_model is not None
-    if bridge and (start is None or sampler == "ddpm" or (eta or 0) > 0):
+    if bridge and (start is None or sampler in STOCHASTIC or (eta or 0) > 0):
         raise DiffkitError("a bridge inverts its input deterministically: it needs the input and --sampler "
-                           "ddim (η 0), dpm++2m, dpm++3m or heun, not a stochastic sampler")
+                           "ddim (η 0), dpm++2m, dpm++3m, heun or unipc, not a stochastic sampler")
     if inversion_iterations and (not bridge or sampler != "ddim" or inversion_iterations < 0):
         raise DiffkitError("--inversion-iterations (at least 0) apply to a bridge with --sampler ddim, whose "
                            "decoding step they turn around")
@@ -146,7 +146,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     t_start = strength_to_timestep(strength, schedule.T) if partial else schedule.T - 1
     grid = make_grid(schedule, steps, spacing, t_start)
     if grid.ab[0] == 0 and (prediction == "eps" or sampler == "heun"):
-        raise DiffkitError("zero terminal SNR needs v or x0 prediction and a sampler other than heun")
+        raise DiffkitError("zero terminal SNR needs v, x0 or flow prediction and a sampler other than heun")
     if bridge and grid.ab[0] == 0:
         raise DiffkitError("a bridge cannot invert to zero SNR, where the ODE starts from pure noise; "
                            "use a strength below 1")

@@ -78,11 +78,20 @@ def _sqrt(T: int, s: float = 1e-4) -> torch.Tensor:
     return _betas_to_alphas_cumprod(lambda tau: 1 - torch.sqrt(tau + s), T)
 
 
+def _flow(T: int) -> torch.Tensor:
+    # Rectified flow's path x_τ = (1-τ)x_0 + τε (Liu et al. 2023; Esser et al. 2024) as a variance-
+    # preserving one: x_t = x_τ / √((1-τ)² + τ²) has √ᾱ = (1-τ) / √((1-τ)² + τ²). τ = t/T for t = 1..T,
+    # so that it ends at zero SNR (pure noise), as the flow does.
+    tau = torch.arange(1, T + 1, dtype=torch.float64) / T
+    return (1 - tau) ** 2 / ((1 - tau) ** 2 + tau**2)
+
+
 SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {
     "linear": _linear,
     "cosine": _cosine,
     "sigmoid": _sigmoid,
     "sqrt": _sqrt,
+    "flow": _flow,
 }
 
 

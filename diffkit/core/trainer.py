@@ -54,6 +54,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     weighting: str = "uniform"
+    timestep_sampling: str = "uniform"  # or logit-normal (rectified flow's)
     seed: int = 0
     accumulate: int = 1          # micro-batches per optimiser step
     checkpoint_every: int = 1000
@@ -231,7 +232,8 @@ class Trainer:
     def diffusion_loss(self, model, x0: Tensor, kwargs: dict, generator: torch.Generator,
                        shard: tuple[int, int]) -> dict[str, Tensor]:
         return training_losses(self.schedule, model, x0, prediction=self.prediction, variance=self.variance,
-                               weighting=self.settings.weighting, bits=self.settings.bits, generator=generator,
+                               weighting=self.settings.weighting, timestep_sampling=self.settings.timestep_sampling,
+                               bits=self.settings.bits, generator=generator,
                                model_kwargs=kwargs, shard=shard)
 
     def train_step(self, batch_at: BatchAt) -> dict:
@@ -243,7 +245,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(s.accumulate):
-            x0, kwargs = batch_at(self.step, micro)
+            try:
+                x0, kwargs = batch_at(self.step, micro)
+            except DiffkitError as e:  # the data failed (gone, unreadable): keep every step trained so far
+                self._checkpoint()
+                raise DiffkitError(f"{e}; checkpoint saved at step {self.step}, continue with --resume") from None
             x0 = self._to_device(x0)
             kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
             if self.channels_last and x0.dim() == 4:

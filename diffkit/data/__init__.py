@@ -88,8 +88,8 @@ def readable(source, index: int, decode: Callable[[object, str], T], what: str) 
                 return decode(file, name), int(source.labels[i])
         except (DiffkitError, OSError, ValueError, EOFError) as e:
             if not source.present():
-                raise DiffkitError(f"{source.spec}: the data has gone (reading {name} failed: {e}); the last "
-                                   "checkpoint is intact, continue with --resume once it is back") from None
+                raise DiffkitError(f"{source.spec}: the data has gone (reading {name} failed: "
+                                   f"{_reason(e, name)})") from None
             warn(f"{name}: unreadable {what}, replaced by another ({_reason(e, name)})")
     raise DiffkitError(f"{source.spec}: no readable {what} among its {n}")
 

@@ -50,18 +50,23 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def _read_members(path: str) -> dict:
-    """Every file member's key, extension, data offset and size, and the labels of `.cls` members."""
-    members, labels = [], {}
+    """Every file member's key, extension, data offset and size, and the labels of `.cls` members. A
+    hard link (what tar makes of a file linked twice) points at the data of the member it names."""
+    members, labels, regions = [], {}, {}
     try:
-        with tarfile.open(path, "r:") as tar:
+        with tarfile.open(path, "r:") as tar, open(path, "rb") as raw:
             for member in tar:
-                if not member.isfile():
+                if member.isfile():
+                    regions[member.name] = (member.offset_data, member.size)
+                elif not (member.islnk() and member.linkname in regions):
                     continue
+                offset, size = regions[member.linkname if member.islnk() else member.name]
                 key, extension = _split(member.name)
                 if extension == LABEL:
-                    labels[key] = tar.extractfile(member).read().decode().strip()
+                    raw.seek(offset)
+                    labels[key] = raw.read(size).decode().strip()
                 else:
-                    members.append([key, extension, member.offset_data, member.size])
+                    members.append([key, extension, offset, size])
     except (tarfile.TarError, OSError, UnicodeDecodeError) as e:
         raise DiffkitError(f"{path}: not a readable tar shard ({e})") from None
     return {"members": members, "labels": labels}
@@ -91,9 +96,12 @@ class TarSource:
         self.spec = name or (shards if isinstance(shards, str) else str(Path(shards[0]).parent))
         self.shards = shard_paths(shards) if isinstance(shards, str) else shards
         wanted = {s.lstrip(".") for s in suffixes}
+        from diffkit.loader import available_cores, ordered_map
+
+        # A first open reads every shard's headers: one shard per core at a time.
+        workers = min(len(self.shards), available_cores()) if len(self.shards) > 1 else 0
         keys, shard_of, offsets, sizes, raw_labels = [], [], [], [], []
-        for number, path in enumerate(self.shards):
-            index = shard_index(path)
+        for number, index in enumerate(ordered_map(shard_index, self.shards, workers)):
             for key, extension, offset, size in index["members"]:
                 if extension in wanted:
                     keys.append(f"{key}.{extension}")

@@ -8,11 +8,27 @@ from diffkit.options import Common, Sampling, with_options
 from diffkit.text.options import Clamp, Model, TextSampling
 
 
-def _training_lines(spec: dict) -> list[str] | None:
-    """The run's training examples again (built-in corpora are regenerated), or None if unreadable now."""
+def _training_lines(run: str, spec: dict, tokenizer) -> list[str] | None:
+    """The run's training examples (a pair's target): decoded from its token rows, or for a run from
+    before token files read again from its source; None if that is unreadable now."""
+    from pathlib import Path
+
+    import torch
+
     from diffkit.errors import DiffkitError
+    from diffkit.text.corpus import TokenRows
     from diffkit.text.data import load_classes, load_lines, load_pairs
 
+    if "rows" in spec:
+        kind = "pairs" if spec["pairs"] else "classes" if spec["classes"] else "lines"
+        try:
+            rows = TokenRows(Path(run) / spec["rows"], spec["seq_len"], spec["dtype"], kind)
+        except DiffkitError:
+            return None
+        every = torch.arange(len(rows))
+        if spec["pairs"]:
+            return [tokenizer.decode(row[~keep]) for row, keep in zip(rows.rows(every), rows.keep(every))]
+        return [tokenizer.decode(row) for row in rows.rows(every)]
     try:
         if spec["pairs"]:
             return [target for _, target in load_pairs(spec["source"], spec["seed"])]
@@ -93,7 +109,7 @@ def evaluate(run: Model,
     if builtin and registers is None:
         registers = ["report"] * len(real)
 
-    training = _training_lines(spec)
+    training = _training_lines(run, spec, tok)
     # The unigram baseline's distribution: the training corpus, or the held-out text if it is gone.
     corpus = encode_lines(tok, training or real, length, "corpus", strict=False) if reference else None
     if spec["pairs"]:
