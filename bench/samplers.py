@@ -28,16 +28,24 @@ def steps_for(sampler: str, nfe: int) -> int:
     return (nfe + per - 1) // per  # heun: 2 calls a step, 1 on the last
 
 
+def within_mode_spread(data: GaussianMixture, x: torch.Tensor) -> float:
+    """Mean squared distance of the points to the mean of the mode each most likely belongs to: a
+    sampler that collapses modes scores low, one that smears them high."""
+    assigned = data.responsibilities(x.double()).argmax(1)
+    return (x.double() - data.means[assigned]).square().sum(1).mean().item()
+
+
 def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
     schedule = make_schedule("linear", 1000)
     model = data.denoiser(schedule)
     floor = statistics.mean(sliced_wasserstein(data.sample(n, torch.Generator().manual_seed(100 + s))[0],
                                                data.sample(n, torch.Generator().manual_seed(200 + s))[0])
                             for s in range(seeds))
+    true_spread = within_mode_spread(data, data.sample(100_000, torch.Generator().manual_seed(300))[0])
     rows = []
     for name in SAMPLERS:
         for nfe in nfes:
-            sw2, loglik, seconds = [], [], []
+            sw2, loglik, spread, seconds = [], [], [], []
             for s in range(seeds):
                 reference = data.sample(n, torch.Generator().manual_seed(100 + s))[0]
                 start = time.perf_counter()
@@ -46,7 +54,10 @@ def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
                 seconds.append(time.perf_counter() - start)
                 sw2.append(sliced_wasserstein(x, reference))
                 loglik.append(data.log_prob(x).mean().item())
-            rows.append({"sampler": name, "nfe": nfe, "sw2": statistics.mean(sw2), "loglik": statistics.mean(loglik),
+                spread.append(within_mode_spread(data, x) / true_spread)
+            rows.append({"sampler": name, "nfe": nfe, "sw2": statistics.mean(sw2), "sw2_sd": statistics.stdev(sw2)
+                         if seeds > 1 else 0.0, "over_floor": statistics.mean(sw2) / floor,
+                         "spread_ratio": statistics.mean(spread), "loglik": statistics.mean(loglik),
                          "ms_per_step": 1000 * statistics.median(seconds) / steps_for(name, nfe)})
     return floor, rows
 
@@ -81,7 +92,7 @@ def main():
     parser.add_argument("--out", default="bench/results/samplers.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    n, seeds = (2000, 1) if args.quick else (10_000, 3)
+    n, seeds = (2000, 1) if args.quick else (10_000, 5)
     nfes = (10, 20) if args.quick else tuple(int(k) for k in args.nfes.split(","))
     report = {"threads": args.threads, "n": n, "seeds": seeds, "spacing": args.spacing, "oracles": {}}
     for label, data in (("ring-2d", GaussianMixture.ring(8, 1.0, 0.05)), ("mixture-64d", GaussianMixture.random(4, 64, seed=1))):
@@ -89,11 +100,13 @@ def main():
         report["oracles"][label] = {"floor": floor, "rows": rows}
         print(f"\n{label}: sliced W2 to a fresh true sample (floor between two true samples {floor:.3f}), "
               f"n={n}, mean of {seeds} seed(s), {args.spacing} spacing, {args.threads} threads")
-        print(f"{'sampler':>9} " + " ".join(f"{'NFE ' + str(k):>9}" for k in nfes) + "   loglik@20  ms/step@20")
+        print("each cell: sliced W2 over the floor, and the within-mode spread over its true value")
+        print(f"{'sampler':>11} " + " ".join(f"{'NFE ' + str(k):>12}" for k in nfes) + "   loglik@20  ms/step@20")
         for name in SAMPLERS:
             mine = [r for r in rows if r["sampler"] == name]
             at20 = next((r for r in mine if r["nfe"] == 20), mine[-1])
-            print(f"{name:>9} " + " ".join(f"{r['sw2']:9.3f}" for r in mine) + f"   {at20['loglik']:9.3f}  {at20['ms_per_step']:9.2f}")
+            print(f"{name:>11} " + " ".join(f"{r['over_floor']:6.2f}x {r['spread_ratio']:4.2f}" for r in mine)
+                  + f"   {at20['loglik']:9.3f}  {at20['ms_per_step']:9.2f}")
         true_ll = data.log_prob(data.sample(n, torch.Generator().manual_seed(7))[0]).mean().item()
         report["oracles"][label]["true_loglik"] = true_ll
         print(f"{'true':>9} loglik {true_ll:.3f}" + ("" if label != "ring-2d" else "; diffusers' best: "

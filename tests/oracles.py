@@ -2,8 +2,15 @@
 
 import torch
 
-from diffkit.core import GaussianMixture
+from diffkit.core import GaussianMixture, make_schedule
 from diffkit.core.diffusion import _log_variance_bounds
+from diffkit.core.operators import as_matrix
+
+LINEAR = make_schedule("linear", 1000)
+
+
+def GEN(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def gaussian(mean: float, std: float, dim: int) -> GaussianMixture:
@@ -24,3 +31,16 @@ def exact_reverse_model(data: GaussianMixture, schedule, std: float):
         return torch.cat([eps_model(x, t), (2 * frac[t] - 1).float().reshape(-1, 1).expand_as(x)], 1)
 
     return model
+
+
+# A two-mode prior in 4-D with correlated coordinates, for the restoration methods' posteriors.
+_C = torch.tensor([[1, 0.5, 0.4, 0], [0.5, 1, 0, 0.3], [0.4, 0, 1, 0.2], [0, 0.3, 0.2, 1]], dtype=torch.float64)
+PRIOR = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([[1.0, 0.5, 1.0, 1.0], [-1.0, 0.0, -1.0, -1.0]]),
+                        0.09 * torch.stack([_C, _C @ _C / 2]))
+
+
+def observed(op, sigma: float, truth: torch.Tensor):
+    """y = A(truth) + σ·n (a fixed draw) and PRIOR's exact posterior given it."""
+    y = op(truth[None].double())[0]
+    y = y + sigma * torch.randn(y.shape, generator=GEN(7), dtype=torch.float64)
+    return y, PRIOR.observe(as_matrix(op, 4), y.flatten(), sigma)

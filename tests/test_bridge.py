@@ -47,14 +47,15 @@ def test_bridge_between_gaussian_classes_is_the_closed_form_affine_map(strength)
         assert (exact - rule).abs().max() < 0.02
 
 
-@pytest.mark.parametrize("sampler, order", [("ddim", 1), ("dpm++2m", 2), ("heun", 2), ("dpm++3m", 3)])
+@pytest.mark.parametrize("sampler, order", [("ddim", 1), ("dpm++2m", 2), ("heun", 2), ("dpm++3m", 3), ("unipc", 3)])
 def test_round_trip_error_falls_with_steps_at_the_samplers_order(sampler, order):
     # Inverted and regenerated under its own class, the input comes back; measured slopes of log error
-    # against log steps from 10 to 40: ddim 0.9, dpm++2m 2.0, heun 3.1, dpm++3m 4.4.
+    # against log steps from 10 to 40: ddim 0.9, dpm++2m 2.0, heun 3.1, dpm++3m 4.4, unipc 3.0. unipc ends
+    # further off at 40 steps (5e-3): its model calls sit at predicted points the walk back never visits.
     errors = [(bridged(EXACT, INPUT, 0, 0, sampler, steps) - INPUT).abs().max().item() for steps in (10, 40)]
     slope = math.log(errors[0] / errors[1]) / math.log(4)
     assert slope > order - 0.25, (errors, slope)
-    assert errors[1] < (0.3 if order == 1 else 3e-3)
+    assert errors[1] < {"ddim": 0.3, "unipc": 1e-2}.get(sampler, 3e-3)
 
 
 def test_bridged_samples_follow_the_target_class_of_a_mixture():

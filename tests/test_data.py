@@ -114,6 +114,29 @@ def test_webdataset_shards_are_read_at_random_through_their_index(tmp_path):
         assert torch.equal(image, decode_image(io.BytesIO(_png(pictures[index])), 3, (16, 16)))
 
 
+@pytest.mark.parametrize("form", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_shard_index_reads_every_tar_format_as_tarfile_does(tmp_path, form):
+    from diffkit.data.shards import _read_members
+
+    deep = "/".join(["folder"] * 12)  # past ustar's 100-character name field: a prefix, GNU or pax names
+    members = {f"{deep}/{i:03d}.png": bytes([i]) * (100 + 700 * i) for i in range(3)}
+    members[f"{deep}/001.cls"] = b"7\n"
+    with tarfile.open(tmp_path / "s.tar", "w", format=form) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    index = _read_members(str(tmp_path / "s.tar"))
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        expected = [[m.name.rsplit(".", 1)[0], "png", m.offset_data, m.size] for m in tar if m.name.endswith(".png")]
+    assert index == {"members": expected, "labels": {f"{deep}/001": "7"}}
+    damaged = bytearray((tmp_path / "s.tar").read_bytes())
+    damaged[3] ^= 0xFF  # a name byte: the header's checksum no longer adds up
+    (tmp_path / "bad.tar").write_bytes(bytes(damaged))
+    with pytest.raises(DiffkitError, match="bad.tar: not a readable tar shard \\(bad header checksum at byte 0\\)"):
+        _read_members(str(tmp_path / "bad.tar"))
+
+
 def test_a_hard_linked_member_reads_the_data_it_links_to(tmp_path):
     from diffkit.data.shards import TarSource
 

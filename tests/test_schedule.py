@@ -13,8 +13,11 @@ def test_alphas_cumprod_is_float64_and_strictly_decreasing(name, T):
     ab = s.alphas_cumprod
     assert ab.dtype == torch.float64 and ab.shape == (T,)
     assert (ab[1:] < ab[:-1]).all()
-    assert 0 < ab[-1] and ab[0] < 1
-    assert ((s.betas > 0) & (s.betas <= MAX_BETA)).all()
+    if name == "flow":  # rectified flow's path ends at pure noise: zero SNR, a last β of 1
+        assert ab[-1] == 0 and ab[0] < 1 and s.betas[-1] == 1 and ((s.betas[:-1] > 0) & (s.betas[:-1] <= MAX_BETA)).all()
+    else:
+        assert 0 < ab[-1] and ab[0] < 1
+        assert ((s.betas > 0) & (s.betas <= MAX_BETA)).all()
     assert torch.allclose(torch.cumprod(1 - s.betas, 0), ab, rtol=1e-12)
 
 

@@ -82,8 +82,9 @@ def _model_device(model) -> torch.device:
 
 
 def _count_evals(sampler: str, runs: list[Grid]) -> int:
+    """Model calls over the runs: a step to clean data, or from zero SNR, takes one even in heun."""
     per_step = EVALS_PER_STEP.get(sampler, 1)
-    return sum(per_step * (len(g) - 1) - (per_step - 1) * (g.ab[-1] >= 1) for g in runs)
+    return sum(1 if g.ab[i + 1] >= 1 or g.ab[i] <= 0 else per_step for g in runs for i in range(len(g) - 1))
 
 
 @torch.no_grad()  # not inference_mode: the gradient methods differentiate the network inside
@@ -145,8 +146,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
         return start.to(device=device, dtype=dtype).clone()
     t_start = strength_to_timestep(strength, schedule.T) if partial else schedule.T - 1
     grid = make_grid(schedule, steps, spacing, t_start)
-    if grid.ab[0] == 0 and (prediction == "eps" or sampler == "heun"):
-        raise DiffkitError("zero terminal SNR needs v, x0 or flow prediction and a sampler other than heun")
+    if grid.ab[0] == 0 and prediction == "eps":
+        raise DiffkitError("zero terminal SNR needs v, x0 or flow prediction: ε alone says nothing of x_0 there")
     if bridge and grid.ab[0] == 0:
         raise DiffkitError("a bridge cannot invert to zero SNR, where the ODE starts from pure noise; "
                            "use a strength below 1")

@@ -122,14 +122,18 @@ def multistep_update(x: Tensor, a: float, a_next: float, x0: Tensor, history: li
 def heun(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step: AfterStep = _keep) -> Tensor:
     """Heun's second-order method on the probability-flow ODE in σ = √((1-ᾱ)/ᾱ) (Karras et al. 2022, Alg. 1).
 
-    Two model calls a step (one on the last step to clean data). Works on y = x/√ᾱ, where the ODE is
-    dy/dσ = (y - x̂_0)/σ.
+    Two model calls a step (one on the last step to clean data, and on a first step from zero SNR). Works
+    on y = x/√ᾱ, where the ODE is dy/dσ = (y - x̂_0)/σ.
     """
     for i in range(len(grid) - 1):
         a, a_next = grid.ab[i], grid.ab[i + 1]
-        x0 = denoise(x, grid.t[i]).x0
+        d = denoise(x, grid.t[i])
+        x0 = d.x0
         if a_next >= 1:  # Euler to σ = 0 lands on x̂_0
             x = after_step(x0, a_next)
+            continue
+        if a <= 0:  # from σ = ∞ (a zero-SNR start, x = ε) only the first-order step is defined: DDIM's
+            x = after_step(math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * d.eps, a_next)
             continue
         s, s_next = math.sqrt((1 - a) / a), math.sqrt((1 - a_next) / a_next)
         y = x / math.sqrt(a)
