@@ -73,8 +73,9 @@ def half_log_snr(ab: float) -> float:
 
 
 def dpm_solver_pp(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step: AfterStep = _keep,
-                  order: int = 2) -> Tensor:
-    """DPM-Solver++(2M / 3M), Lu et al. 2022, Alg. 2: a multistep exponential integrator in x̂_0.
+                  order: int = 2, stochastic: bool = False) -> Tensor:
+    """DPM-Solver++(2M / 3M), Lu et al. 2022, Alg. 2: a multistep exponential integrator in x̂_0; with
+    `stochastic`, 2M for the reverse SDE instead (sde_update).
 
     Earlier steps' x̂_0 estimate its λ-derivatives; the step to clean data is x̂_0 itself.
     """
@@ -86,7 +87,10 @@ def dpm_solver_pp(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, af
             x = x0
         else:
             h = half_log_snr(a_next) - half_log_snr(a)
-            x = multistep_update(x, a, a_next, x0, history[: order - 1])
+            if stochastic:
+                x = sde_update(x, a, a_next, x0, history[:1], generator)
+            else:
+                x = multistep_update(x, a, a_next, x0, history[: order - 1])
             history = [(x0, h)] + history[: order - 2]
         x = after_step(x, a_next)
     return x
@@ -144,29 +148,19 @@ def heun(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step:
     return x
 
 
-def dpm_solver_pp_sde(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None,
-                      after_step: AfterStep = _keep) -> Tensor:
-    """DPM-Solver++(2M) SDE, Lu et al. 2022, §5 (the midpoint form of diffusers' sde-dpmsolver++):
-    the same multistep x̂_0 extrapolation as 2M, for the reverse SDE, whose fresh noise at every step
-    lets later steps undo an earlier error, at the price of needing more steps than the ODE.
+def sde_update(x: Tensor, a: float, a_next: float, x0: Tensor, history: list[tuple[Tensor, float]],
+               generator) -> Tensor:
+    """One DPM-Solver++(2M) SDE step (Lu et al. 2022, §5; the midpoint form of diffusers'
+    sde-dpmsolver++): the same x̂_0 extrapolation as 2M, for the reverse SDE, whose fresh noise at every
+    step lets later steps undo an earlier error, at the price of needing more steps than the ODE.
 
     x' = (σ'/σ) e^{-h} x + α'(1 - e^{-2h})(x̂_0 + D/2) + σ' √(1 - e^{-2h}) z, D = (x̂_0 - x̂_0,prev) / r.
     """
-    previous: tuple[Tensor, float] | None = None  # (x̂_0, the λ-step that followed it)
-    for i in range(len(grid) - 1):
-        x0 = denoise(x, grid.t[i]).x0
-        a, a_next = grid.ab[i], grid.ab[i + 1]
-        if a_next >= 1:
-            x = x0
-        else:
-            h = half_log_snr(a_next) - half_log_snr(a)
-            decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
-            drift = x0 if previous is None else x0 + 0.5 * (x0 - previous[0]) * h / previous[1]
-            x = (math.sqrt((1 - a_next) / (1 - a)) * math.exp(-h)) * x + math.sqrt(a_next) * decay * drift
-            x = x + math.sqrt((1 - a_next) * decay) * randn_like(x, generator)
-            previous = (x0, h)
-        x = after_step(x, a_next)
-    return x
+    h = half_log_snr(a_next) - half_log_snr(a)
+    decay = -math.expm1(-2 * h)  # 1 - e^{-2h}
+    drift = x0 + 0.5 * (x0 - history[0][0]) * h / history[0][1] if history else x0
+    x = (math.sqrt((1 - a_next) / (1 - a)) * math.exp(-h)) * x + math.sqrt(a_next) * decay * drift
+    return x + math.sqrt((1 - a_next) * decay) * randn_like(x, generator)
 
 
 def unipc(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step: AfterStep = _keep,
@@ -239,7 +233,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpm++3m": partial(dpm_solver_pp, order=3),
     "heun": heun,
     "unipc": unipc,
-    "dpm++2m-sde": dpm_solver_pp_sde,
+    "dpm++2m-sde": partial(dpm_solver_pp, order=2, stochastic=True),
 }
 
 # Model calls per step where a sampler needs more than one; the last step to clean data needs one.
