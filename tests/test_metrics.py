@@ -1,7 +1,9 @@
-"""Sample-quality metrics against closed forms: Fréchet distance of Gaussians, KID's unbiasedness."""
+"""Sample-quality metrics against closed forms: Fréchet distance of Gaussians, KID's unbiasedness; BLEU, chrF
+and the minimum-Bayes-risk choice."""
 
 import math
 
+import pytest
 import torch
 
 from diffkit.metrics import frechet_distance, kernel_distance
@@ -26,3 +28,16 @@ def test_kernel_distance_is_unbiased_for_equal_distributions_and_grows_with_a_sh
     near, spread = kernel_distance(torch.randn(200, 16, generator=gen), 0.3 + torch.randn(200, 16, generator=gen))
     far, _ = kernel_distance(torch.randn(200, 16, generator=gen), 1.0 + torch.randn(200, 16, generator=gen))
     assert 0 < spread < near < far
+
+
+def test_translation_scores_and_the_mbr_choice_of_the_consensus():
+    from diffkit.metrics.text import mbr_choice, translation_scores
+
+    same = translation_scores(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert same["bleu"] == pytest.approx(100) and same["chrf"] == pytest.approx(100)
+    apart = translation_scores(["completely different words here"], ["the cat sat on the mat"])
+    assert apart["bleu"] < 5 and apart["chrf"] < 20
+    # three samples agree but for a word, one is an outlier: the choice is one of the three
+    candidates = ["the cat sat on the mat", "a dog barked loudly", "the cat sat on a mat", "the cat sat on the rug"]
+    assert mbr_choice(candidates) in (0, 2, 3) and mbr_choice(["only one"]) == 0
+    assert mbr_choice(["x y z", "x y z", "q"]) in (0, 1)

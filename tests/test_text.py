@@ -251,9 +251,13 @@ def test_pairs_condition_the_target_on_the_source(tmp_path):
     code, stderr = run_here("sample", "text", "-m", out, *FAST)
     assert code == 2 and "trained with --pairs" in stderr
     records = [json.loads(r) for r in run("eval", "text", "-m", out, "--data", pairs, "-n", 2, "--samples", 4,
-                                          "--json", *FAST).stdout.splitlines()]
+                                          "--mbr", 3, "--reference", "--json", *FAST).stdout.splitlines()]
     match = next(r for r in records if r["metric"] == "exact_match")
     assert 0 <= match["value"] <= 1 and not any(r["metric"] == "nll_bits_per_token" for r in records)
+    scores = {(r["metric"], r["of"].split(",")[0]) for r in records if r["metric"] in ("bleu", "chrf")}
+    assert scores == {(m, who) for m in ("bleu", "chrf") for who in ("ddpm-4", "copy the source")}
+    assert "MBR of 3" in match["of"]
+    assert len(run("sample", "text", "-m", out, "--prompt", "a u", "-n", 2, "--mbr", 3, *FAST).stdout.splitlines()) == 2
 
 
 def test_bad_input(trained, tmp_path):
@@ -275,6 +279,8 @@ def test_bad_input(trained, tmp_path):
         (["style", "text", "-m", trained, "-i", "-", "--strength", 1.5], b"a\n", "--strength must be in [0, 1]"),
         (["style", "text", "-m", trained, "-i", tmp_path / "latin1.txt"], b"", "not UTF-8 text"),
         (["sample", "text", "-m", trained, "--prompt", "a"], b"", "not trained with --pairs"),
+        (["sample", "text", "-m", trained, "--mbr", 4], b"", "--mbr chooses among samples for one source"),
+        (["sample", "text", "-m", trained, "--mbr", 0], b"", "--mbr must be at least 1"),
         (["sample", "text", "-m", trained, "--steps", 0, "-n", 1], b"", "--steps must be at least 1"),
         (["sample", "text", "-m", foreign_run(tmp_path, "audio")], b"", "holds a run of modality audio, not text"),
         (["eval", "text", "-m", trained], b"", "pass held-out text with --data"),

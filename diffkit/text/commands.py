@@ -13,8 +13,8 @@ import typer
 from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
                              Strength, StyleMethod, with_options)
-from diffkit.text.options import (ClassCond, Clamp, Data, Input, Model, Output, Pairs, SeqLen, Split, StyleSampling,
-                                  TextSampling, TextTraining, TokenizerType, VocabSize)
+from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
+                                  StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
 from diffkit.text.templates import Template, marker_template, parse_positions, span_template
 
 PREVIEW_COUNT = 8
@@ -215,17 +215,23 @@ def _generate(run, n: int, sampling: Sampling, common: Common, *, clamp: bool = 
 
 
 def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None,
-           clamp: bool = True, **labels) -> list[str]:
+           clamp: bool = True, mbr: int = 1, **labels) -> list[str]:
     """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
-    text after it is returned; `labels` (labels, guidance) condition a class-conditional one."""
+    text after it is returned, with `mbr` = K > 1 the minimum-Bayes-risk choice among K samples for it;
+    `labels` (labels, guidance) condition a class-conditional one."""
+    from diffkit.metrics.text import mbr_choice
+
     conditions = None
     if sources is not None:
-        tokens, keep = sources
+        tokens, keep = (part.repeat_interleave(mbr, 0) for part in sources)
         conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
-    ids = _generate(run, n, sampling, common, clamp=clamp, conditions=conditions, **labels)
+    ids = _generate(run, n * (mbr if sources is not None else 1), sampling, common, clamp=clamp,
+                    conditions=conditions, **labels)
     if sources is None:
         return [tokenizer.decode(row) for row in ids]
-    return [tokenizer.decode(row[~k]) for row, k in zip(ids, sources[1])]
+    texts = [tokenizer.decode(row[~k]) for row, k in zip(ids, keep)]
+    groups = [texts[i * mbr:(i + 1) * mbr] for i in range(n)]
+    return [group[mbr_choice(group)] for group in groups]
 
 
 def emit(lines: list[str], destination: Destination, stem: str, common: Common,
@@ -262,15 +268,15 @@ def _nll(run, tokens, strata: int = 20) -> list[float]:
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts (per --prompt).")] = 8,
            prompt: Annotated[Optional[str], typer.Option(help="Source text for a model trained with --pairs.")] = None,
            input: Annotated[Optional[str], typer.Option("--input", "-i", help="Sources, one per line (file or -), for a model trained with --pairs: one text each.")] = None,
-           label: Label = None, guidance: Guidance = 1.0,
+           label: Label = None, guidance: Guidance = 1.0, mbr: Mbr = 1,
            clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
     """Generate texts, one per line; the same seed gives the same texts. --json adds seed and the NLL
     estimate (bits per token) of each."""
     from diffkit.errors import DiffkitError
     from diffkit.runs import class_labels
 
-    if n < 1:
-        raise DiffkitError(f"-n must be at least 1, got {n}")
+    if n < 1 or mbr < 1:
+        raise DiffkitError(f"-n and --mbr must be at least 1, got {n} and {mbr}")
     if prompt is not None and input is not None:
         raise DiffkitError("give the sources with --prompt or --input, not both")
     destination = Destination.of(output, ".txt")
@@ -285,8 +291,11 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
         name = "--prompt" if prompt is not None else input
         sources = encode_pairs(tok, [(text, "") for text in texts], spec["seq_len"], name, strict=True)
         n = len(texts)
+    if mbr > 1 and not spec["pairs"]:
+        raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     labels = class_labels(loaded, label, n, guidance)
-    lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, labels=labels, guidance=guidance)
+    lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
+                   guidance=guidance)
     records = [{"seed": sampling.seed, "index": i} for i in range(n)]
     if labels is not None:
         records = [{**r, "class": spec["classes"][k]} for r, k in zip(records, labels.tolist())]

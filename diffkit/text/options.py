@@ -12,6 +12,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written
 Input = Annotated[str, typer.Option("--input", "-i", help="UTF-8 text file, one example per line, or - for stdin.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="A .txt file (one line per result), a folder (a new .txt file there), or - for stdout.")]
 Clamp = Annotated[bool, typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step.")]
+Mbr = Annotated[int, typer.Option(help="A --pairs model: draw K samples for each source and keep their consensus, the one with the highest mean chrF against the others (minimum Bayes risk).")]
 
 TextTraining = with_defaults(Training, steps=3000, batch_size=64, lr=1e-3, lr_decay="cosine", schedule="sqrt",
                              prediction="x0", ema_decay=0.995, checkpoint_every=500)
