@@ -1,9 +1,9 @@
-"""Audio data: folders of sound files, or built-in sets the package synthesises itself.
+"""Audio data: sources of sound files, or built-in sets the package synthesises itself.
 
 Every data set answers `batch(indices, generator) -> (float [B, 1, L] in [-1, 1], labels [B])`, with L
-the model's window. Folder files are decoded, made mono, resampled and normalised once at load; windows
-are cut at random from them per batch. Built-in clips are synthesised on demand, each a pure function
-of (seed, index), so they are endless and need no storage.
+the model's window. A source's recordings (a folder, tar shards, a Hugging Face dataset) are read a
+window at random at a time, made mono, resampled and normalised when a batch names them. Built-in clips
+are synthesised on demand, each a pure function of (seed, index), so they are endless and need no storage.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -28,6 +29,16 @@ PEAK, RMS = 0.95, 0.1  # targets: just under full scale; -20 dBFS (clipped to [-
 def sound_error(error: Exception) -> str:
     """libsndfile's message without the repr of the file object it was given."""
     return re.sub(r"^Error opening .*?: ", "", str(error).splitlines()[0])
+
+
+@contextmanager
+def sound_file_errors(name: str):
+    """libsndfile's failures to open or read a recording (RuntimeErrors, TypeErrors for what is no sound
+    file at all) as one error naming it."""
+    try:
+        yield
+    except (RuntimeError, TypeError) as e:
+        raise DiffkitError(f"{name}: not a readable sound file ({sound_error(e)})") from None
 
 
 def decode(data: bytes, sample_rate: int, name: str) -> Tensor:
@@ -50,15 +61,6 @@ def decode(data: bytes, sample_rate: int, name: str) -> Tensor:
 def read_audio(source: str, sample_rate: int) -> Tensor:
     """A file or stdin ("-") as mono float32 [L] at `sample_rate`."""
     return decode(read_input(source), sample_rate, display_name(source))
-
-
-def window_of(wave: Tensor, length: int, generator: torch.Generator | None) -> Tensor:
-    """A `length` window of a clip: a random one (the start from `generator`) of a longer clip, or the
-    clip zero-padded at the end. Without a generator, the start."""
-    if len(wave) <= length:
-        return torch.nn.functional.pad(wave, (0, length - len(wave)))
-    start = 0 if generator is None else int(torch.randint(0, len(wave) - length + 1, (), generator=generator))
-    return wave[start:start + length]
 
 
 BLOCK = 1 << 16  # frames read at a time when a whole recording is measured
@@ -123,17 +125,14 @@ class SourceAudio:
     def _window(self, file, name: str, generator: torch.Generator | None) -> Tensor:
         import soundfile
 
-        try:
-            with soundfile.SoundFile(file) as sound:
-                if sound.frames == 0:
-                    raise DiffkitError(f"{name}: holds no samples")
-                level = self._level(sound, name)
-                length = resampled_length(sound, self.rate)
-                start = 0 if generator is None or length <= self.window else \
-                    int(torch.randint(0, length - self.window + 1, (), generator=generator))
-                wave = read_resampled(sound, start, self.window, self.rate)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
-            raise DiffkitError(f"{name}: not a readable sound file ({sound_error(e)})") from None
+        with sound_file_errors(name), soundfile.SoundFile(file) as sound:
+            if sound.frames == 0:
+                raise DiffkitError(f"{name}: holds no samples")
+            level = self._level(sound, name)
+            length = resampled_length(sound, self.rate)
+            start = 0 if generator is None or length <= self.window else \
+                int(torch.randint(0, length - self.window + 1, (), generator=generator))
+            wave = read_resampled(sound, start, self.window, self.rate)
         wave = torch.nn.functional.pad(wave, (0, self.window - len(wave)))
         return _scaled(wave, level, self.how)
 

@@ -28,10 +28,10 @@ def prepare(
 
     import soundfile
 
-    from diffkit.audio.data import SUFFIXES, read_resampled, resampled_length, sound_error
-    from diffkit.console import log, warn
+    from diffkit.audio.data import SUFFIXES, read_resampled, resampled_length, sound_file_errors
+    from diffkit.console import log
     from diffkit.data import open_source
-    from diffkit.data.prepare import new_folder, write_shards
+    from diffkit.data.prepare import example_members, new_folder, write_shards
     from diffkit.errors import DiffkitError
     from diffkit.loader import ordered_map
 
@@ -40,30 +40,30 @@ def prepare(
     workers = preparing.worker_count()
     source = open_source(data, "audio", SUFFIXES, class_cond, "sound files", column=column, label_column=label_column)
 
-    def encode(index: int):
-        name = source.name(index)
+    def encode(file, name: str) -> Path:
+        """The recording, mono at the sample rate, as 24-bit FLAC in a file of its own (moved into the
+        shard), converted BLOCK_SECONDS at a time."""
         fd, converted = tempfile.mkstemp(dir=out, prefix=".converted-", suffix=".flac")
         os.fchmod(fd, 0o644)
         os.close(fd)
         try:
-            with source.open(index) as file, soundfile.SoundFile(file) as sound:
+            with sound_file_errors(name), soundfile.SoundFile(file) as sound:
                 if sound.frames == 0:
-                    raise ValueError("holds no samples")
+                    raise DiffkitError(f"{name}: holds no samples")
                 with soundfile.SoundFile(converted, "w", sample_rate, 1, "PCM_24", format="FLAC") as target:
                     length, block = resampled_length(sound, sample_rate), BLOCK_SECONDS * sample_rate
                     for start in range(0, length, block):
                         target.write(read_resampled(sound, start, min(block, length - start), sample_rate).clamp(-1, 1).numpy())
-        except (OSError, ValueError, RuntimeError, TypeError) as e:
+        except BaseException:
             os.unlink(converted)
-            warn(f"{name}: unreadable sound file, left out ({sound_error(e)})")
-            return None
-        members = {"flac": Path(converted)}
-        if source.classes:
-            members["cls"] = str(int(source.labels[index])).encode()
-        return members
+            raise
+        return Path(converted)
+
+    def members(index: int):
+        return example_members(source, index, "flac", encode, "sound file")
 
     with new_folder(preparing.out) as out:
-        manifest = write_shards(out, ordered_map(encode, range(len(source)), workers), preparing.shard_size,
+        manifest = write_shards(out, ordered_map(members, range(len(source)), workers), preparing.shard_size,
                                 {"modality": "audio", "source": data, "sample_rate": sample_rate,
                                  "classes": source.classes}, common.quiet)
     log(f"prepared {manifest['examples']} recordings of {len(source)} into {len(manifest['shards'])} shards in "

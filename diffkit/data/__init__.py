@@ -75,6 +75,10 @@ def open_source(spec: str, kind: str, suffixes: set[str], class_cond: bool, hold
     return FolderSource(spec, suffixes, class_cond, holding)
 
 
+# What reading and decoding one example raises when the example is bad (not when the code is).
+UNREADABLE = (DiffkitError, OSError, ValueError, EOFError)
+
+
 def readable(source, index: int, decode: Callable[[object, str], T], what: str) -> tuple[T, int]:
     """(decode(file, name), label) of example `index`, or, if that one cannot be read, of the next one
     that can: a deterministic replacement, so a run keeps its place and its resume stays exact. Each
@@ -86,14 +90,15 @@ def readable(source, index: int, decode: Callable[[object, str], T], what: str) 
         try:
             with source.open(i) as file:
                 return decode(file, name), int(source.labels[i])
-        except (DiffkitError, OSError, ValueError, EOFError) as e:
+        except UNREADABLE as e:
             if not source.present():
                 raise DiffkitError(f"{source.spec}: the data has gone (reading {name} failed: "
-                                   f"{_reason(e, name)})") from None
-            warn(f"{name}: unreadable {what}, replaced by another ({_reason(e, name)})")
+                                   f"{reason(e, name)})") from None
+            warn(f"{name}: unreadable {what}, replaced by another ({reason(e, name)})")
     raise DiffkitError(f"{source.spec}: no readable {what} among its {n}")
 
 
-def _reason(error: Exception, name: str) -> str:
+def reason(error: Exception, name: str) -> str:
+    """An error's first line, without the name it would repeat."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text.removeprefix(f"{name}: ")

@@ -10,10 +10,11 @@ import shutil
 import tarfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from diffkit.console import log
-from diffkit.data import MANIFEST
+from diffkit.console import log, warn
+from diffkit.data import MANIFEST, UNREADABLE, reason
+from diffkit.data.shards import LABEL
 from diffkit.errors import DiffkitError
 from diffkit.io import atomic_write
 
@@ -40,6 +41,23 @@ def new_folder(out: str):
             for child in path.iterdir():
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         raise
+
+
+def example_members(source, index: int, extension: str, encode: Callable[[object, str], "bytes | Path"],
+                    what: str) -> Members | None:
+    """Example `index` of a source as shard members: encode(file, name) under `extension`, and its class
+    as `.cls` where the source has classes; None, after one warning, if it cannot be read (prepare leaves
+    it out rather than write a stand-in)."""
+    name = source.name(index)
+    try:
+        with source.open(index) as file:
+            members: Members = {extension: encode(file, name)}
+    except UNREADABLE as e:
+        warn(f"{name}: unreadable {what}, left out ({reason(e, name)})")
+        return None
+    if source.classes:
+        members[LABEL] = str(int(source.labels[index])).encode()
+    return members
 
 
 def shard_name(number: int) -> str:

@@ -24,9 +24,9 @@ def prepare(
     import io
     import math
 
-    from diffkit.console import log, warn
+    from diffkit.console import log
     from diffkit.data import open_source
-    from diffkit.data.prepare import new_folder, write_shards
+    from diffkit.data.prepare import example_members, new_folder, write_shards
     from diffkit.errors import DiffkitError
     from diffkit.image.data import CROP_MARGIN, MODES, SUFFIXES, decode_image, parse_size
     from diffkit.loader import ordered_map
@@ -38,25 +38,18 @@ def prepare(
     source = open_source(data, "image", SUFFIXES, class_cond, "images", column=column, label_column=label_column)
     stored = tuple(math.ceil(s * CROP_MARGIN) for s in size)
 
-    def encode(index: int):
+    def encode(file, name: str) -> bytes:
         from PIL import Image
 
-        name = source.name(index)
-        try:
-            with source.open(index) as file:
-                image = decode_image(file, channels, stored)
-        except (DiffkitError, OSError, ValueError) as e:
-            warn(f"{name}: unreadable image, left out ({str(e).splitlines()[0]})")
-            return None
         png = io.BytesIO()
-        Image.fromarray(image.permute(1, 2, 0).squeeze(-1).numpy()).save(png, "PNG")
-        members = {"png": png.getvalue()}
-        if source.classes:
-            members["cls"] = str(int(source.labels[index])).encode()
-        return members
+        Image.fromarray(decode_image(file, channels, stored).permute(1, 2, 0).squeeze(-1).numpy()).save(png, "PNG")
+        return png.getvalue()
+
+    def members(index: int):
+        return example_members(source, index, "png", encode, "image")
 
     with new_folder(preparing.out) as out:
-        manifest = write_shards(out, ordered_map(encode, range(len(source)), workers), preparing.shard_size,
+        manifest = write_shards(out, ordered_map(members, range(len(source)), workers), preparing.shard_size,
                                 {"modality": "image", "source": data, "image_size": list(stored), "channels": channels,
                                  "classes": source.classes}, common.quiet)
     log(f"prepared {manifest['examples']} images of {len(source)} into {len(manifest['shards'])} shards in "

@@ -99,37 +99,24 @@ def train(
 
     import torch
 
-    from diffkit.errors import DiffkitError, choose
+    from diffkit.errors import DiffkitError
     from diffkit.io import write_output
     from diffkit.runs import Run, batch_indices, batches, schedule_of, start_run, train_run
-    from diffkit.text.corpus import TOKENS, TokenRows, prepared, tokenise
-    from diffkit.text.data import iter_classes, iter_lines, iter_pairs
+    from diffkit.text.corpus import TOKENS, TokenRows, check_corpus_options, prepared, tokenise
+    from diffkit.text.data import corpus_kind, corpus_stream, run_corpus_kind
     from diffkit.text.model import TextConfig, text_objective
-    from diffkit.text.tokenizer import FILE, MODEL_TYPES, Tokenizer
+    from diffkit.text.tokenizer import FILE, Tokenizer
 
     source = pairs or data
     manifest = None if pairs or data == "-" else prepared(data)
-    kind = manifest["kind"] if manifest else "pairs" if pairs else "classes" if class_cond else "lines"
-
-    def stream():
-        if kind == "pairs":
-            return iter_pairs(source, training.seed)
-        if kind == "classes":
-            return iter_classes(source, split, training.seed, column, label_column)
-        return iter_lines(source, split, training.seed, column)
+    kind = manifest["kind"] if manifest else corpus_kind(bool(pairs), class_cond)
 
     def make_config():
-        if seq_len < 4 or seq_len > 4096:
-            raise DiffkitError(f"--seq-len must be in 4..4096, got {seq_len}")
-        if vocab_size is not None and vocab_size < 16:
-            raise DiffkitError(f"--vocab-size must be at least 16, got {vocab_size}")
+        check_corpus_options(seq_len, vocab_size, class_cond, pairs, tokenizer)
         if not 0 <= dropout < 1:
             raise DiffkitError(f"--dropout must be in [0, 1), got {dropout}")
         if not 0 <= label_dropout < 1:
             raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
-        if class_cond and pairs:
-            raise DiffkitError("--class-cond applies to --data, not to --pairs")
-        choose("tokenizer", tokenizer, MODEL_TYPES)
         diffusion = training.diffusion()
         if diffusion["prediction"] != "x0":
             raise DiffkitError("text models predict x0, which rounding and clamping act on: --prediction x0")
@@ -143,6 +130,7 @@ def train(
             rows_folder, count, classes = str(Path(data).resolve()), manifest["examples"], manifest["classes"]
             rows = TokenRows(rows_folder, seq_len, manifest["dtype"], kind)
         else:
+            stream = corpus_stream(kind, source, split, training.seed, column, label_column)
             corpus = tokenise(out, stream, kind, seq_len, vocab_size, tokenizer, training.seed, display_name(source))
             model_bytes, rows, count, classes = corpus.tokenizer_model, corpus.rows, corpus.count, corpus.classes
             rows_folder = "."
@@ -161,13 +149,15 @@ def train(
     def reopen(config: dict):
         nonlocal kind
         spec = config["data"]
-        kind = "pairs" if spec["pairs"] else "classes" if spec.get("classes") else "lines"
+        kind = run_corpus_kind(spec)
         tok = Tokenizer.load(training.out)
         folder = Path(training.out) / spec.get("rows", ".")
         if "rows" not in spec or not (folder / TOKENS).exists():  # a run from before token files: write them
             from diffkit.text.corpus import write_rows
 
-            return tok, write_rows(folder, tok, stream(), kind, spec["seq_len"], spec.get("classes", []), display_name(source))
+            stream = corpus_stream(kind, source, split, training.seed, column, label_column)
+            return tok, write_rows(folder, tok, stream(), kind, spec["seq_len"], spec.get("classes", []),
+                                   display_name(source))
         return tok, TokenRows(folder, spec["seq_len"], spec["dtype"], kind)
 
     config, (tok, rows) = start_run(training, "text", make_config, reopen)

@@ -27,7 +27,6 @@ from diffkit.text.tokenizer import SEP
 SAMPLE = 200_000  # examples the tokenizer is trained on, drawn uniformly from the corpus
 CHUNK = 4096      # examples tokenised and written at a time
 TOKENS, LABELS, SOURCES = "tokens.bin", "labels.bin", "sources.bin"
-KINDS = ("lines", "classes", "pairs")  # an example is a str, a (class name, str), a (source, target)
 FORMAT = "diffkit-tokens"              # the manifest of a folder `diffkit prepare text` wrote
 
 
@@ -168,6 +167,21 @@ def tokenise(folder: Path, stream: Callable[[], Iterable], kind: str, seq_len: i
     model = train_tokenizer(found.sample, vocab_size or default_vocab_size(found.sample), tokenizer_type)
     rows = write_rows(folder, Tokenizer(model), stream(), kind, seq_len, classes, name)
     return Corpus(model, rows, found.count, classes)
+
+
+def check_corpus_options(seq_len: int, vocab_size: int | None, class_cond: bool, pairs: str | None,
+                         tokenizer_type: str) -> None:
+    """What `train text` and `prepare text` check before reading any text."""
+    from diffkit.errors import choose
+    from diffkit.text.tokenizer import MODEL_TYPES
+
+    if seq_len < 4 or seq_len > 4096:
+        raise DiffkitError(f"--seq-len must be in 4..4096, got {seq_len}")
+    if vocab_size is not None and vocab_size < 16:
+        raise DiffkitError(f"--vocab-size must be at least 16, got {vocab_size}")
+    if class_cond and pairs:
+        raise DiffkitError("--class-cond applies to --data, not to --pairs")
+    choose("tokenizer", tokenizer_type, MODEL_TYPES)
 
 
 def prepared(folder: str | Path) -> dict | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from diffkit.data import HF_PREFIX
 from diffkit.errors import DiffkitError, choose
@@ -149,6 +149,27 @@ def iter_pairs(source: str, seed: int = 0) -> Iterator[tuple[str, str]]:
             if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
                 raise DiffkitError(f"{name}:{number}: expected source<TAB>target, got {len(parts)} field(s)")
             yield parts[0].strip(), parts[1].strip()
+
+
+def corpus_kind(pairs: bool, class_cond: bool) -> str:
+    """What an example of the corpus is: a line, a (class name, line) or a (source, target) pair."""
+    return "pairs" if pairs else "classes" if class_cond else "lines"
+
+
+def run_corpus_kind(spec: dict) -> str:
+    """corpus_kind of a run, from its config's data part."""
+    return corpus_kind(spec["pairs"], bool(spec.get("classes")))
+
+
+def corpus_stream(kind: str, source: str, split: str, seed: int, column: str | None,
+                  label_column: str | None) -> Callable[[], Iterator]:
+    """A function that starts a fresh pass over the corpus's examples each time it is called (the
+    tokenizer's survey and the tokenising are two passes)."""
+    if kind == "pairs":
+        return lambda: iter_pairs(source, seed)
+    if kind == "classes":
+        return lambda: iter_classes(source, split, seed, column, label_column)
+    return lambda: iter_lines(source, split, seed, column)
 
 
 def class_names(labels: Iterable[str], source: str) -> list[str]:

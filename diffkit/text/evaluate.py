@@ -17,12 +17,11 @@ def _training_lines(run: str, spec: dict, tokenizer) -> list[str] | None:
 
     from diffkit.errors import DiffkitError
     from diffkit.text.corpus import TokenRows
-    from diffkit.text.data import load_classes, load_lines, load_pairs
+    from diffkit.text.data import load_classes, load_lines, load_pairs, run_corpus_kind
 
     if "rows" in spec:
-        kind = "pairs" if spec["pairs"] else "classes" if spec["classes"] else "lines"
         try:
-            rows = TokenRows(Path(run) / spec["rows"], spec["seq_len"], spec["dtype"], kind)
+            rows = TokenRows(Path(run) / spec["rows"], spec["seq_len"], spec["dtype"], run_corpus_kind(spec))
         except DiffkitError:
             return None
         every = torch.arange(len(rows))

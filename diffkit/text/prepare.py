@@ -17,26 +17,14 @@ def prepare(data: Data = "builtin:weather", pairs: Pairs = None, split: Split = 
     from diffkit.console import log
     from diffkit.data import MANIFEST
     from diffkit.data.prepare import new_folder
-    from diffkit.errors import DiffkitError, choose
     from diffkit.io import atomic_write, display_name, write_output
-    from diffkit.text.corpus import FORMAT, tokenise
-    from diffkit.text.data import iter_classes, iter_lines, iter_pairs
-    from diffkit.text.tokenizer import FILE, MODEL_TYPES
+    from diffkit.text.corpus import FORMAT, check_corpus_options, tokenise
+    from diffkit.text.data import corpus_kind, corpus_stream
+    from diffkit.text.tokenizer import FILE
 
-    if seq_len < 4 or seq_len > 4096:
-        raise DiffkitError(f"--seq-len must be in 4..4096, got {seq_len}")
-    if vocab_size is not None and vocab_size < 16:
-        raise DiffkitError(f"--vocab-size must be at least 16, got {vocab_size}")
-    if class_cond and pairs:
-        raise DiffkitError("--class-cond applies to --data, not to --pairs")
-    choose("tokenizer", tokenizer, MODEL_TYPES)
-    source = pairs or data
-    kind = "pairs" if pairs else "classes" if class_cond else "lines"
-
-    def stream():
-        if kind == "pairs":
-            return iter_pairs(source)
-        return iter_classes(source, split, 0, column, label_column) if kind == "classes" else iter_lines(source, split, 0, column)
+    check_corpus_options(seq_len, vocab_size, class_cond, pairs, tokenizer)
+    source, kind = pairs or data, corpus_kind(bool(pairs), class_cond)
+    stream = corpus_stream(kind, source, split, 0, column, label_column)
 
     with new_folder(preparing.out) as out:
         corpus = tokenise(out, stream, kind, seq_len, vocab_size, tokenizer, 0, display_name(source))
