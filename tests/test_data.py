@@ -128,13 +128,31 @@ def test_the_shard_index_reads_every_tar_format_as_tarfile_does(tmp_path, form):
             tar.addfile(info, io.BytesIO(data))
     index = _read_members(str(tmp_path / "s.tar"))
     with tarfile.open(tmp_path / "s.tar") as tar:
-        expected = [[m.name.rsplit(".", 1)[0], "png", m.offset_data, m.size] for m in tar if m.name.endswith(".png")]
-    assert index == {"members": expected, "labels": {f"{deep}/001": "7"}}
+        images = [m for m in tar if m.name.endswith(".png")]
+    assert index == {"keys": [m.name.rsplit(".", 1)[0] for m in images], "extensions": ["png"] * 3,
+                     "offsets": [m.offset_data for m in images], "sizes": [m.size for m in images],
+                     "labels": {f"{deep}/001": "7"}}
     damaged = bytearray((tmp_path / "s.tar").read_bytes())
     damaged[3] ^= 0xFF  # a name byte: the header's checksum no longer adds up
     (tmp_path / "bad.tar").write_bytes(bytes(damaged))
     with pytest.raises(DiffkitError, match="bad.tar: not a readable tar shard \\(bad header checksum at byte 0\\)"):
         _read_members(str(tmp_path / "bad.tar"))
+
+
+def test_a_header_summed_as_signed_bytes_as_old_tars_do_is_read(tmp_path):
+    from diffkit.data.shards import _read_members
+
+    with tarfile.open(tmp_path / "s.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("bild-ä.png")  # UTF-8 bytes past 127: signed and unsigned sums differ
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    raw = bytearray((tmp_path / "s.tar").read_bytes())
+    header = raw[:512]
+    header[148:156] = b" " * 8
+    signed = sum(byte - 256 if byte > 127 else byte for byte in header)
+    raw[148:156] = b"%06o\0 " % signed
+    (tmp_path / "s.tar").write_bytes(bytes(raw))
+    assert _read_members(str(tmp_path / "s.tar"))["keys"] == ["bild-ä"]
 
 
 def test_a_hard_linked_member_reads_the_data_it_links_to(tmp_path):
@@ -149,6 +167,7 @@ def test_a_hard_linked_member_reads_the_data_it_links_to(tmp_path):
     source = TarSource(str(tmp_path / "linked.tar"), {".png"}, False)
     with source.open(0) as a, source.open(1) as b:
         assert len(source) == 2 and a.read() == b.read() == (tmp_path / "a.png").read_bytes()
+    assert [source.name(i) for i in (0, 1)] == [f"{tmp_path / 'linked.tar'}:{n}" for n in ("a.png", "b.png")]
 
 
 def test_an_unreadable_shard_member_is_replaced_by_the_next_and_reported_once(tmp_path, capfd):

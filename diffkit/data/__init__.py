@@ -32,9 +32,10 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def cached(kind: str, key: str, valid: Callable[[dict], bool], build: Callable[[], dict]) -> dict:
+def cached(kind: str, key: str, valid: Callable[[dict], bool], build: Callable[[], dict] | None) -> dict | None:
     """A JSON record kept in cache_dir()/kind/ under `key`'s hash: read back while `valid` says it still
-    describes the data, else rebuilt and stored. An unwritable cache only costs the rebuild."""
+    describes the data, else rebuilt and stored (or None, with no `build`). An unwritable cache only
+    costs the rebuild."""
     path = cache_dir() / kind / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".json")
     try:
         record = json.loads(path.read_text())
@@ -42,6 +43,8 @@ def cached(kind: str, key: str, valid: Callable[[dict], bool], build: Callable[[
             return record
     except (OSError, ValueError):
         pass
+    if build is None:
+        return None
     record = {"key": key, **build()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
