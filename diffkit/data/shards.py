@@ -207,17 +207,24 @@ class TarSource:
         missing = [path for path, index in zip(self.shards, indices) if index is None]
         built = ordered_map(shard_index, missing, min(len(missing), available_cores()) if len(missing) > 1 else 0)
         indices = [next(built) if index is None else index for index in indices]
-        shard_of, positions, offsets, sizes, raw_labels = [], [], [], [], []
+        shard_of, starts, ends, offsets, sizes, raw_labels, self.names = [], [], [], [], [], [], []
         for number, index in enumerate(indices):
-            kept = np.flatnonzero([extension in wanted for extension in index["extensions"]])
+            keys, extensions = index["keys"], index["extensions"]
+            kept = np.flatnonzero([extension in wanted for extension in extensions])
+            # Each shard's member names in one string, NUL-separated (no tar name holds a NUL): a name per
+            # example costs its bytes and two offsets, not a Python object.
+            names = "\0".join(f"{keys[i]}.{extensions[i]}" for i in kept).encode("utf-8", "surrogateescape")
+            end = np.flatnonzero(np.frombuffer(names + b"\0", np.uint8) == 0).astype(np.int32)
+            self.names.append(names)
+            starts.append(np.concatenate([[0], end[:-1] + 1]).astype(np.int32)[:len(kept)])
+            ends.append(end[:len(kept)])
             shard_of.append(np.full(len(kept), number, dtype=np.int32))
-            positions.append(kept.astype(np.int32))
             offsets.append(np.asarray(index["offsets"], dtype=np.int64)[kept])
             sizes.append(np.asarray(index["sizes"], dtype=np.int64)[kept])
             if class_cond:
-                raw_labels += [index["labels"].get(index["keys"][i]) for i in kept]
-        # Offsets and sizes are all a batch needs; a name (for a message) is looked up in the index again.
-        self.shard_of, self.positions, self.offsets, self.sizes = map(np.concatenate, (shard_of, positions, offsets, sizes))
+                raw_labels += [index["labels"].get(keys[i]) for i in kept]
+        self.shard_of, self.starts, self.ends, self.offsets, self.sizes = \
+            map(np.concatenate, (shard_of, starts, ends, offsets, sizes))
         if not len(self.offsets):
             raise DiffkitError(f"{self.spec}: no member ending in {', '.join(sorted(wanted))} in its "
                                f"{len(self.shards)} shard(s)")
@@ -227,12 +234,9 @@ class TarSource:
         return len(self.offsets)
 
     def name(self, index: int) -> str:
-        path, position = self.shards[self.shard_of[index]], int(self.positions[index])
-        try:
-            record = shard_index(path, build=False) or _read_members(path)
-            return f"{path}:{record['keys'][position]}.{record['extensions'][position]}"
-        except (OSError, DiffkitError, IndexError):
-            return f"{path}:the member at byte {int(self.offsets[index])}"
+        shard = self.shard_of[index]
+        name = self.names[shard][self.starts[index]:self.ends[index]].decode("utf-8", "surrogateescape")
+        return f"{self.shards[shard]}:{name}"
 
     def open(self, index: int):
         member = Member(self.shards[self.shard_of[index]], int(self.offsets[index]), int(self.sizes[index]))
