@@ -160,6 +160,7 @@ class Training:
     prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0, v, or flow (rectified flow's velocity ε - x0).")] = "eps"
     timestep_sampling: Annotated[Optional[str], typer.Option(help="Training timesteps: uniform or logit-normal (most at middle noise); default: logit-normal with --prediction flow, else uniform.")] = None
     variance: Annotated[str, typer.Option(help="fixed (small), fixed_large or learned (hybrid loss).")] = "fixed"
+    self_cond: Annotated[bool, typer.Option("--self-cond", help="Self-conditioning: the network also sees its previous x̂0 (half the training examples), every sampler feeding it the last step's.")] = False
     checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
     preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
     log_every: Annotated[int, typer.Option(help="Append a metrics.jsonl line every N steps.")] = 10
@@ -186,7 +187,7 @@ class Training:
         schedule = self.schedule or ("flow" if self.prediction == "flow" else "cosine")
         make_schedule(schedule, self.timesteps)  # fails early on a bad name or T
         return {"schedule": schedule, "timesteps": self.timesteps, "prediction": self.prediction,
-                "variance": variance}
+                "variance": variance, "self_cond": self.self_cond}
 
     def settings(self, **extra):
         from diffkit.core.diffusion import TIMESTEP_SAMPLINGS, WEIGHTINGS

@@ -40,6 +40,14 @@ class Run(NamedTuple):
     device: torch.device
 
 
+def parameterisation(config: dict) -> dict:
+    """How the run's network answers, as the core's functions take it: prediction, variance and
+    self-conditioning (absent from runs made before it existed)."""
+    diffusion = config["diffusion"]
+    return {"prediction": diffusion["prediction"], "variance": diffusion["variance"],
+            "self_cond": diffusion.get("self_cond", False)}
+
+
 def schedule_of(config: dict) -> Schedule:
     return make_schedule(config["diffusion"]["schedule"], config["diffusion"]["timesteps"])
 
@@ -171,10 +179,8 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     common = dataclasses.replace(common, quiet=common.quiet or not world.main, json=common.json and world.main)
     torch.manual_seed(training.seed)
     model = build(config)
-    diffusion = config["diffusion"]
     trainer = Trainer(model.to(device), schedule_of(config), training.settings(**settings),
-                      prediction=diffusion["prediction"], variance=diffusion["variance"], run=training.out,
-                      objective=objective, world=world)
+                      **parameterisation(config), run=training.out, objective=objective, world=world)
     if training.resume and (Path(training.out) / STATE).exists():
         trainer.restore()
         log(f"resuming {training.out} at step {trainer.step}", common.quiet)
@@ -238,14 +244,12 @@ def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labe
     """core.sample on a loaded run with a progress bar, under class `labels` (see _conditioned) or other
     `conditions` of the network (text: a pair's source). With `source_labels`, `start` is bridged from
     those classes to `labels`."""
-    diffusion = run.config["diffusion"]
     model, kwargs = _conditioned(run, labels, guidance, conditions)
     if source_labels is not None:
         edit["source_model"], edit["source_kwargs"] = _conditioned(run, source_labels, guidance)
     with progress_bar(f"sample {sampling.sampler}", common.quiet) as update:
-        return sample(model, shape, run.schedule, prediction=diffusion["prediction"],
-                      variance=diffusion["variance"], device=run.device, model_kwargs=kwargs, progress=update,
-                      **sampling.kwargs(), **edit)
+        return sample(model, shape, run.schedule, **parameterisation(run.config), device=run.device,
+                      model_kwargs=kwargs, progress=update, **sampling.kwargs(), **edit)
 
 
 def style_plan(run: Run, method: str | None, from_class: str | None, label: str | None, strength: float | None,
@@ -327,14 +331,12 @@ def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int,
           common: Common) -> tuple[float, float]:
     """The variational bound of each example of x0 (model space) in bits per dimension with a progress bar:
     (mean, standard error of the mean). `labels` condition a class-conditional network."""
-    diffusion = run.config["diffusion"]
     totals, generator = [], torch.Generator().manual_seed(0)
     with progress_bar("bound", common.quiet) as update:
         for start in range(0, len(x0), batch_size):
             index = torch.arange(start, min(start + batch_size, len(x0)))
             kwargs = {"y": labels[index].to(run.device)} if labels is not None else {}
-            result = variational_bound(run.schedule, run.model, x0[index].to(run.device),
-                                       prediction=diffusion["prediction"], variance=diffusion["variance"],
+            result = variational_bound(run.schedule, run.model, x0[index].to(run.device), **parameterisation(run.config),
                                        bits=bits, model_kwargs=kwargs, generator=generator, strata=strata)
             totals.append(result.total.cpu())
             update(int(index[-1]) + 1, len(x0))

@@ -77,7 +77,8 @@ def train(
         diffusion = training.diffusion()
         model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion["variance"] == "learned" else 1,
                            channels=width, mults=levels, blocks=blocks, factor=factor, dilations=int_list("dilations", dilations),
-                           attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout)
+                           attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
+                           self_cond=diffusion["self_cond"])
         length = round(seconds * sample_rate)
         window = padded(length, model.downsampling)
         dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond,

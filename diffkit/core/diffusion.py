@@ -132,6 +132,25 @@ def split_output(out: Tensor, variance: str) -> tuple[Tensor, Tensor | float]:
 Model = Callable[..., Tensor]
 
 
+def x0_of(out: Tensor, x_t: Tensor, ab, *, prediction: str, variance: str) -> Tensor:
+    """x̂_0 from a raw network output."""
+    return split_x0_eps(split_output(out, variance)[0], x_t, ab, prediction)[0]
+
+
+def self_conditioned(model: Model, schedule: Schedule, *, prediction: str, variance: str) -> Model:
+    """A self-conditioned network (one that also takes `self_cond`, a previous x̂_0) as a plain one of
+    (x_t, t): fed its own x̂_0 from a first call given none at the same x_t, as the fed half of its
+    training was. That is a Markov reverse process, so the variational bound holds for it exactly (a
+    sampler instead feeds the previous step's x̂_0, saving the second call)."""
+
+    def twice(x_t: Tensor, t: Tensor, **kwargs) -> Tensor:
+        ab = gather(schedule.alphas_cumprod, t, x_t)
+        estimate = x0_of(model(x_t, t, **kwargs), x_t, ab, prediction=prediction, variance=variance)
+        return model(x_t, t, self_cond=estimate, **kwargs)
+
+    return twice
+
+
 class ReverseStep(NamedTuple):
     """p_θ(x_{t-1} | x_t) = N(mean, exp(log_variance)) and the x̂_0 and network prediction behind it."""
 
@@ -242,7 +261,7 @@ class Bound(NamedTuple):
 def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, prediction: str, variance: str,
                       bits: int | None = None, model_kwargs: dict | None = None, clip: float | None = None,
                       generator: torch.Generator | None = None, strata: int | None = None,
-                      decoder: Decoder | None = None) -> Bound:
+                      decoder: Decoder | None = None, self_cond: bool = False) -> Bound:
     """-log p_θ(x_0) ≤ L_T + Σ_t L_{t-1}, every term in bits/dim (Ho et al. 2020, eq. 5).
 
     Exact in its KL terms; each x_t is one draw from q(x_t | x_0), so the bound is unbiased over draws.
@@ -250,8 +269,11 @@ def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, predictio
     without bias, from one random timestep in each of K equal strata, weighted by the stratum's width:
     T/K times fewer network calls. `terms` then holds the decoder term and the K weighted terms.
     `decoder` replaces the Gaussian decoder L_0 for data that are not the diffused vectors themselves
-    (text: tokens, read back from x_1 through the network's categorical prediction).
+    (text: tokens, read back from x_1 through the network's categorical prediction). A `self_cond`
+    network is bounded as `self_conditioned` makes it.
     """
+    if self_cond:
+        model = self_conditioned(model, schedule, prediction=prediction, variance=variance)
     dims = x0[0].numel()
     steps, weights = list(range(schedule.T)), [1.0] * schedule.T
     if strata is not None and strata < schedule.T - 1:
@@ -314,14 +336,17 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
                     variance: str = "fixed_small", weighting: str = "uniform", gamma: float = 5.0,
                     timestep_sampling: str = "uniform", vlb_weight: float = 0.001, bits: int | None = None, t: Tensor | None = None,
                     noise: Tensor | None = None, generator: torch.Generator | None = None,
-                    model_kwargs: dict | None = None, shard: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
+                    model_kwargs: dict | None = None, shard: tuple[int, int] = (0, 1),
+                    self_cond: bool = False) -> dict[str, Tensor]:
     """Per-example losses: "mse" (weighted L_simple), "vlb" (learned variance only) and their sum "loss".
 
     With a learned variance the hybrid loss L_simple + λ L_vlb trains Σ through the bound while the
     mean's gradient comes from L_simple alone (Nichol & Dhariwal 2021, §3.1, λ = 0.001).
     `shard` = (rank, processes): x0 is examples rank, rank + processes, ... of a global batch, and gets
     the same slice of timesteps and noise drawn for all of it, so that data-parallel processes train
-    exactly as one process would.
+    exactly as one process would. With `self_cond`, half the examples (drawn like the noise) also see
+    the network's own x̂_0 from a first call given none, without its gradient; the others see zeros
+    (Chen et al. 2023, §3.1), so one network serves a sampler's first step and every later one.
     """
     choose("prediction", prediction, PREDICTIONS)
     rank, processes = shard
@@ -331,9 +356,16 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
     if noise is None:
         noise = randn(whole, generator, x0.device, x0.dtype)[rank::processes]
     x_t = q_sample(schedule, x0, t, noise)
-    out = model(x_t, t, **(model_kwargs or {}))
-    pred, frac = split_output(out, variance)
     ab = gather(schedule.alphas_cumprod, t, x0)
+    kwargs = model_kwargs or {}
+    if self_cond:
+        gen_device = generator.device if generator is not None else "cpu"
+        fed = (torch.rand(whole[0], generator=generator, device=gen_device) < 0.5)[rank::processes].to(x0.device)
+        with torch.no_grad():
+            estimate = x0_of(model(x_t, t, **kwargs), x_t, ab, prediction=prediction, variance=variance)
+        kwargs = {**kwargs, "self_cond": estimate * fed.reshape(ab.shape).to(estimate.dtype)}
+    out = model(x_t, t, **kwargs)
+    pred, frac = split_output(out, variance)
     err = (pred.float() - target(prediction, x0, noise, ab).float()) ** 2
     snr = (schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)).to(x0.device)[t].float()
     mse = err.flatten(1).mean(1) * snr_weight(prediction, snr, weighting, gamma)

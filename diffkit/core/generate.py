@@ -29,20 +29,28 @@ def dynamic_threshold(x0: Tensor, percentile: float) -> Tensor:
 
 def make_denoiser(model, schedule: Schedule, *, prediction: str = "eps", variance: str = "fixed_small",
                   clip: float | None = None, threshold: float | None = None, hook: X0Hook | None = None,
-                  model_kwargs: dict | None = None, on_call: Callable[[], None] | None = None) -> Denoise:
+                  model_kwargs: dict | None = None, on_call: Callable[[], None] | None = None,
+                  self_cond: bool = False) -> Denoise:
     """Adapt a network `model(x_t, t, **model_kwargs)` to the samplers' contract: x̂_0, ε̂, variance.
 
     Clipping, thresholding and the modality's hook all act on x̂_0; ε̂ is then re-derived from it, so
-    every sampler sees one consistent prediction (as improved DDPM does for its DDIM).
+    every sampler sees one consistent prediction (as improved DDPM does for its DDIM). A `self_cond`
+    network is also fed the x̂_0 it predicted on this denoiser's last call (before clipping and hooks, as
+    in training; zeros on the first call), whatever the sampler, as Chen et al. 2023 sample;
+    `denoise.follow(rows)` keeps that memory with its rows when a particle filter resamples them.
     """
     ab_table = schedule.alphas_cumprod.tolist()
     kwargs = model_kwargs or {}
+    previous: list[Tensor] = []  # the last x̂_0, for a self-conditioned network
 
     def denoise(x: Tensor, t: int) -> Denoised:
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        pred, frac = split_output(model(x, t_batch, **kwargs), variance)
+        fed = {"self_cond": previous[0]} if previous else {}
+        pred, frac = split_output(model(x, t_batch, **kwargs, **fed), variance)
         ab = ab_table[t]
         x0, eps = split_x0_eps(pred.to(x.dtype), x, ab, prediction)
+        if self_cond:
+            previous[:] = [x0.detach()]
         if clip is not None or threshold is not None or hook is not None:
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
@@ -55,6 +63,11 @@ def make_denoiser(model, schedule: Schedule, *, prediction: str = "eps", varianc
             on_call()
         return Denoised(x0, eps, frac)
 
+    def follow(rows: Tensor) -> None:
+        if previous:
+            previous[0] = previous[0][rows]
+
+    denoise.follow = follow
     return denoise
 
 
@@ -64,8 +77,9 @@ def classifier_free(model, scale: float, cond: dict, uncond: dict, variance: str
     Any parameterisation mixes alike, being affine in the other two at a fixed x_t. A learned variance
     is not extrapolated: it comes from the conditional half."""
 
-    def guided(x: Tensor, t: Tensor) -> Tensor:
-        both = model(torch.cat([x, x]), torch.cat([t, t]), **{k: torch.cat([cond[k], uncond[k]]) for k in cond})
+    def guided(x: Tensor, t: Tensor, **shared) -> Tensor:  # shared: inputs both halves see (self_cond)
+        both = model(torch.cat([x, x]), torch.cat([t, t]), **{k: torch.cat([cond[k], uncond[k]]) for k in cond},
+                     **{k: torch.cat([v, v]) for k, v in shared.items()})
         c, u = both.chunk(2)
         if variance == "learned":
             (c, c_var), (u, _) = c.chunk(2, dim=1), u.chunk(2, dim=1)
@@ -97,8 +111,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
            inversion_iterations: int = 0,
            hook: X0Hook | None = None,
            observation: Observation | None = None, method: str = "ddnm", particles: int = 1,
-           model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Tensor:
-    """Draw samples of `shape` from a diffusion model.
+           model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None,
+           self_cond: bool = False) -> Tensor:
+    """Draw samples of `shape` from a diffusion model (`self_cond`: a self-conditioned one, see make_denoiser).
 
     - observation/method: restoration, samples consistent with y = A(x_0) + σ·n (core.observe), by the
       method's x̂_0 correction or, for "repaint", by putting the observed part back after each step;
@@ -169,7 +184,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
 
     def denoiser(network, kwargs):
         return make_denoiser(network, schedule, prediction=prediction, variance=variance, clip=clip,
-                             threshold=threshold, hook=hook, model_kwargs=kwargs, on_call=on_call)
+                             threshold=threshold, hook=hook, model_kwargs=kwargs, on_call=on_call,
+                             self_cond=self_cond)
 
     if bridge and inversion_iterations:
         x = invert_ddim_exactly(denoiser(source_model, source_kwargs), start.to(device=device, dtype=dtype), grid,

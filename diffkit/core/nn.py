@@ -27,6 +27,16 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
+def with_self_condition(x: Tensor, estimate: Tensor | None, self_cond: bool, dim: int) -> Tensor:
+    """A self-conditioned network's input: x and a previous x̂_0 (zeros when there is none yet) side by
+    side along `dim` (Chen et al. 2023); x alone for a network without self-conditioning."""
+    if not self_cond:
+        if estimate is not None:
+            raise DiffkitError("this network was trained without self-conditioning")
+        return x
+    return torch.cat([x, torch.zeros_like(x) if estimate is None else estimate.to(x.dtype)], dim=dim)
+
+
 class TimeMLP(nn.Module):
     """Maps a timestep to a conditioning vector: sinusoid -> Linear -> SiLU -> Linear."""
 
@@ -63,6 +73,7 @@ class UNetConfig:
     factor: int = 2                     # down-sampling factor between levels
     dilations: tuple = (1,)             # dilation of each block's convolutions, cycled within a level
     kernel: int = 3
+    self_cond: bool = False             # also takes a previous x̂_0 (as many channels again at the input)
 
     def __post_init__(self):
         # JSON round trips give lists; the config must stay hashable and compare equal.
@@ -162,7 +173,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """model(x_t, t, y=None) -> prediction with `out_channels` channels, same spatial size as x_t."""
+    """model(x_t, t, y=None, self_cond=None) -> prediction with `out_channels` channels, same spatial size
+    as x_t; `y` class labels, `self_cond` a previous x̂_0 of a self-conditioned network."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -171,7 +183,7 @@ class UNet(nn.Module):
         widths = [c.channels * m for m in c.mults]
         self.time = TimeMLP(c.channels, emb)
         self.label = nn.Embedding(c.classes + 1, emb) if c.classes else None
-        self.inp = CONV[dims](c.in_channels, widths[0], 3, padding=1)
+        self.inp = CONV[dims](c.in_channels * (2 if c.self_cond else 1), widths[0], 3, padding=1)
 
         def block(cin, cout, i):
             return ResBlock(dims, cin, cout, emb, c.dropout, c.dilations[i % len(c.dilations)], c.kernel)
@@ -201,9 +213,10 @@ class UNet(nn.Module):
                 width = w
         self.out = nn.Sequential(group_norm(width), nn.SiLU(), zero(CONV[dims](width, c.out_channels, 3, padding=1)))
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, self_cond: Tensor | None = None) -> Tensor:
         if any(s % self.config.downsampling for s in x.shape[2:]):
             raise DiffkitError(f"U-Net: sizes {tuple(x.shape[2:])} must be multiples of {self.config.downsampling}")
+        x = with_self_condition(x, self_cond, self.config.self_cond, dim=1)
         emb = self.time(t)
         if self.label is not None:
             if y is None:  # unconditional: the null label the network learned under label dropout

@@ -195,6 +195,7 @@ def particle_filter(denoise: Denoise, obs: Observation, alphas_cumprod: list[flo
     degenerate. The last step, to clean data, takes the conditioned mean with s² = 1-ᾱ, as `null_space`
     does, and draws every row anew by weight. Returns the recording denoiser and the after-step hook."""
     op, noise2 = obs.operator, obs.sigma**2
+    follow = getattr(denoise, "follow", lambda rows: None)
     last: dict = {}
     log_w: Tensor | None = None
 
@@ -221,6 +222,7 @@ def particle_filter(denoise: Denoise, obs: Observation, alphas_cumprod: list[flo
         target = math.sqrt(ab_next) * obs.y
         log_w = log_w - before + log_potential(target - op(mean), ab_next, s2 + 1 - ab_next)
         ancestors, log_w = _resample(log_w, particles, generator, every=final)
+        follow(ancestors)  # a self-conditioned denoiser's last x̂_0 goes with its particle
         # Each row keeps the noise the step drew for it, so an ancestor's copies part at once.
         x_next, mean = mean[ancestors] + (x_next - mean), mean[ancestors]
         if final:

@@ -162,10 +162,10 @@ class Trainer:
     one writes to the run."""
 
     def __init__(self, model: nn.Module, schedule: Schedule, settings: TrainSettings, *, prediction: str,
-                 variance: str, run: str | Path | None = None, objective: Objective | None = None,
-                 world: World = World()):
+                 variance: str, self_cond: bool = False, run: str | Path | None = None,
+                 objective: Objective | None = None, world: World = World()):
         self.model, self.schedule, self.settings = model, schedule, settings
-        self.prediction, self.variance = prediction, variance
+        self.prediction, self.variance, self.self_cond = prediction, variance, self_cond
         self.objective = objective or self.diffusion_loss
         self.run = Path(run) if run is not None else None
         self.world = world
@@ -234,7 +234,7 @@ class Trainer:
         return training_losses(self.schedule, model, x0, prediction=self.prediction, variance=self.variance,
                                weighting=self.settings.weighting, timestep_sampling=self.settings.timestep_sampling,
                                bits=self.settings.bits, generator=generator,
-                               model_kwargs=kwargs, shard=shard)
+                               model_kwargs=kwargs, shard=shard, self_cond=self.self_cond)
 
     def train_step(self, batch_at: BatchAt) -> dict:
         s = self.settings

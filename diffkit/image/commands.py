@@ -85,7 +85,8 @@ def train(
         out_channels = dataset.channels * (2 if diffusion["variance"] == "learned" else 1)
         model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=width,
                            mults=tuple(levels), blocks=blocks, attention=_attention_levels(attention, size, len(levels), 2),
-                           dropout=dropout, classes=len(dataset.classes) if class_cond else 0)
+                           dropout=dropout, classes=len(dataset.classes) if class_cond else 0,
+                           self_cond=diffusion["self_cond"])
         return {"model": model.to_json(), "diffusion": diffusion,
                 "data": {"source": data, "image_size": list(size), "channels": dataset.channels,
                          "classes": dataset.classes if class_cond else [], "crop": crop, "flip": flip,

@@ -43,7 +43,8 @@ def train(
         points = points_data.load(data, 20_000, training.seed)
         mean, std = points.mean(0), points.std(0).clamp(min=1e-6)
         dim = points.shape[1]
-        model = PointsConfig(dim=dim, hidden=hidden, out=dim * (2 if diffusion["variance"] == "learned" else 1))
+        model = PointsConfig(dim=dim, hidden=hidden, out=dim * (2 if diffusion["variance"] == "learned" else 1),
+                             self_cond=diffusion["self_cond"])
         spec = {"source": data, "dim": dim, "mean": mean.tolist(), "std": std.tolist()}
         return {"model": asdict(model), "diffusion": diffusion, "data": spec}, points
 
@@ -171,19 +172,19 @@ def evaluate(run: Model,
     from diffkit.metrics import sliced_wasserstein
     from diffkit.points import data as points_data
     from diffkit.points.plot import bounds_of, scatter_png
+    from diffkit.runs import parameterisation
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
     loaded = _load(run, common)
-    spec, diffusion = loaded.config["data"], loaded.config["diffusion"]
+    spec = loaded.config["data"]
     mean, std = (torch_tensor(spec[k]).to(loaded.device) for k in ("mean", "std"))
     source = data or spec["source"]
     if not source.startswith("builtin:") and data is None:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out points with --data")
     held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], spec["dim"], source)
     bound = variational_bound(loaded.schedule, loaded.model, (held_out.to(loaded.device) - mean) / std,
-                              prediction=diffusion["prediction"], variance=diffusion["variance"],
-                              generator=torch.Generator().manual_seed(0))
+                              **parameterisation(loaded.config), generator=torch.Generator().manual_seed(0))
     # Standardising divided by std; the density in data units pays back log std per dimension.
     bits = bound.total.mean().item() + std.log().mean().item() / math.log(2)
     results = [{"metric": "nll_bits_per_dim", "value": bits, "data": source, "n": len(held_out)}]

@@ -137,7 +137,7 @@ def train(
         tok = Tokenizer(model_bytes)
         model = TextConfig(vocab=len(tok), seq_len=seq_len, embed_dim=embed_dim, width=width, depth=depth,
                            heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
-                           classes=len(classes))
+                           classes=len(classes), self_cond=diffusion["self_cond"])
         write_output(str(out / FILE), model_bytes)
         config = {"model": model.to_json(), "diffusion": diffusion,
                   "data": {"source": source, "pairs": kind == "pairs", "split": split, "seq_len": seq_len,
@@ -180,7 +180,8 @@ def train(
         write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
     diffusion = config["diffusion"]
-    objective = text_objective(schedule_of(config), variance=diffusion["variance"], weighting=training.weighting)
+    objective = text_objective(schedule_of(config), variance=diffusion["variance"], weighting=training.weighting,
+                               self_cond=diffusion["self_cond"])
     train_run(config, build, batch_at, training, common, preview=preview, objective=objective)
 
 
@@ -251,7 +252,8 @@ def _nll(run, tokens, strata: int = 20) -> list[float]:
 
     diffusion = run.config["diffusion"]
     return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=diffusion["variance"], strata=strata,
-                          generator=torch.Generator().manual_seed(0)).tolist()
+                          generator=torch.Generator().manual_seed(0),
+                          self_cond=diffusion.get("self_cond", False)).tolist()
 
 
 @with_options(Common, TextSampling)

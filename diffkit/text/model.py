@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffkit.core.diffusion import training_losses, variational_bound
-from diffkit.core.nn import TimeMLP
+from diffkit.core.nn import TimeMLP, with_self_condition
 from diffkit.core.schedule import Schedule
 from diffkit.errors import DiffkitError
 from diffkit.text.tokenizer import PAD
@@ -46,6 +46,7 @@ class TextConfig:
     dropout: float = 0.0
     learned_variance: bool = False
     classes: int = 0  # > 0: class-conditional; label `classes` means "no label" (classifier-free guidance)
+    self_cond: bool = False  # also takes a previous x̂_0 (CDCD's and Plaid's self-conditioning)
 
     def __post_init__(self):
         if self.vocab < 4 or self.seq_len < 2 or self.embed_dim < 1 or self.depth < 1:
@@ -81,7 +82,7 @@ class TextDenoiser(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab, config.embed_dim)
-        self.input = nn.Linear(config.embed_dim, config.width)
+        self.input = nn.Linear(config.embed_dim * (2 if config.self_cond else 1), config.width)
         self.positions = nn.Parameter(torch.randn(config.seq_len, config.width) * 0.02)
         self.time = TimeMLP(config.width, config.width)
         self.label = nn.Embedding(config.classes + 1, config.width) if config.classes else None
@@ -104,16 +105,17 @@ class TextDenoiser(nn.Module):
         return self.embed(self.logits(x).argmax(-1)).to(x.dtype)
 
     def forward(self, x: Tensor, t: Tensor, clean: Tensor | None = None, keep: Tensor | None = None,
-                with_logits: bool = False, y: Tensor | None = None):
+                with_logits: bool = False, y: Tensor | None = None, self_cond: Tensor | None = None):
         """`predict`'s output, and with `with_logits` its token logits too (through forward, so that a
         DistributedDataParallel wrapper sees the call)."""
-        out, logits = self.predict(x, t, clean, keep, y)
+        out, logits = self.predict(x, t, clean, keep, y, self_cond)
         return (out, logits) if with_logits else out
 
     def predict(self, x: Tensor, t: Tensor, clean: Tensor | None = None, keep: Tensor | None = None,
-                y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                y: Tensor | None = None, self_cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The network's output [B, D (x2 with a learned variance), L] and its token logits [B, L, V];
-        `y` the class labels of a class-conditional model (none: the null label).
+        `y` the class labels of a class-conditional model (none: the null label), `self_cond` a previous
+        x̂_0 of a self-conditioned one.
 
         x̂_0 is the expected embedding under the network's token distribution: exactly a token's
         embedding once the network is sure of it (the low-noise steps, where any error costs most in
@@ -128,6 +130,7 @@ class TextDenoiser(nn.Module):
             if y is None:
                 y = torch.full((x.shape[0],), self.config.classes, dtype=torch.long, device=x.device)
             condition = condition + self.label(y)
+        x = with_self_condition(x, self_cond, self.config.self_cond, dim=1)
         h = self.input(x.transpose(1, 2)) + self.positions[:length] + condition[:, None]
         for block in self.blocks:
             h = block(h)
@@ -140,9 +143,10 @@ class TextDenoiser(nn.Module):
         return torch.cat([x0, out[:, d:]], dim=1), logits
 
 
-def text_objective(schedule: Schedule, *, variance: str, weighting: str):
+def text_objective(schedule: Schedule, *, variance: str, weighting: str, self_cond: bool = False):
     """The trainer's objective for token batches: the diffusion loss on the embeddings x_0 = EMB(w), plus
-    the rounding cross-entropy -log p(w | x̂_0) of the network's prediction at the same step."""
+    the rounding cross-entropy -log p(w | x̂_0) of the network's prediction at the same step (the last
+    call: a self-conditioned network's first one only makes its estimate)."""
 
     def objective(model, tokens: Tensor, kwargs: dict, generator, shard: tuple[int, int]) -> dict:
         net = getattr(model, "_orig_mod", model)  # the module behind torch.compile and DDP wrappers
@@ -158,8 +162,8 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str):
             return out
 
         losses = training_losses(schedule, recorded, x0, prediction="x0", variance=variance, weighting=weighting,
-                                 generator=generator, model_kwargs=kwargs, shard=shard)
-        rounding = F.cross_entropy(logits[0].transpose(1, 2), tokens, reduction="none")
+                                 generator=generator, model_kwargs=kwargs, shard=shard, self_cond=self_cond)
+        rounding = F.cross_entropy(logits[-1].transpose(1, 2), tokens, reduction="none")
         if "keep" in kwargs:  # the source is given, nothing to learn there
             rounding = rounding * ~kwargs["keep"]
         rounding = rounding.mean(1)
@@ -170,18 +174,21 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str):
 
 @torch.no_grad()
 def bits_per_token(model: TextDenoiser, schedule: Schedule, tokens: Tensor, *, variance: str, strata: int | None,
-                   generator) -> Tensor:
+                   generator, self_cond: bool = False) -> Tensor:
     """An upper bound on -log2 p(w) of each padded sequence, per real token (end of sequence included,
     padding not). With x_0 = EMB(w) a function of the tokens, the bound is the Gaussian one on x_0 with
     its last step replaced by a categorical decoder: L_T + sum of the KL terms + E[-log p(w | x̂_0(x_1))],
     the rounding of the network's prediction from the least noisy level."""
     x0 = model.embed(tokens)
+    d = model.config.embed_dim
 
     def rounding(x1: Tensor, t: Tensor) -> Tensor:
-        return F.cross_entropy(model.predict(x1, t)[1].transpose(1, 2), tokens, reduction="none").sum(1)
+        estimate = model.predict(x1, t)[0][:, :d] if self_cond else None  # as self_conditioned feeds it
+        logits = model.predict(x1, t, self_cond=estimate)[1]
+        return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none").sum(1)
 
     bound = variational_bound(schedule, model, x0, prediction="x0", variance=variance, generator=generator,
-                              strata=strata, decoder=rounding)
+                              strata=strata, decoder=rounding, self_cond=self_cond)
     return bound.total * x0[0].numel() / (tokens != PAD).sum(1).clamp(min=1)
 
 
