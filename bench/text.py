@@ -8,7 +8,8 @@
 2. Sampling speed: tokens per second of DPM-Solver++(2M) in 20 steps with clamping, batch 64, for the
    trained network (16 tokens) and the same network at the default --seq-len 64, fp32.
 
-    python bench/text.py [--threads 2] [--steps 2000] [--samples 256] [--skip-quality]
+    python bench/text.py [--threads 2] [--steps 2000] [--samples 256] [--skip-quality] [--skip-pairs]
+                         [--train-options=--self-cond]
 """
 
 import argparse
@@ -67,6 +68,8 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--skip-quality", action="store_true", help="only the speed part (a fresh network)")
+    parser.add_argument("--skip-pairs", action="store_true", help="no --pairs run")
+    parser.add_argument("--train-options", default="", help="more options for both trainings, e.g. --self-cond")
     parser.add_argument("--out", default="bench/results/text.json")
     args = parser.parse_args()
     results = {}
@@ -74,14 +77,18 @@ def main():
         run = None
         if not args.skip_quality:
             run = Path(tmp) / "weather"
-            for name, options in (("builtin:weather", ["--seq-len", str(SEQ_LEN)]),
-                                  ("--pairs builtin:weather", ["--pairs", "builtin:weather", "--seq-len", str(PAIR_LEN)])):
+            cases = [("builtin:weather", ["--seq-len", str(SEQ_LEN)])]
+            if not args.skip_pairs:
+                cases.append(("--pairs builtin:weather", ["--pairs", "builtin:weather", "--seq-len", str(PAIR_LEN)]))
+            for name, options in cases:
                 out = run if name == "builtin:weather" else Path(tmp) / "pairs"
-                records, minutes = quality(args.steps, args.samples, args.threads, out, *options)
-                print(f"{name}, {args.steps} steps in {minutes:.1f} min, {args.threads} threads")
+                records, minutes = quality(args.steps, args.samples, args.threads, out, *options,
+                                           *args.train_options.split())
+                print(f"{name} {args.train_options}, {args.steps} steps in {minutes:.1f} min, {args.threads} threads")
                 for r in records:
                     print(f"{r['metric']:>20} {r['value']:>8.4f} ± {r['stderr']:.4f}  {r['of']}")
-                results[name] = {"steps": args.steps, "minutes": minutes, "records": records}
+                results[name] = {"steps": args.steps, "minutes": minutes, "options": args.train_options,
+                                 "records": records}
         print(f"\nsampling, batch 64, 20 steps, fp32, {args.threads} threads")
         speeds = {}
         for seq_len, weights in ((SEQ_LEN, run), (64, None)):
