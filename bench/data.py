@@ -6,13 +6,13 @@ list and decode) and the same images as WebDataset tar shards (10,000 per shard)
 minutes and 10 hours (16 kHz mono WAV, ten files each).
 
 - start-up: a fresh `diffkit train` process that opens the data and trains 2 steps of a tiny model
-  (--workers 0), its wall seconds and peak RSS (the first run lists the folder; the second reads the
-  cached index);
+  (--workers 0), its wall seconds (the median of 3) and peak RSS: first with the cache emptied before
+  each (the folder listed, the shards' headers read), then from the index the first cached;
 - throughput: examples/s of the loader (`runs.batches` behind a `loader.Prefetcher` with 0, 2 and 4
   workers; batches of 64 made, encoded to the model's space and handed over), at 64 and 128 px; for the
   shards also webdataset's own streaming reader (decode, random crop, batch) through a torch DataLoader.
 
-    python bench/data.py [--threads 2] [--sizes 1000,10000,100000] [--batches 30]
+    python bench/data.py [--threads 2] [--sizes 1000,10000,100000] [--batches 30] [--repeats 3]
 
 Writes bench/results/data.json; the generated data stay in bench/data/generated/ for the next run.
 """
@@ -21,6 +21,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -98,20 +99,25 @@ def audio_folder(minutes: int) -> Path:
     return folder
 
 
-def start_up(modality: str, data: str, extra: list[str], threads: int) -> dict:
-    """Wall seconds and peak RSS (MiB) of a fresh process training 2 steps on `data`."""
-    out = ROOT / "run"
-    subprocess.run(["rm", "-rf", str(out)], check=True)
+def start_up(modality: str, data: str, extra: list[str], threads: int, cached: bool, repeats: int) -> dict:
+    """Wall seconds (median of `repeats`) and peak RSS (MiB, the largest) of a fresh process training 2
+    steps on `data`: with nothing cached before each, or from the index a previous start cached."""
+    out, cache = ROOT / "run", ROOT / "cache"
     args = [sys.executable, "-m", "diffkit", "train", modality, "--data", data, "--out", str(out), "--steps", "2",
             "--workers", "0", "-q", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DIFFKIT_CACHE=str(ROOT / "cache"))
-    begin = time.perf_counter()
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - begin
-    if status != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {process.stderr.read().decode()}")
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DIFFKIT_CACHE=str(cache))
+    seconds, peaks = [], []
+    for _ in range(repeats):
+        subprocess.run(["rm", "-rf", str(out)] + ([] if cached else [str(cache)]), check=True)
+        begin = time.perf_counter()
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds.append(time.perf_counter() - begin)
+        peaks.append(usage.ru_maxrss / 1024)
+        if status != 0:
+            raise SystemExit(f"{' '.join(args)} failed: {process.stderr.read().decode()}")
+    return {"seconds": round(statistics.median(seconds), 2), "runs": [round(x, 2) for x in seconds],
+            "peak_rss_mib": round(max(peaks), 1)}
 
 
 def throughput(data: str, size: int, workers: int, batches: int) -> float:
@@ -178,6 +184,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--minutes", default="10,600")
     parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per start-up figure (the median)")
     parser.add_argument("--out", default="bench/results/data.json")
     args = parser.parse_args()
     sizes, minutes = [int(s) for s in args.sizes.split(",")], [int(m) for m in args.minutes.split(",")]
@@ -190,11 +197,10 @@ def main() -> None:
           f"{'0 workers/s':>12} {'2 workers/s':>12} {'4 workers/s':>12} {'wds 2 w/s':>10}")
     for count in sizes:
         for kind, data in (("folder", str(image_folder(count))), ("shards", image_shards(count))):
-            subprocess.run(["rm", "-rf", str(ROOT / "cache")], check=True)
             for size in (64, 128):
                 extra = [*TINY_IMAGE, "--image-size", str(size)]
-                first = start_up("image", data, extra, args.threads)
-                cached = start_up("image", data, extra, args.threads)
+                first = start_up("image", data, extra, args.threads, False, args.repeats)
+                cached = start_up("image", data, extra, args.threads, True, args.repeats)
                 rates = {w: throughput(data, size, w, args.batches) for w in (0, 2, 4)}
                 wds = webdataset_throughput(data, size, 2, args.batches) if kind == "shards" and have_webdataset else None
                 row = {"data": f"{count} {kind}", "files": count, "format": kind, "px": size, "start": first,
@@ -206,7 +212,8 @@ def main() -> None:
     print(f"\n{'audio':>22} {'start s':>8} {'cached s':>9} {'peak MiB':>9}")
     for length in minutes:
         data = str(audio_folder(length))
-        first, cached = start_up("audio", data, TINY_AUDIO, args.threads), start_up("audio", data, TINY_AUDIO, args.threads)
+        first = start_up("audio", data, TINY_AUDIO, args.threads, False, args.repeats)
+        cached = start_up("audio", data, TINY_AUDIO, args.threads, True, args.repeats)
         results["audio"].append({"minutes": length, "start": first, "cached": cached})
         print(f"{f'{length} min':>22} {first['seconds']:>8.2f} {cached['seconds']:>9.2f} "
               f"{max(first['peak_rss_mib'], cached['peak_rss_mib']):>9.0f}", flush=True)
