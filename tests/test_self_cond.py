@@ -116,3 +116,16 @@ def test_train_self_cond_then_sample_and_eval_in_every_modality(modality, tmp_pa
     code, stderr = run_here("sample", modality, "-m", out, "-n", 2, "--steps", 3, "-o", tmp_path / f"s{suffix}", "-q")
     assert code == 0, stderr
     assert (tmp_path / f"s{suffix}").exists()
+
+
+def test_a_run_from_before_self_conditioning_resumes_and_is_bounded(tmp_path):
+    out = tmp_path / "run"
+    code, stderr = run_here("train", "text", "--out", out, "--steps", 1, *TRAIN["text"])
+    assert code == 0, stderr
+    config = json.loads((out / "config.json").read_text())
+    del config["diffusion"]["self_cond"]  # as runs made before the option were written
+    (out / "config.json").write_text(json.dumps(config))
+    code, stderr = run_here("train", "text", "--out", out, "--steps", 2, "--resume", *TRAIN["text"])
+    assert code == 0, stderr
+    code, stderr = run_here("eval", "text", "-m", out, "--samples", 2, "-q")
+    assert code == 0, stderr

@@ -41,16 +41,17 @@ def make_denoiser(model, schedule: Schedule, *, prediction: str = "eps", varianc
     """
     ab_table = schedule.alphas_cumprod.tolist()
     kwargs = model_kwargs or {}
-    previous: list[Tensor] = []  # the last x̂_0, for a self-conditioned network
+    previous: Tensor | None = None  # the last x̂_0, for a self-conditioned network
 
     def denoise(x: Tensor, t: int) -> Denoised:
+        nonlocal previous
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        fed = {"self_cond": previous[0]} if previous else {}
+        fed = {} if previous is None else {"self_cond": previous}
         pred, frac = split_output(model(x, t_batch, **kwargs, **fed), variance)
         ab = ab_table[t]
         x0, eps = split_x0_eps(pred.to(x.dtype), x, ab, prediction)
         if self_cond:
-            previous[:] = [x0.detach()]
+            previous = x0.detach()
         if clip is not None or threshold is not None or hook is not None:
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
@@ -64,8 +65,9 @@ def make_denoiser(model, schedule: Schedule, *, prediction: str = "eps", varianc
         return Denoised(x0, eps, frac)
 
     def follow(rows: Tensor) -> None:
-        if previous:
-            previous[0] = previous[0][rows]
+        nonlocal previous
+        if previous is not None:
+            previous = previous[rows]
 
     denoise.follow = follow
     return denoise

@@ -101,7 +101,7 @@ def train(
 
     from diffkit.errors import DiffkitError
     from diffkit.io import write_output
-    from diffkit.runs import Run, batch_indices, batches, schedule_of, start_run, train_run
+    from diffkit.runs import Run, batch_indices, batches, parameterisation, schedule_of, start_run, train_run
     from diffkit.text.corpus import TOKENS, TokenRows, check_corpus_options, prepared, tokenise
     from diffkit.text.data import corpus_kind, corpus_stream, run_corpus_kind
     from diffkit.text.model import TextConfig, text_objective
@@ -179,9 +179,10 @@ def train(
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
-    diffusion = config["diffusion"]
-    objective = text_objective(schedule_of(config), variance=diffusion["variance"], weighting=training.weighting,
-                               self_cond=diffusion["self_cond"])
+    # parameterisation: a run resumed from before self-conditioning has no such setting
+    settings = parameterisation(config)
+    objective = text_objective(schedule_of(config), variance=settings["variance"], weighting=training.weighting,
+                               self_cond=settings["self_cond"])
     train_run(config, build, batch_at, training, common, preview=preview, objective=objective)
 
 
@@ -248,12 +249,12 @@ def _nll(run, tokens, strata: int = 20) -> list[float]:
     """Bits per token of each packed sequence under the run's bound (a few strata: an estimate)."""
     import torch
 
+    from diffkit.runs import parameterisation
     from diffkit.text.model import bits_per_token
 
-    diffusion = run.config["diffusion"]
-    return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=diffusion["variance"], strata=strata,
-                          generator=torch.Generator().manual_seed(0),
-                          self_cond=diffusion.get("self_cond", False)).tolist()
+    settings = parameterisation(run.config)
+    return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=settings["variance"], strata=strata,
+                          generator=torch.Generator().manual_seed(0), self_cond=settings["self_cond"]).tolist()
 
 
 @with_options(Common, TextSampling)
