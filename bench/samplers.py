@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
-from diffkit.core.samplers import EVALS_PER_STEP
+from diffkit.core.samplers import model_calls
+from diffkit.core.schedule import make_grid
 from diffkit.metrics import sliced_wasserstein
 
 PEERS_SW2 = {10: 0.085, 20: 0.040}  # best of diffusers 0.42.1 on the ring oracle, measured on this machine
@@ -24,9 +25,9 @@ PEER_OVERHEAD_US = {"ddpm": 448, "ddim": 128, "dpm++2m": 253}  # diffusers, [16,
 FLOOR_PAIRS = 100
 
 
-def steps_for(sampler: str, nfe: int) -> int:
-    per = EVALS_PER_STEP.get(sampler, 1)
-    return (nfe + per - 1) // per  # heun: 2 calls a step, 1 on the last
+def steps_for(sampler: str, nfe: int, schedule, spacing: str) -> int:
+    """The most steps whose grid takes at most `nfe` model calls (heun's steps take one or two)."""
+    return max(n for n in range(1, nfe + 1) if model_calls(sampler, make_grid(schedule, n, spacing)) <= nfe)
 
 
 def within_mode_spread(data: GaussianMixture, x: torch.Tensor) -> float:
@@ -49,11 +50,12 @@ def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
     rows = []
     for name in SAMPLERS:
         for nfe in nfes:
+            steps = steps_for(name, nfe, schedule, spacing)
             sw2, loglik, spread, seconds = [], [], [], []
             for s in range(seeds):
                 reference = data.sample(n, torch.Generator().manual_seed(100 + s))[0]
                 start = time.perf_counter()
-                x = sample(model, (n, data.dim), schedule, sampler=name, steps=steps_for(name, nfe), spacing=spacing,
+                x = sample(model, (n, data.dim), schedule, sampler=name, steps=steps, spacing=spacing,
                            generator=torch.Generator().manual_seed(s))
                 seconds.append(time.perf_counter() - start)
                 sw2.append(sliced_wasserstein(x, reference))
@@ -62,7 +64,7 @@ def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
             rows.append({"sampler": name, "nfe": nfe, "sw2": statistics.mean(sw2), "sw2_sd": statistics.stdev(sw2)
                          if seeds > 1 else 0.0, "over_floor": statistics.mean(sw2) / floor,
                          "spread_ratio": statistics.mean(spread), "loglik": statistics.mean(loglik),
-                         "ms_per_step": 1000 * statistics.median(seconds) / steps_for(name, nfe)})
+                         "ms_per_step": 1000 * statistics.median(seconds) / steps})
     return floor, statistics.stdev(pairs) / FLOOR_PAIRS**0.5, rows
 
 

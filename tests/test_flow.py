@@ -73,11 +73,11 @@ def test_sampling_a_velocity_network_converges_to_the_flow_ode_at_the_samplers_o
     noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     reference = _flow_ode_solution(noise, schedule)
     errors = []
-    for steps in (16, 32, 64):
+    for steps in (40, 80, 160):  # the logsnr grid is evenly spaced from 40 steps on
         out = sample(DATA.denoiser(schedule, "flow"), (64, 2), schedule, sampler=sampler, steps=steps,
                      prediction="flow", dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         errors.append((out - reference).norm(dim=1).mean().item())
-    # the mean slope of log error over log steps: 2.76 for unipc here, whose steps-to-steps slopes wander
+    # the mean slope of log error over log steps: ddim 1.0, dpm++2m 2.04, heun 2.07, unipc 2.75
     slope = math.log2(errors[0] / errors[-1]) / (len(errors) - 1)
     assert slope > order - 0.4, (errors, slope)
 

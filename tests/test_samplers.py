@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffkit.core import SAMPLERS, GaussianMixture, Grid, make_denoiser, make_schedule, sample
-from diffkit.core.samplers import half_log_snr, multistep_update
+from diffkit.core.samplers import STOCHASTIC, half_log_snr, multistep_update
 from diffkit.errors import DiffkitError
 
 from oracles import gaussian
@@ -50,9 +50,12 @@ def test_every_parameterisation_samples_alike(prediction):
 
 def test_ddpm_and_ddim_with_eta_one_take_the_same_steps():
     # DDIM at η = 1 is ancestral sampling with variance β̃: same transitions, same draws, same samples.
-    ddpm = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, sampler="ddpm", steps=50, generator=torch.Generator().manual_seed(3))
-    ddim = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, sampler="ddim", eta=1.0, steps=50, generator=torch.Generator().manual_seed(3))
-    assert torch.allclose(ddpm, ddim, atol=1e-4)
+    # In float64: the two formulas round differently, and a point near a boundary between modes
+    # amplifies that (float32: 4e-4 at worst of 2,000).
+    kw = {"steps": 50, "dtype": torch.float64}
+    ddpm = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, sampler="ddpm", generator=torch.Generator().manual_seed(3), **kw)
+    ddim = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, sampler="ddim", eta=1.0, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.allclose(ddpm, ddim, atol=1e-5)
 
 
 def _gaussian_ode_solution(x, a0, a1, mean, std):
@@ -170,12 +173,25 @@ def test_clipping_and_thresholding_bound_the_prediction():
         assert x.abs().max() <= 1.0 + 1e-5
 
 
-def test_progress_counts_every_model_call():
-    calls = []
-    for name, steps, nfe in (("dpm++2m", 10, 10), ("heun", 10, 19)):
-        calls.clear()
-        sample(MIX.denoiser(LINEAR), (10, 2), LINEAR, sampler=name, steps=steps, progress=lambda d, t: calls.append((d, t)))
-        assert calls[-1] == (nfe, nfe) and len(calls) == nfe
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_progress_counts_every_model_call(sampler):
+    """The progress total is the calls the sampler makes, for plain sampling, inpainting's resampling
+    and a bridge's inversion (heun takes one or two calls a step, unipc one more than its steps)."""
+    oracle, made = MIX.denoiser(LINEAR), []
+
+    def counted(x, t):
+        made.append(t)
+        return oracle(x, t)
+
+    cases = [{"steps": n} for n in (1, 2, 5, 10, 20)]
+    cases.append({"steps": 12, "known": torch.zeros(10, 2), "mask": torch.ones(10, 2), "resample": 2, "jump": 3})
+    if sampler not in STOCHASTIC:
+        cases.append({"steps": 7, "start": torch.zeros(10, 2), "source_model": counted, "strength": 0.8})
+    for case in cases:
+        made.clear()
+        reports = []
+        sample(counted, (10, 2), LINEAR, sampler=sampler, progress=lambda d, t: reports.append((d, t)), **case)
+        assert reports == [(i + 1, len(made)) for i in range(len(made))], case
 
 
 def test_sampler_errors_name_the_choices():

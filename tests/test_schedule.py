@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -64,7 +66,9 @@ def test_spacing_ends():
     assert timesteps(s, 10, "trailing") == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
     assert timesteps(s, 10, "leading") == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
     assert timesteps(s, 10, "linspace")[0] == 999 and timesteps(s, 10, "linspace")[-1] == 0
-    assert timesteps(s, 10, "logsnr")[0] == 999 and timesteps(s, 10, "logsnr")[-1] == 0
+    assert timesteps(s, 10, "karras")[0] == 999 and timesteps(s, 10, "karras")[-1] == 0
+    # logsnr's last call sits one interval above t = 0: its x̂_0 is the result
+    assert timesteps(s, 10, "logsnr")[0] == 999 and 0 < timesteps(s, 10, "logsnr")[-1] < 10
     assert timesteps(s, 1000, "trailing") == list(range(999, -1, -1))
     # Partial noising starts lower down.
     assert timesteps(s, 5, "trailing", t_start=499)[0] == 499
@@ -84,3 +88,22 @@ def test_unknown_spacing_and_bad_steps():
         timesteps(s, 10, "random")
     with pytest.raises(DiffkitError, match="at least 1"):
         timesteps(s, 0)
+
+
+def _log_sigmas(schedule, ts):
+    ab = schedule.alphas_cumprod[ts].double()
+    return 0.5 * ((1 - ab).log() - ab.log())
+
+
+def test_logsnr_spacing_squeezes_the_quiet_top_for_small_budgets_only():
+    s = make_schedule("linear", 1000)
+    quiet = math.log(5.0)
+    # 10 steps: the start, then straight below σ = 5; 20 steps: a quarter of the share above it
+    assert (_log_sigmas(s, timesteps(s, 10, "logsnr")[1:]) < quiet).all()
+    assert (_log_sigmas(s, timesteps(s, 20, "logsnr")) > quiet).sum() == 3
+    # from 40 steps on, evenly spaced in log σ between σ_max and σ_min (to the integer timesteps'
+    # rounding), the start and the step to clean data included
+    for n in (40, 100):
+        gaps = _log_sigmas(s, timesteps(s, n, "logsnr")).diff()
+        interval = (_log_sigmas(s, [999]) - _log_sigmas(s, [0])) / n
+        assert ((gaps[: n // 2] + interval).abs() < 0.1 * interval).all(), gaps

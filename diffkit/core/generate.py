@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
-from diffkit.core.editing import invert, invert_ddim_exactly, resampling_plan, strength_to_timestep
+from diffkit.core.editing import invert, invert_ddim_exactly, inversion_calls, resampling_plan, strength_to_timestep
 from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Observation, particle_filter, put_back_observed
 from diffkit.core.operators import Mask
-from diffkit.core.samplers import EVALS_PER_STEP, SAMPLERS, STOCHASTIC, Denoise, Denoised
-from diffkit.core.schedule import Grid, Schedule, make_grid
+from diffkit.core.samplers import SAMPLERS, STOCHASTIC, Denoise, Denoised, model_calls
+from diffkit.core.schedule import Schedule, make_grid
 from diffkit.errors import DiffkitError, choose
 
 X0Hook = Callable[[Tensor, int], Tensor]
@@ -97,12 +97,6 @@ def _model_device(model) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def _count_evals(sampler: str, runs: list[Grid]) -> int:
-    """Model calls over the runs: a step to clean data, or from zero SNR, takes one even in heun."""
-    per_step = EVALS_PER_STEP.get(sampler, 1)
-    return sum(1 if g.ab[i + 1] >= 1 or g.ab[i] <= 0 else per_step for g in runs for i in range(len(g) - 1))
-
-
 @torch.no_grad()  # not inference_mode: the gradient methods differentiate the network inside
 def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps: int = 20,
            prediction: str = "eps", variance: str = "fixed_small", spacing: str = "logsnr",
@@ -175,8 +169,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     elif inversion_iterations:
         inverting = (len(grid) - 1) * (1 + inversion_iterations)
     else:
-        inverting = EVALS_PER_STEP.get(sampler, 1) * (len(grid) - 2) + 1
-    done, total = 0, inverting + _count_evals(sampler, runs)
+        inverting = inversion_calls(sampler, grid)
+    done, total = 0, inverting + sum(model_calls(sampler, run) for run in runs)
 
     def on_call():
         nonlocal done

@@ -126,17 +126,14 @@ def multistep_update(x: Tensor, a: float, a_next: float, x0: Tensor, history: li
 def heun(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step: AfterStep = _keep) -> Tensor:
     """Heun's second-order method on the probability-flow ODE in σ = √((1-ᾱ)/ᾱ) (Karras et al. 2022, Alg. 1).
 
-    Two model calls a step (one on the last step to clean data, and on a first step from zero SNR). Works
-    on y = x/√ᾱ, where the ODE is dy/dσ = (y - x̂_0)/σ.
+    Works on y = x/√ᾱ, where the ODE is dy/dσ = (y - x̂_0)/σ. Two model calls a step where the trapezoid
+    helps (heun_corrects), else one: Euler's step in σ, which is DDIM's.
     """
     for i in range(len(grid) - 1):
         a, a_next = grid.ab[i], grid.ab[i + 1]
         d = denoise(x, grid.t[i])
         x0 = d.x0
-        if a_next >= 1:  # Euler to σ = 0 lands on x̂_0
-            x = after_step(x0, a_next)
-            continue
-        if a <= 0:  # from σ = ∞ (a zero-SNR start, x = ε) only the first-order step is defined: DDIM's
+        if not heun_corrects(a, a_next):
             x = after_step(math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * d.eps, a_next)
             continue
         s, s_next = math.sqrt((1 - a) / a), math.sqrt((1 - a_next) / a_next)
@@ -146,6 +143,17 @@ def heun(denoise: Denoise, x: Tensor, grid: Grid, *, generator=None, after_step:
         slope_next = (y_euler - denoise(y_euler * math.sqrt(a_next), grid.t[i + 1]).x0) / s_next
         x = after_step((y + (s_next - s) * 0.5 * (slope + slope_next)) * math.sqrt(a_next), a_next)
     return x
+
+
+def heun_corrects(a: float, a_next: float) -> bool:
+    """Whether heun's step between two levels takes its second call. Not to clean data (Euler lands on
+    x̂_0), not from zero SNR (σ = ∞: only the first-order step is defined), and not across more than a
+    decade of σ, where the trapezoid would weigh the end's ε̂ over half of a step whose ε̂ holds nearly
+    still until its end (the logsnr grid's wide first step; measured: it moves the mixture's mode weights)."""
+    if a_next >= 1 or a <= 0:
+        return False
+    ratio = math.sqrt((1 - a) / a * a_next / (1 - a_next))  # σ / σ', below 1 when inverting
+    return 0.1 <= ratio <= 10
 
 
 def sde_update(x: Tensor, a: float, a_next: float, x0: Tensor, history: list[tuple[Tensor, float]],
@@ -236,7 +244,17 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpm++2m-sde": partial(dpm_solver_pp, order=2, stochastic=True),
 }
 
-# Model calls per step where a sampler needs more than one; the last step to clean data needs one.
-EVALS_PER_STEP = {"heun": 2}
+
+
+def model_calls(sampler: str, grid: Grid) -> int:
+    """The model calls `sampler` makes walking `grid`: one a step, plus heun's corrections, plus unipc's
+    first (its corrector's call is the next step's, and its step to clean data reuses the last)."""
+    steps = list(zip(grid.ab, grid.ab[1:]))
+    if sampler == "heun":
+        return sum(1 + heun_corrects(a, b) for a, b in steps)
+    if sampler == "unipc":
+        return 1 + sum(b < 1 for _, b in steps)
+    return len(steps)
+
 # Samplers that draw fresh noise at every step (ddim too at η > 0): no deterministic inversion.
 STOCHASTIC = ("ddpm", "dpm++2m-sde")

@@ -134,6 +134,19 @@ class Grid(NamedTuple):
 
 SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr")
 LOG_SIGMA_MAX = math.log(160.0)
+# Above σ ≈ 5, x_t of unit-scale data is noise to within a few percent and x̂_0 barely moves with the
+# level: one wide step there costs less error than any step spent below. So the logsnr spacing counts
+# log σ up there at a fraction of its length that grows with the budget, (steps / 40)², in full from 40
+# steps on: 10 steps go from σ_max to σ ≈ 5 at once, and the grids still refine evenly as steps grow.
+QUIET_LOG_SIGMA, QUIET_FULL_STEPS = math.log(5.0), 40
+
+
+def _squeeze_quiet(log_sigma: torch.Tensor, slope: float) -> torch.Tensor:
+    return log_sigma - (1 - slope) * (log_sigma - QUIET_LOG_SIGMA).clamp(min=0)
+
+
+def _unsqueeze_quiet(u: torch.Tensor, slope: float) -> torch.Tensor:
+    return u + (1 / slope - 1) * (u - QUIET_LOG_SIGMA).clamp(min=0)
 
 
 def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: int | None = None) -> list[int]:
@@ -161,11 +174,11 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: 
 
 
 def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacing: str) -> torch.Tensor:
-    """Timesteps nearest to levels evenly spaced in σ^(1/ρ) (karras, ρ = 7) or in log σ (logsnr, the
-    DPM-Solver paper's choice), where σ = √((1-ᾱ)/ᾱ) grows with t."""
+    """Timesteps nearest to levels evenly spaced in σ^(1/ρ) from σ_max to σ_min (karras, ρ = 7), or in log σ
+    with the quiet stretch above σ ≈ 5 squeezed (logsnr, after the DPM-Solver paper's choice), where
+    σ = √((1-ᾱ)/ᾱ) grows with t."""
     ab = schedule.alphas_cumprod[: t_start + 1]
     log_sigmas = 0.5 * ((1 - ab).log() - ab.log())
-    ramp = torch.linspace(1, 0, steps, dtype=torch.float64)
     # A zero-terminal-SNR start has σ = ∞: space from the level below it and start there anyway.
     lo, hi = log_sigmas[0], log_sigmas[-1] if ab[-1] > 0 else log_sigmas[-2]
     # Past σ ≈ 160 (the linear schedule's σ at T = 1000) x_t is noise to within 1% of the data's scale.
@@ -174,9 +187,15 @@ def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacin
     hi = torch.clamp(hi, max=LOG_SIGMA_MAX)
     if spacing == "karras":
         rho = 7.0
+        ramp = torch.linspace(1, 0, steps, dtype=torch.float64)
         target = rho * torch.log(torch.exp(lo / rho) + ramp * (torch.exp(hi / rho) - torch.exp(lo / rho)))
     else:
-        target = lo + ramp * (hi - lo)
+        # `steps` intervals down to σ_min, the model called at the top of each: the last call's x̂_0 is
+        # the clean result, so no call goes to t = 0, where x_t is already the data to within σ_min.
+        ramp = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
+        slope = min(1.0, steps / QUIET_FULL_STEPS) ** 2
+        lo, hi = _squeeze_quiet(lo, slope), _squeeze_quiet(hi, slope)
+        target = _unsqueeze_quiet(lo + ramp * (hi - lo), slope)
     ts = torch.searchsorted(log_sigmas, target).clamp(max=t_start)
     ts[0] = t_start
     return ts.double()
