@@ -197,8 +197,7 @@ class Training:
         choose("loss weighting", self.weighting, WEIGHTINGS)
         if self.batch_size < 1:
             raise DiffkitError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.workers is not None and self.workers < 0:
-            raise DiffkitError(f"--workers must be 0 or more, got {self.workers}")
+        _check_workers(self.workers)
         sampling = self.timestep_sampling or ("logit-normal" if self.prediction == "flow" else "uniform")
         choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
         return TrainSettings(timestep_sampling=sampling, steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
@@ -219,9 +218,13 @@ class Preparing:
     def worker_count(self) -> int:
         from diffkit.loader import available_cores
 
-        if self.workers is not None and self.workers < 0:
-            raise DiffkitError(f"--workers must be 0 or more, got {self.workers}")
+        _check_workers(self.workers)
         return available_cores() if self.workers is None else self.workers
+
+
+def _check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 0:
+        raise DiffkitError(f"--workers must be 0 or more, got {workers}")
 
 
 def with_defaults(group, **defaults):

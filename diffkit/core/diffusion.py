@@ -278,7 +278,7 @@ def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, predictio
     steps, weights = list(range(schedule.T)), [1.0] * schedule.T
     if strata is not None and strata < schedule.T - 1:
         edges = torch.linspace(1, schedule.T, strata + 1).round().long().tolist()
-        offsets = torch.rand(strata, generator=generator, device=generator.device if generator else None).cpu()
+        offsets = torch.rand(strata, generator=generator, device=draw_device(generator)).cpu()
         steps = [0] + [lo + int(u * (hi - lo)) for lo, hi, u in zip(edges, edges[1:], offsets.tolist())]
         weights = [1.0] + [float(hi - lo) for lo, hi in zip(edges, edges[1:])]
     terms = []
@@ -297,10 +297,14 @@ def variational_bound(schedule: Schedule, model: Model, x0: Tensor, *, predictio
     return Bound(terms.sum(1) + prior, prior, terms)
 
 
+def draw_device(generator: torch.Generator | None, fallback="cpu"):
+    """Where to draw random numbers: on the generator's device, so a seed gives the same draw anywhere."""
+    return generator.device if generator is not None else fallback
+
+
 def randn(shape, generator: torch.Generator | None, device, dtype: torch.dtype) -> Tensor:
-    """Standard normal noise, drawn on the generator's device so a seed gives the same draw anywhere."""
-    draw_on = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=draw_on, dtype=dtype).to(device)
+    """Standard normal noise, drawn on the generator's device, then moved to `device`."""
+    return torch.randn(shape, generator=generator, device=draw_device(generator, device), dtype=dtype).to(device)
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -314,7 +318,7 @@ def sample_timesteps(schedule: Schedule, batch: int, generator: torch.Generator 
     """t in 0..T-1, one per example: uniform, or logit-normal (τ = sigmoid(n), n ~ N(0, 1), the share of
     the way to noise, which puts most examples at middle noise levels: Esser et al. 2024, §3.1)."""
     choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
-    gen_device = generator.device if generator is not None else "cpu"
+    gen_device = draw_device(generator)
     if sampling == "uniform":
         return torch.randint(0, schedule.T, (batch,), generator=generator, device=gen_device).to(device)
     tau = torch.sigmoid(torch.randn(batch, generator=generator, device=gen_device, dtype=torch.float64))
@@ -359,8 +363,7 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
     ab = gather(schedule.alphas_cumprod, t, x0)
     kwargs = model_kwargs or {}
     if self_cond:
-        gen_device = generator.device if generator is not None else "cpu"
-        fed = (torch.rand(whole[0], generator=generator, device=gen_device) < 0.5)[rank::processes].to(x0.device)
+        fed = (torch.rand(whole[0], generator=generator, device=draw_device(generator)) < 0.5)[rank::processes].to(x0.device)
         with torch.no_grad():
             estimate = x0_of(model(x_t, t, **kwargs), x_t, ab, prediction=prediction, variance=variance)
         kwargs = {**kwargs, "self_cond": estimate * fed.reshape(ab.shape).to(estimate.dtype)}

@@ -76,11 +76,13 @@ def invert_ddim_exactly(denoise: Denoise, x0: Tensor, grid: Grid, iterations: in
     back = _toward_noise(grid)
     x, ab, t = x0, 1.0, back.t[0]  # from clean data, with ε̂ first taken at the cleanest level
     for t_next, ab_next in zip(back.t, back.ab):
-        keep = math.sqrt((1 - ab) / (1 - ab_next))  # x = keep·x' + mix·x̂_0(x'), the step in x̂_0 form
+        # the decoding step in x̂_0 form: x = keep·x' + mix·x̂_0(x')
+        keep = math.sqrt((1 - ab) / (1 - ab_next))
+        mix = math.sqrt(ab) - keep * math.sqrt(ab_next)
 
         def solve(d: Denoised) -> Tensor:
-            if ab_next < 0.5 and ab < 1:  # (from clean data x' has no x̂_0 form: x = x̂_0(x'))
-                return (x - (math.sqrt(ab) - keep * math.sqrt(ab_next)) * d.x0) / keep
+            if ab_next < 0.5 and ab < 1:  # (from clean data, keep = 0: x = x̂_0(x') has no such solution)
+                return (x - mix * d.x0) / keep
             return math.sqrt(ab_next / ab) * (x - math.sqrt(1 - ab) * d.eps) + math.sqrt(1 - ab_next) * d.eps
 
         x_next = solve(denoise(x, t))

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from diffkit.core.diffusion import eps_from_x0, interpolate_log_variance, posterior, randn_like
+from diffkit.core.diffusion import draw_device, eps_from_x0, interpolate_log_variance, posterior, randn_like
 from diffkit.core.operators import Operator, conjugate_gradients, dot
 from diffkit.core.samplers import AfterStep, Denoise, Denoised
 
@@ -165,7 +165,7 @@ def _resample(log_w: Tensor, particles: int, generator: torch.Generator | None, 
     groups = groups - groups.amax(1, keepdim=True)
     weights = groups.softmax(1)
     count, device = len(groups), log_w.device
-    draw_on = generator.device if generator is not None else device
+    draw_on = draw_device(generator, device)
     keep = torch.arange(particles, device=device).expand(count, -1)
     if every:
         picked = torch.multinomial(weights.to(draw_on), particles, replacement=True, generator=generator).to(device)

@@ -245,7 +245,6 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-
 def model_calls(sampler: str, grid: Grid) -> int:
     """The model calls `sampler` makes walking `grid`: one a step, plus heun's corrections, plus unipc's
     first (its corrector's call is the next step's, and its step to clean data reuses the last)."""
@@ -255,6 +254,7 @@ def model_calls(sampler: str, grid: Grid) -> int:
     if sampler == "unipc":
         return 1 + sum(b < 1 for _, b in steps)
     return len(steps)
+
 
 # Samplers that draw fresh noise at every step (ddim too at η > 0): no deterministic inversion.
 STOCHASTIC = ("ddpm", "dpm++2m-sde")

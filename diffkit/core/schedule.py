@@ -137,7 +137,7 @@ LOG_SIGMA_MAX = math.log(160.0)
 # Above σ ≈ 5, x_t of unit-scale data is noise to within a few percent and x̂_0 barely moves with the
 # level: one wide step there costs less error than any step spent below. So the logsnr spacing counts
 # log σ up there at a fraction of its length that grows with the budget, (steps / 40)², in full from 40
-# steps on: 10 steps go from σ_max to σ ≈ 5 at once, and the grids still refine evenly as steps grow.
+# steps on: 10 steps go from σ_max to σ ≈ 3 at once, and the grids still refine evenly as steps grow.
 QUIET_LOG_SIGMA, QUIET_FULL_STEPS = math.log(5.0), 40
 
 
