@@ -59,9 +59,11 @@ def invert(solver, denoise: Denoise, x0: Tensor, grid: Grid) -> Tensor:
     return solver(denoise, x, back)
 
 
-def inversion_calls(sampler: str, grid: Grid) -> int:
-    """The model calls invert makes with `sampler`: the first step's, then the sampler's walk back."""
-    return 1 + model_calls(sampler, _toward_noise(grid))
+def inversion_calls(sampler: str, grid: Grid, iterations: int = 0) -> int:
+    """The model calls invert makes with `sampler` (the first step's, then the sampler's walk back), or
+    invert_ddim_exactly with `iterations` (1 + iterations a model level)."""
+    back = _toward_noise(grid)
+    return len(back) * (1 + iterations) if iterations else 1 + model_calls(sampler, back)
 
 
 def invert_ddim_exactly(denoise: Denoise, x0: Tensor, grid: Grid, iterations: int) -> Tensor:

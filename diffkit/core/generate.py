@@ -164,12 +164,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
                            "use a strength below 1")
     plan = resampling_plan(len(grid), jump, resample) if observation is not None else [(0, len(grid) - 1)]
     runs = [grid.segment(a, b) for a, b in plan if b > a]
-    if not bridge:
-        inverting = 0
-    elif inversion_iterations:
-        inverting = (len(grid) - 1) * (1 + inversion_iterations)
-    else:
-        inverting = inversion_calls(sampler, grid)
+    inverting = inversion_calls(sampler, grid, inversion_iterations) if bridge else 0
     done, total = 0, inverting + sum(model_calls(sampler, run) for run in runs)
 
     def on_call():
