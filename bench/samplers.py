@@ -93,7 +93,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points, seeds and budgets")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--spacing", default="logsnr")
+    parser.add_argument("--spacing", default="squeezed")
     parser.add_argument("--seeds", type=int, default=20, help="noise seeds per cell (the figure is their mean)")
     parser.add_argument("--nfes", default="5,10,20,50,100,1000", help="model-call budgets, comma-separated")
     parser.add_argument("--out", default="bench/results/samplers.json")

@@ -121,7 +121,7 @@ class Common:
 class Sampling:
     sampler: Annotated[str, typer.Option(help="ddpm, ddim, dpm++2m, dpm++3m, dpm++2m-sde, heun or unipc.")] = "dpm++2m"
     steps: Annotated[int, typer.Option(help="Sampler steps (heun calls the model about twice a step).")] = 20
-    spacing: Annotated[str, typer.Option(help="Timesteps: logsnr, trailing, leading, linspace or karras.")] = "logsnr"
+    spacing: Annotated[str, typer.Option(help="Timesteps: squeezed (log σ, its quiet top counted short below 40 steps), logsnr (evenly in log σ), trailing, leading, linspace or karras.")] = "squeezed"
     eta: Annotated[Optional[float], typer.Option(help="DDIM noise: 0 deterministic, 1 ancestral.")] = None
     seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0
     clip: Annotated[Optional[float], typer.Option(help="Clip predicted data to ±CLIP at every step.")] = None
@@ -158,9 +158,9 @@ class Training:
     schedule: Annotated[Optional[str], typer.Option(help="Noise schedule: linear, cosine, sigmoid, sqrt or flow (rectified flow's path); default: flow with --prediction flow, else cosine.")] = None
     timesteps: Annotated[int, typer.Option(help="Diffusion steps T.")] = 1000
     prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0, v, or flow (rectified flow's velocity ε - x0).")] = "eps"
-    timestep_sampling: Annotated[Optional[str], typer.Option(help="Training timesteps: uniform or logit-normal (most at middle noise); default: logit-normal with --prediction flow, else uniform.")] = None
+    timestep_sampling: Annotated[Optional[str], typer.Option(help="Training timesteps: uniform, logit-normal (most at middle noise) or warped (learned: where the x0 error grows fastest, CDCD's time warping; sample it with --spacing warped); default: warped for text, else logit-normal with --prediction flow, else uniform.")] = None
     variance: Annotated[str, typer.Option(help="fixed (small), fixed_large or learned (hybrid loss).")] = "fixed"
-    self_cond: Annotated[bool, typer.Option("--self-cond", help="Self-conditioning: the network also sees its previous x̂0 (half the training examples), every sampler feeding it the last step's.")] = False
+    self_cond: Annotated[bool, typer.Option("--self-cond/--no-self-cond", help="Self-conditioning: the network also sees its previous x̂0 (half the training examples), every sampler feeding it the last step's (text: on by default).")] = False
     checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
     preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
     log_every: Annotated[int, typer.Option(help="Append a metrics.jsonl line every N steps.")] = 10

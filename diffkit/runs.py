@@ -20,7 +20,7 @@ from torch import nn
 
 from diffkit.console import log, progress_bar
 from diffkit.core import make_schedule, sample, variational_bound
-from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, write_config
+from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, read_warp, write_config
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
@@ -222,7 +222,7 @@ def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], commo
         raise DiffkitError(f"{path}/{CONFIG}: missing or unexpected setting ({e})") from None
     device = common.torch_device()
     model = load_weights(path, model).to(device).eval()
-    return Run(Path(path), config, model, schedule, device)
+    return Run(Path(path), config, model, dataclasses.replace(schedule, warp=read_warp(path)), device)
 
 
 def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditions: dict | None = None):

@@ -49,7 +49,7 @@ def test_bridge_between_gaussian_classes_is_the_closed_form_affine_map(strength)
 
 @pytest.mark.parametrize("sampler, order", [("ddim", 1), ("dpm++2m", 2), ("heun", 2), ("unipc", 3)])
 def test_round_trip_error_falls_with_steps_at_the_samplers_order(sampler, order):
-    # Inverted and regenerated under its own class, the input comes back. From 40 steps on the logsnr grid
+    # Inverted and regenerated under its own class, the input comes back. From 40 steps on the default grid
     # is evenly spaced (below that it changes shape with the budget), so the order is measured from 40 to 80
     # in float64; measured slopes of log error: ddim 0.96, dpm++2m 3.1, heun 3.0, unipc 2.8. dpm++3m sits at
     # the walk's floor (2e-4, the integer timesteps' uneven spacing near t = 0) by 40 steps. At 10 steps the

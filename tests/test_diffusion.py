@@ -187,7 +187,7 @@ def test_hybrid_loss_trains_the_variance_only_through_the_bound(gen):
     x0 = torch.randn(8, 2, 5, generator=gen)
     out = torch.zeros(8, 4, 5, requires_grad=True)
     losses = training_losses(s, lambda x, t: out, x0, variance="learned", generator=gen)
-    assert set(losses) == {"mse", "vlb", "loss"}
+    assert set(losses) == {"mse", "vlb", "loss", "x0_error"} and not losses["x0_error"].requires_grad
     (grad,) = torch.autograd.grad(losses["vlb"].sum(), out)
     assert grad[:, :2].abs().max() == 0 and grad[:, 2:].abs().max() > 0
     assert torch.allclose(losses["loss"], losses["mse"] + 0.001 * losses["vlb"])

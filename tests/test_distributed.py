@@ -11,6 +11,8 @@ import torch
 from cli import run
 from safetensors.torch import load_file
 
+from diffkit.core.checkpoint import read_warp
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 POINTS = ["--data", "builtin:ring", "--batch-size", 64, "--log-every", 1, "--hidden", 64, "--timesteps", 100,
           "--precision", "fp32", "-q"]
@@ -49,6 +51,18 @@ def test_two_processes_follow_the_single_process_loss_curve(single, tmp_path):
     torch.testing.assert_close(torch.tensor(losses(out)), torch.tensor(losses(single)), rtol=1e-4, atol=1e-6)
     assert_same_weights(out, single)
     assert b"Traceback" not in result.stderr
+
+
+def test_two_processes_learn_the_single_process_time_warp(tmp_path):
+    # Each process sees half the batch's errors: only their sum over processes gives one curve and the
+    # same timesteps (the warp is uniform until every bin is seen, here from the 4th step on).
+    warped = [*POINTS, "--steps", 12, "--timestep-sampling", "warped"]
+    run("train", "points", "--out", tmp_path / "single", *warped)
+    torchrun("-m", "diffkit", "train", "points", "--out", tmp_path / "ddp", *warped)
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "ddp")), torch.tensor(losses(tmp_path / "single")),
+                               rtol=1e-4, atol=1e-6)
+    assert_same_weights(tmp_path / "ddp", tmp_path / "single")
+    torch.testing.assert_close(read_warp(tmp_path / "ddp"), read_warp(tmp_path / "single"), rtol=1e-5, atol=1e-8)
 
 
 def test_both_ranks_hold_identical_weights(tmp_path):

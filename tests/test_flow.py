@@ -73,7 +73,7 @@ def test_sampling_a_velocity_network_converges_to_the_flow_ode_at_the_samplers_o
     noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     reference = _flow_ode_solution(noise, schedule)
     errors = []
-    for steps in (40, 80, 160):  # the logsnr grid is evenly spaced from 40 steps on
+    for steps in (40, 80, 160):  # the default grid is evenly spaced from 40 steps on
         out = sample(DATA.denoiser(schedule, "flow"), (64, 2), schedule, sampler=sampler, steps=steps,
                      prediction="flow", dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         errors.append((out - reference).norm(dim=1).mean().item())

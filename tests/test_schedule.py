@@ -1,9 +1,10 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from diffkit.core import SCHEDULES, SPACINGS, make_grid, make_schedule, timesteps
+from diffkit.core import SCHEDULES, SPACINGS, make_grid, make_schedule, timesteps, warp
 from diffkit.core.schedule import MAX_BETA
 from diffkit.errors import DiffkitError
 
@@ -55,6 +56,9 @@ def test_unknown_schedule_lists_the_choices():
 @pytest.mark.parametrize("steps", [1, 7, 20, 1000])
 def test_timesteps_are_distinct_descending_and_in_range(spacing, steps):
     s = make_schedule("linear", 1000)
+    if spacing == "warped":  # an error curve rising steeply in the middle of t
+        errors = torch.sigmoid(torch.linspace(-8, 8, warp.BINS, dtype=torch.float64))
+        s = dataclasses.replace(s, warp=torch.stack([errors, torch.ones_like(errors)]))
     ts = timesteps(s, steps, spacing)
     assert ts == sorted(set(ts), reverse=True)
     assert 0 <= ts[-1] and ts[0] <= 999
@@ -67,8 +71,9 @@ def test_spacing_ends():
     assert timesteps(s, 10, "leading") == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
     assert timesteps(s, 10, "linspace")[0] == 999 and timesteps(s, 10, "linspace")[-1] == 0
     assert timesteps(s, 10, "karras")[0] == 999 and timesteps(s, 10, "karras")[-1] == 0
-    # logsnr's last call sits one interval above t = 0: its x̂_0 is the result
-    assert timesteps(s, 10, "logsnr")[0] == 999 and 0 < timesteps(s, 10, "logsnr")[-1] < 10
+    # logsnr's and squeezed's last call sits one interval above t = 0: its x̂_0 is the result
+    for spacing in ("logsnr", "squeezed"):
+        assert timesteps(s, 10, spacing)[0] == 999 and 0 < timesteps(s, 10, spacing)[-1] < 10
     assert timesteps(s, 1000, "trailing") == list(range(999, -1, -1))
     # Partial noising starts lower down.
     assert timesteps(s, 5, "trailing", t_start=499)[0] == 499
@@ -95,15 +100,22 @@ def _log_sigmas(schedule, ts):
     return 0.5 * ((1 - ab).log() - ab.log())
 
 
-def test_logsnr_spacing_squeezes_the_quiet_top_for_small_budgets_only():
+def _evenly_spaced_in_log_sigma(s, n, spacing):
+    """Evenly spaced in log σ between σ_max and σ_min (to the integer timesteps' rounding), the start
+    and the step to clean data included."""
+    gaps = _log_sigmas(s, timesteps(s, n, spacing)).diff()
+    interval = (_log_sigmas(s, [999]) - _log_sigmas(s, [0])) / n
+    return ((gaps[: n // 2] + interval).abs() < 0.1 * interval).all()
+
+
+def test_squeezed_spacing_squeezes_the_quiet_top_for_small_budgets_only():
     s = make_schedule("linear", 1000)
     quiet = math.log(5.0)
     # 10 steps: the start, then straight below σ = 5; 20 steps: a quarter of the share above it
-    assert (_log_sigmas(s, timesteps(s, 10, "logsnr")[1:]) < quiet).all()
-    assert (_log_sigmas(s, timesteps(s, 20, "logsnr")) > quiet).sum() == 3
-    # from 40 steps on, evenly spaced in log σ between σ_max and σ_min (to the integer timesteps'
-    # rounding), the start and the step to clean data included
+    assert (_log_sigmas(s, timesteps(s, 10, "squeezed")[1:]) < quiet).all()
+    assert (_log_sigmas(s, timesteps(s, 20, "squeezed")) > quiet).sum() == 3
+    # from 40 steps on it is logsnr's grid; logsnr is evenly spaced at every budget
     for n in (40, 100):
-        gaps = _log_sigmas(s, timesteps(s, n, "logsnr")).diff()
-        interval = (_log_sigmas(s, [999]) - _log_sigmas(s, [0])) / n
-        assert ((gaps[: n // 2] + interval).abs() < 0.1 * interval).all(), gaps
+        assert timesteps(s, n, "squeezed") == timesteps(s, n, "logsnr")
+    for n in (10, 40, 100):
+        assert _evenly_spaced_in_log_sigma(s, n, "logsnr"), n

@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from diffkit.core.warp import BINS
 from diffkit.errors import DiffkitError
 from diffkit.io import atomic_write
 
@@ -33,9 +34,25 @@ def _cpu(tensors: dict) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-def write_weights(run: str | Path, model: torch.nn.Module) -> None:
+def write_weights(run: str | Path, model: torch.nn.Module, warp: torch.Tensor | None = None) -> None:
+    """The weights, and the time warp they were trained with (a small table, in the file's metadata)."""
+    metadata = {"time_warp": json.dumps(warp.tolist())} if warp is not None else None
     with atomic_write(Path(run) / WEIGHTS) as f:
-        f.write(save(_cpu(model.state_dict())))
+        f.write(save(_cpu(model.state_dict()), metadata=metadata))
+
+
+def read_warp(run: str | Path) -> torch.Tensor | None:
+    """The time warp saved beside a run's weights, if it learned one."""
+    path = Path(run) / WEIGHTS
+    try:
+        with safe_open(path, "pt") as f:
+            table = (f.metadata() or {}).get("time_warp")
+        curve = None if table is None else torch.tensor(json.loads(table), dtype=torch.float64)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise DiffkitError(f"{path}: unreadable time warp ({e})") from None
+    if curve is not None and (curve.shape != (2, BINS) or not curve.isfinite().all() or (curve < 0).any()):
+        raise DiffkitError(f"{path}: the time warp is not {BINS} bins of errors and counts")
+    return curve
 
 
 def write_state(run: str | Path, tensors: dict, meta: dict) -> None:

@@ -13,12 +13,13 @@ import torch
 from torch import Tensor
 
 from diffkit.core.schedule import Schedule
-from diffkit.errors import choose
+from diffkit.core.warp import warped_to_t
+from diffkit.errors import DiffkitError, choose
 
 PREDICTIONS = ("eps", "x0", "v", "flow")
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 WEIGHTINGS = ("uniform", "min_snr")
-TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal", "warped")
 
 
 def gather(table: Tensor, t: Tensor, like: Tensor) -> Tensor:
@@ -315,12 +316,18 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 def sample_timesteps(schedule: Schedule, batch: int, generator: torch.Generator | None = None,
                      device=None, sampling: str = "uniform") -> Tensor:
-    """t in 0..T-1, one per example: uniform, or logit-normal (τ = sigmoid(n), n ~ N(0, 1), the share of
-    the way to noise, which puts most examples at middle noise levels: Esser et al. 2024, §3.1)."""
+    """t in 0..T-1, one per example: uniform, logit-normal (τ = sigmoid(n), n ~ N(0, 1), the share of
+    the way to noise, which puts most examples at middle noise levels: Esser et al. 2024, §3.1), or warped
+    by the schedule's learned time warp (diffkit.core.warp)."""
     choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
     gen_device = draw_device(generator)
     if sampling == "uniform":
         return torch.randint(0, schedule.T, (batch,), generator=generator, device=gen_device).to(device)
+    if sampling == "warped":
+        if schedule.warp is None:
+            raise DiffkitError("warped timesteps need a schedule with a time warp (see diffkit.core.warp)")
+        u = torch.rand(batch, generator=generator, device=gen_device, dtype=torch.float64)
+        return warped_to_t(schedule.warp, u.cpu(), schedule.T).long().to(device)
     tau = torch.sigmoid(torch.randn(batch, generator=generator, device=gen_device, dtype=torch.float64))
     return (tau * schedule.T).long().clamp(max=schedule.T - 1).to(device)
 
@@ -342,7 +349,8 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
                     noise: Tensor | None = None, generator: torch.Generator | None = None,
                     model_kwargs: dict | None = None, shard: tuple[int, int] = (0, 1),
                     self_cond: bool = False) -> dict[str, Tensor]:
-    """Per-example losses: "mse" (weighted L_simple), "vlb" (learned variance only) and their sum "loss".
+    """Per-example losses: "mse" (weighted L_simple), "vlb" (learned variance only) and their sum "loss";
+    and, not differentiated, "x0_error", the mean squared error of x̂_0 (what a time warp follows).
 
     With a learned variance the hybrid loss L_simple + λ L_vlb trains Σ through the bound while the
     mean's gradient comes from L_simple alone (Nichol & Dhariwal 2021, §3.1, λ = 0.001).
@@ -372,7 +380,8 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
     err = (pred.float() - target(prediction, x0, noise, ab).float()) ** 2
     snr = (schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)).to(x0.device)[t].float()
     mse = err.flatten(1).mean(1) * snr_weight(prediction, snr, weighting, gamma)
-    losses = {"mse": mse}
+    estimate = x0_of(out.detach(), x_t, ab, prediction=prediction, variance=variance)
+    losses = {"mse": mse, "x0_error": (estimate.float() - x0.float()).square().flatten(1).mean(1)}
     if variance == "learned":
         frozen = torch.cat([pred.detach(), frac * 2 - 1], dim=1)
         vlb = vlb_term(schedule, model, x0, t, noise, prediction=prediction, variance=variance, bits=bits,

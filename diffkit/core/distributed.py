@@ -71,6 +71,15 @@ def mean(value: float, world: World) -> float:
     return total.item() / world.size
 
 
+def total(values: torch.Tensor, world: World) -> torch.Tensor:
+    """The sum of a (CPU) tensor over all processes."""
+    if world.size == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
+
+
 def any_true(flag: bool, world: World) -> bool:
     """True on every process if it is true on any (a stop signal that reached only some of them)."""
     if world.size == 1:

@@ -72,7 +72,7 @@ def invert_ddim_exactly(denoise: Denoise, x0: Tensor, grid: Grid, iterations: in
     `iterations` fixed-point iterations (Pan et al. 2023, AIDI; Garibi et al. 2024, ReNoise). Each
     iteration holds one answer still and solves for x': ε̂ where x' is mostly data, x̂_0 where it is mostly
     noise (σ' > 1), as that is the answer that barely moves with x' there; holding ε̂ across a wide step
-    into noise (the logsnr grid's first) contracts by only ~2% an iteration. Explicit inversion loses the
+    into noise (the squeezed grid's first) contracts by only ~2% an iteration. Explicit inversion loses the
     input where the network's ODE is sensitive (a trained image model: some inputs come back tens of
     levels off); each iteration costs one call."""
     back = _toward_noise(grid)

@@ -99,7 +99,7 @@ def _model_device(model) -> torch.device:
 
 @torch.no_grad()  # not inference_mode: the gradient methods differentiate the network inside
 def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps: int = 20,
-           prediction: str = "eps", variance: str = "fixed_small", spacing: str = "logsnr",
+           prediction: str = "eps", variance: str = "fixed_small", spacing: str = "squeezed",
            eta: float | None = None, clip: float | None = None, threshold: float | None = None,
            generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
            known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,

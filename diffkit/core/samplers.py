@@ -149,7 +149,7 @@ def heun_corrects(a: float, a_next: float) -> bool:
     """Whether heun's step between two levels takes its second call. Not to clean data (Euler lands on
     x̂_0), not from zero SNR (σ = ∞: only the first-order step is defined), and not across more than a
     decade of σ, where the trapezoid would weigh the end's ε̂ over half of a step whose ε̂ holds nearly
-    still until its end (the logsnr grid's wide first step; measured: it moves the mixture's mode weights)."""
+    still until its end (the squeezed grid's wide first step; measured: it moves the mixture's mode weights)."""
     if a_next >= 1 or a <= 0:
         return False
     ratio = math.sqrt((1 - a) / a * a_next / (1 - a_next))  # σ / σ', below 1 when inverting

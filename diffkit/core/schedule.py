@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from diffkit.core import warp
 from diffkit.errors import DiffkitError, choose
 
 # β_t may not reach 1 except at a zero-terminal-SNR end: improved DDPM clips at 0.999 (Nichol & Dhariwal 2021, §3.2).
@@ -24,6 +25,9 @@ class Schedule:
 
     alphas_cumprod: torch.Tensor  # float64 [T]
     name: str = "custom"
+    # A run's learned time warp (diffkit.core.warp: the x̂_0 error curve over t), when it trained with
+    # warped timesteps: what the warped spacing places levels by.
+    warp: torch.Tensor | None = None
 
     @property
     def T(self) -> int:
@@ -132,12 +136,14 @@ class Grid(NamedTuple):
         return Grid(self.t[start : stop + 1], self.ab[start : stop + 1])
 
 
-SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr")
+SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr", "squeezed", "warped")
 LOG_SIGMA_MAX = math.log(160.0)
-# Above σ ≈ 5, x_t of unit-scale data is noise to within a few percent and x̂_0 barely moves with the
-# level: one wide step there costs less error than any step spent below. So the logsnr spacing counts
-# log σ up there at a fraction of its length that grows with the budget, (steps / 40)², in full from 40
-# steps on: 10 steps go from σ_max to σ ≈ 3 at once, and the grids still refine evenly as steps grow.
+# Above σ ≈ 5, x_t of unit-scale continuous data is noise to within a few percent and x̂_0 barely moves
+# with the level: one wide step there costs less error than any step spent below. So the squeezed
+# spacing counts log σ up there at a fraction of its length that grows with the budget, (steps / 40)²,
+# in full from 40 steps on: 10 steps go from σ_max to σ ≈ 3 at once, and the grids still refine evenly
+# as steps grow. Data whose points stay apart far above σ = 5 are not quiet there: token embeddings in
+# 64-D lie ~9 apart, and ancestral sampling of text decides tokens up there (plain logsnr for text).
 QUIET_LOG_SIGMA, QUIET_FULL_STEPS = math.log(5.0), 40
 
 
@@ -149,11 +155,12 @@ def _unsqueeze_quiet(u: torch.Tensor, slope: float) -> torch.Tensor:
     return u + (1 / slope - 1) * (u - QUIET_LOG_SIGMA).clamp(min=0)
 
 
-def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: int | None = None) -> list[int]:
+def timesteps(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start: int | None = None) -> list[int]:
     """`steps` distinct integer timesteps in t_start..0, descending (Lin et al. 2024, Table 2; Karras et al. 2022, eq. 5).
 
     trailing starts at t_start and ends above 0; leading ends at 0 and starts below t_start; linspace
-    spans both ends; karras and logsnr space the noise level itself, dense at low noise where detail forms.
+    spans both ends; karras, logsnr and squeezed space the noise level itself, dense at low noise where
+    detail forms; warped spaces the run's learned time warp, dense where its x̂_0 error grows fastest.
     """
     choose("timestep spacing", spacing, SPACINGS)
     t_start = schedule.T - 1 if t_start is None else t_start
@@ -168,6 +175,8 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: 
         ts = torch.floor((steps - 1 - i) * n / steps)
     elif spacing == "linspace":
         ts = torch.round(torch.linspace(t_start, 0, steps, dtype=torch.float64))
+    elif spacing == "warped":
+        ts = _warped_timesteps(schedule, steps, t_start)
     else:
         ts = _noise_spaced_timesteps(schedule, steps, t_start, spacing)
     return _strictly_descending(ts.long().tolist())
@@ -175,8 +184,8 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: 
 
 def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacing: str) -> torch.Tensor:
     """Timesteps nearest to levels evenly spaced in σ^(1/ρ) from σ_max to σ_min (karras, ρ = 7), or in log σ
-    with the quiet stretch above σ ≈ 5 squeezed (logsnr, after the DPM-Solver paper's choice), where
-    σ = √((1-ᾱ)/ᾱ) grows with t."""
+    (logsnr, the DPM-Solver paper's choice), or so with the quiet stretch above σ ≈ 5 squeezed (squeezed),
+    where σ = √((1-ᾱ)/ᾱ) grows with t."""
     ab = schedule.alphas_cumprod[: t_start + 1]
     log_sigmas = 0.5 * ((1 - ab).log() - ab.log())
     # A zero-terminal-SNR start has σ = ∞: space from the level below it and start there anyway.
@@ -193,12 +202,24 @@ def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacin
         # `steps` intervals down to σ_min, the model called at the top of each: the last call's x̂_0 is
         # the clean result, so no call goes to t = 0, where x_t is already the data to within σ_min.
         ramp = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
-        slope = min(1.0, steps / QUIET_FULL_STEPS) ** 2
+        slope = min(1.0, steps / QUIET_FULL_STEPS) ** 2 if spacing == "squeezed" else 1.0
         lo, hi = _squeeze_quiet(lo, slope), _squeeze_quiet(hi, slope)
         target = _unsqueeze_quiet(lo + ramp * (hi - lo), slope)
     ts = torch.searchsorted(log_sigmas, target).clamp(max=t_start)
     ts[0] = t_start
     return ts.double()
+
+
+def _warped_timesteps(schedule: Schedule, steps: int, t_start: int) -> torch.Tensor:
+    """`steps` intervals evenly spaced in warped time from t_start down to t = 0, the model called at the
+    top of each (as logsnr's: the last call's x̂_0 is the result)."""
+    if schedule.warp is None:
+        raise DiffkitError("--spacing warped needs a run trained with --timestep-sampling warped")
+    top = warp.t_to_warped(schedule.warp, t_start + 1, schedule.T)
+    ramp = torch.linspace(top, 0, steps + 1, dtype=torch.float64)[:-1]
+    ts = warp.warped_to_t(schedule.warp, ramp, schedule.T).floor().clamp(max=t_start)
+    ts[0] = t_start
+    return ts
 
 
 def _strictly_descending(ts: list[int]) -> list[int]:
@@ -212,7 +233,7 @@ def _strictly_descending(ts: list[int]) -> list[int]:
     return ts
 
 
-def make_grid(schedule: Schedule, steps: int, spacing: str = "logsnr", t_start: int | None = None) -> Grid:
+def make_grid(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start: int | None = None) -> Grid:
     """The sampler's levels: `steps` model timesteps, then clean data."""
     ts = timesteps(schedule, steps, spacing, t_start)
     ab = schedule.alphas_cumprod[ts].tolist()

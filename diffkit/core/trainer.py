@@ -7,12 +7,14 @@ in the run directory and exact resume.
 Exact resume rests on one rule: everything random in step s is drawn from generators seeded by
 (seed, s) — the batch (through `batch_at(step, micro)`, which the modality writes as a pure function),
 the timesteps and noise, and dropout. So the RNG state at a step boundary is the step number itself,
-and a run stopped and resumed on CPU ends with the same weights as one that never stopped.
+and a run stopped and resumed on CPU ends with the same weights as one that never stopped. A learned
+time warp (warped timesteps) is state like the optimiser's, saved with it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -27,20 +29,20 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from diffkit.core import distributed
+from diffkit.core import distributed, warp
 from diffkit.core.checkpoint import read_state, write_state, write_weights
-from diffkit.core.diffusion import training_losses
+from diffkit.core.diffusion import sample_timesteps, training_losses
 from diffkit.core.distributed import World
 from diffkit.core.schedule import Schedule
 from diffkit.errors import DiffkitError, Interrupted
 
 Batch = tuple[Tensor, dict]            # x0 [B, ...] and the model's keyword arguments (labels, ...)
 BatchAt = Callable[[int, int], Batch]  # (step, micro-batch) -> Batch, a pure function of its arguments
-# (network, x0, keyword arguments, generator, shard) -> per-example losses, "loss" the one optimised; the
-# shard (rank, processes) says which slice of the global batch's noise is this process's (see
-# training_losses). A modality whose data are not the diffused tensor itself (text: tokens, embedded
-# inside the step) brings its own.
-Objective = Callable[[nn.Module, Tensor, dict, torch.Generator, tuple[int, int]], dict[str, Tensor]]
+# (network, x0, keyword arguments, this process's timesteps, generator, shard) -> per-example losses,
+# "loss" the one optimised and "x0_error" the one a time warp follows; the shard (rank, processes) says
+# which slice of the global batch's noise is this process's (see training_losses). A modality whose data
+# are not the diffused tensor itself (text: tokens, embedded inside the step) brings its own.
+Objective = Callable[[nn.Module, Tensor, dict, Tensor, torch.Generator, tuple[int, int]], dict[str, Tensor]]
 METRICS = "metrics.jsonl"
 
 
@@ -54,7 +56,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     weighting: str = "uniform"
-    timestep_sampling: str = "uniform"  # or logit-normal (rectified flow's)
+    timestep_sampling: str = "uniform"  # or logit-normal (rectified flow's), or warped (learned: core.warp)
     seed: int = 0
     accumulate: int = 1          # micro-batches per optimiser step
     checkpoint_every: int = 1000
@@ -187,6 +189,7 @@ class Trainer:
         self.forward = torch.compile(network) if settings.compile else network
         self.step = 0
         self.skipped = 0  # consecutive steps with a non-finite loss
+        self.warp = warp.empty_curve() if settings.timestep_sampling == "warped" else None
 
     # ------------------------------------------------------------ state
     def save(self) -> None:
@@ -196,9 +199,11 @@ class Trainer:
         optim = self.optimizer.state_dict()
         for index, values in optim["state"].items():
             tensors |= {f"optim.{index}.{k}": v for k, v in values.items()}
+        if self.warp is not None:
+            tensors["warp"] = self.warp
         meta = {"step": self.step, "param_groups": optim["param_groups"], "settings": asdict(self.settings)}
         write_state(self.run, tensors, meta)
-        write_weights(self.run, self.ema)
+        write_weights(self.run, self.ema, warp=self.warp)
 
     def restore(self) -> None:
         tensors, meta = read_state(self.run)
@@ -214,6 +219,8 @@ class Trainer:
                 index, name = key.split(".", 1)
                 states.setdefault(int(index), {})[name] = value
             self.optimizer.load_state_dict({"state": states, "param_groups": meta["param_groups"]})
+            if self.warp is not None and "warp" in tensors:  # else the run trained unwarped until now
+                self.warp = tensors["warp"].double()
         except (RuntimeError, ValueError, KeyError) as e:
             raise DiffkitError(f"{self.run}: trainer state does not fit the model ({str(e).splitlines()[0]})") from None
         self.step = int(meta["step"])
@@ -229,12 +236,19 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------ one step
-    def diffusion_loss(self, model, x0: Tensor, kwargs: dict, generator: torch.Generator,
+    def diffusion_loss(self, model, x0: Tensor, kwargs: dict, t: Tensor, generator: torch.Generator,
                        shard: tuple[int, int]) -> dict[str, Tensor]:
         return training_losses(self.schedule, model, x0, prediction=self.prediction, variance=self.variance,
-                               weighting=self.settings.weighting, timestep_sampling=self.settings.timestep_sampling,
-                               bits=self.settings.bits, generator=generator,
-                               model_kwargs=kwargs, shard=shard, self_cond=self.self_cond)
+                               weighting=self.settings.weighting, bits=self.settings.bits, t=t,
+                               generator=generator, model_kwargs=kwargs, shard=shard, self_cond=self.self_cond)
+
+    def draw_timesteps(self, examples: int, generator: torch.Generator) -> Tensor:
+        """This process's slice of timesteps for a micro-batch of `examples` per process, drawn for the
+        global batch (as training_losses would draw them, first from the generator)."""
+        rank, processes = self.world.shard
+        schedule = dataclasses.replace(self.schedule, warp=self.warp)
+        return sample_timesteps(schedule, examples * processes, generator, self.device,
+                                self.settings.timestep_sampling)[rank::processes]
 
     def train_step(self, batch_at: BatchAt) -> dict:
         s = self.settings
@@ -243,7 +257,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = s.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total, seen = 0.0, warp.empty_curve()
         for micro in range(s.accumulate):
             try:
                 x0, kwargs = batch_at(self.step, micro)
@@ -255,10 +269,13 @@ class Trainer:
             if self.channels_last and x0.dim() == 4:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                losses = self.objective(self.forward, x0, kwargs, generator, self.world.shard)
+                t = self.draw_timesteps(x0.shape[0], generator)
+                losses = self.objective(self.forward, x0, kwargs, t, generator, self.world.shard)
             loss = losses["loss"].mean() / s.accumulate
             loss.backward()
             total += loss.item()
+            if self.warp is not None:
+                seen += warp.step_totals(t, losses["x0_error"], self.schedule.T)
         # The loss of the global batch, the same on every process, so that all of them skip alike.
         total = distributed.mean(total, self.world)
         record = {"step": self.step + 1, "loss": total, "lr": s.lr_at(self.step)}
@@ -273,6 +290,8 @@ class Trainer:
             record["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip).item()
             self.optimizer.step()
             update_ema(self.ema, self.model, self.step, s.ema_decay)
+        if self.warp is not None and math.isfinite(total):
+            self.warp = warp.updated(self.warp, distributed.total(seen, self.world))
         self.step += 1
         return record
 

@@ -148,7 +148,7 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str, self_co
     the rounding cross-entropy -log p(w | x̂_0) of the network's prediction at the same step (the last
     call: a self-conditioned network's first one only makes its estimate)."""
 
-    def objective(model, tokens: Tensor, kwargs: dict, generator, shard: tuple[int, int]) -> dict:
+    def objective(model, tokens: Tensor, kwargs: dict, t: Tensor, generator, shard: tuple[int, int]) -> dict:
         net = getattr(model, "_orig_mod", model)  # the module behind torch.compile and DDP wrappers
         net = getattr(net, "module", net)
         x0 = net.embed(tokens)
@@ -162,7 +162,7 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str, self_co
             return out
 
         losses = training_losses(schedule, recorded, x0, prediction="x0", variance=variance, weighting=weighting,
-                                 generator=generator, model_kwargs=kwargs, shard=shard, self_cond=self_cond)
+                                 t=t, generator=generator, model_kwargs=kwargs, shard=shard, self_cond=self_cond)
         rounding = F.cross_entropy(logits[-1].transpose(1, 2), tokens, reduction="none")
         if "keep" in kwargs:  # the source is given, nothing to learn there
             rounding = rounding * ~kwargs["keep"]
