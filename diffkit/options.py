@@ -200,6 +200,10 @@ class Training:
         _check_workers(self.workers)
         sampling = self.timestep_sampling or ("logit-normal" if self.prediction == "flow" else "uniform")
         choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
+        if sampling == "warped" and not self.resume:  # a resumed run keeps its own T (the trainer checks it)
+            from diffkit.core.warp import check_timesteps
+
+            check_timesteps(self.timesteps)
         return TrainSettings(timestep_sampling=sampling, steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
                              seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,

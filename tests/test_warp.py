@@ -102,6 +102,13 @@ def test_a_run_without_a_warp_cannot_sample_warped(tmp_path):
     assert code == 2 and stderr.startswith("error: ") and "--timestep-sampling warped" in stderr
 
 
+def test_too_few_timesteps_for_the_bins_is_one_error_and_no_run(tmp_path):
+    options = [*TRAIN["points"][:-3], "--timesteps", 20, "-q"]  # TRAIN's points options end with --timesteps 50 -q
+    code, stderr = run_here("train", "points", "--out", tmp_path / "run", "--steps", 1, "--timestep-sampling", "warped",
+                            *options)
+    assert code == 2 and "at least 50, got 20" in stderr and not (tmp_path / "run").exists()
+
+
 def test_a_tampered_warp_is_one_error(tmp_path):
     from safetensors.torch import load_file, save_file
 

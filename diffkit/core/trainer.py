@@ -189,7 +189,10 @@ class Trainer:
         self.forward = torch.compile(network) if settings.compile else network
         self.step = 0
         self.skipped = 0  # consecutive steps with a non-finite loss
-        self.warp = warp.empty_curve() if settings.timestep_sampling == "warped" else None
+        self.warp = None
+        if settings.timestep_sampling == "warped":
+            warp.check_timesteps(schedule.T)
+            self.warp = warp.empty_curve()
 
     # ------------------------------------------------------------ state
     def save(self) -> None:
