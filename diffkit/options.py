@@ -121,7 +121,7 @@ class Common:
 class Sampling:
     sampler: Annotated[str, typer.Option(help="ddpm, ddim, dpm++2m, dpm++3m, dpm++2m-sde, heun or unipc.")] = "dpm++2m"
     steps: Annotated[int, typer.Option(help="Sampler steps (heun calls the model about twice a step).")] = 20
-    spacing: Annotated[str, typer.Option(help="Timesteps: squeezed (log σ, its quiet top counted short below 40 steps), logsnr (evenly in log σ), trailing, leading, linspace or karras.")] = "squeezed"
+    spacing: Annotated[str, typer.Option(help="Timesteps: squeezed (log σ, its quiet top counted short below 40 steps), logsnr (evenly in log σ), warped (by the run's learned time warp), trailing, leading, linspace or karras.")] = "squeezed"
     eta: Annotated[Optional[float], typer.Option(help="DDIM noise: 0 deterministic, 1 ancestral.")] = None
     seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0
     clip: Annotated[Optional[float], typer.Option(help="Clip predicted data to ±CLIP at every step.")] = None

@@ -52,12 +52,13 @@ def density(curve: Tensor) -> Tensor:
     """Probability of each bin of t: where the monotone mean error rises, plus the uniform share.
     Uniform until every bin has been seen."""
     errors, counts = curve
+    uniform = torch.full((BINS,), 1 / BINS, dtype=torch.float64)
     if (counts <= 0).any():
-        return torch.full((BINS,), 1 / BINS, dtype=torch.float64)
+        return uniform
     rising = torch.cummax(errors / counts, 0).values.diff(prepend=torch.zeros(1, dtype=torch.float64))
     if rising.sum() <= 0:
-        return torch.full((BINS,), 1 / BINS, dtype=torch.float64)
-    return (1 - UNIFORM_SHARE) * rising / rising.sum() + UNIFORM_SHARE / BINS
+        return uniform
+    return (1 - UNIFORM_SHARE) * rising / rising.sum() + UNIFORM_SHARE * uniform
 
 
 def _cdf(curve: Tensor) -> Tensor:
