@@ -30,20 +30,40 @@ for verb, group in GROUPS.items():
 
 @app.command()
 @with_options(Common)
-def info(run: Annotated[str, typer.Argument(help="A run directory.")], common: Common):
-    """What a run is: modality, configuration and size."""
+def info(path: Annotated[str, typer.Argument(help="A run directory, or a file diffkit generated.")], common: Common):
+    """What a run is (modality, configuration and size), or where a generated file came from: the
+    provenance diffkit writes into every PNG and WAV it makes and beside every text or CSV file."""
     import json
+    from pathlib import Path
 
-    from diffkit.core.checkpoint import load_config
-    from diffkit.modalities import get
+    from diffkit.errors import DiffkitError
 
-    config = load_config(run)
-    summary = get(config["modality"]).describe(run, config)
+    if Path(path).is_file():
+        from diffkit import provenance
+
+        try:
+            summary = provenance.read(path)
+        except OSError as e:
+            raise DiffkitError(f"{path}: cannot read ({e.strerror})") from None
+        if summary is None:
+            if common.json:
+                print(json.dumps({"path": path, "provenance": None}))
+            else:
+                print(f"{path}: no provenance (not made by diffkit, or saved again without its metadata)")
+            return
+    elif Path(path).is_dir():
+        from diffkit.core.checkpoint import load_config
+        from diffkit.modalities import get
+
+        config = load_config(path)
+        summary = get(config["modality"]).describe(path, config)
+    else:
+        raise DiffkitError(f"{path}: no such file or run directory")
     if common.json:
         print(json.dumps(summary))
     else:
         for key, value in summary.items():
-            print(f"{key:>14}  {value}")
+            print(f"{key:>19}  {value}")
 
 
 def main() -> None:

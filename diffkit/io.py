@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -93,16 +95,29 @@ def display_name(source: str) -> str:
     return "<stdin>" if source == "-" else source
 
 
+# sha256 of each input this process read, by its source: what an edit's provenance names (stdin can be
+# read only once, so the digest is taken as it is read).
+_digests: dict[str, str] = {}
+
+
 def read_input(source: str) -> bytes:
     """Bytes from stdin for "-", else from the file, with a one-line error naming it."""
     if source == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(source).read_bytes()
-    except FileNotFoundError:
-        raise DiffkitError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise DiffkitError(f"{source}: is a folder, expected a file") from None
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise DiffkitError(f"{source}: no such file") from None
+        except IsADirectoryError:
+            raise DiffkitError(f"{source}: is a folder, expected a file") from None
+    _digests[source] = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def input_digest(source: str) -> str | None:
+    """The sha256 of what read_input last read from `source`, None if it read nothing there."""
+    return _digests.get(source)
 
 
 def decode_utf8(data: bytes, name: str) -> str:
@@ -142,6 +157,11 @@ class Destination:
     target: str
     suffix: str
     kind: str  # stdout, file or folder
+    provenance: dict | None = None  # what every result carries (diffkit.provenance): inside, or beside it
+
+    def stamped(self, provenance: dict) -> Destination:
+        """This destination with every result marked by `provenance`."""
+        return dataclasses.replace(self, provenance=provenance)
 
     @classmethod
     def of(cls, output: str, suffix: str) -> Destination:
@@ -160,7 +180,12 @@ class Destination:
 
     def write(self, data: bytes, stem: str, as_json: bool, *, binary: bool = True, **record) -> None:
         """One result: to stdout (refusing a terminal for binary data), to the file, or under a new name in
-        the folder. A written file is reported on stdout: its path, or with `as_json` a JSON line."""
+        the folder. A written file is reported on stdout: its path, or with `as_json` a JSON line. PNG and
+        WAV carry the provenance inside; other files get a sidecar, and stdout's text only `--json`'s."""
+        from diffkit import provenance
+
+        if self.provenance is not None:
+            data = provenance.embed(data, self.provenance)
         if self.kind == "stdout":
             if binary and sys.stdout.isatty():
                 raise DiffkitError("refusing to write binary data to the terminal; use -o FILE or a pipe")
@@ -172,6 +197,8 @@ class Destination:
         else:
             Path(self.target).mkdir(parents=True, exist_ok=True)
             path = write_new(Path(self.target), stem, self.suffix, data)
+        if self.provenance is not None and provenance.extract(data) is None:
+            write_output(str(provenance.sidecar(path)), json.dumps(self.provenance, indent=1).encode() + b"\n")
         if as_json:
             json_line({"path": str(path), **record})
         elif self.kind == "folder":
@@ -184,7 +211,7 @@ class Destination:
             self.write(data, stem, as_json, binary=False)
         if as_json:
             for record in records:
-                json_line(record)
+                json_line({**record, "provenance": self.provenance} if self.provenance else record)
 
     def write_each(self, blobs, stem: str, as_json: bool, **record) -> None:
         """Each result to its own new file in the folder: stem-0000, stem-0001, ..."""

@@ -36,6 +36,11 @@ Strength = Annotated[Optional[float], typer.Option(
     help="How far toward noise the input goes: 0 returns it, 1 all the way; default: 1 for the bridge, "
          "0.6 (images) or 0.5 (audio, text) for SDEdit.")]
 
+# Options of every modality's sample / inpaint / style / restore.
+TrajectoryPath = Annotated[Optional[str], typer.Option(
+    "--trajectory", help="Also write x̂0 at every step: images a .png with a row per sample, audio a .png of "
+                         "log-mel spectrograms (and a .wav per sample beside it), text a .jsonl, a line per step.")]
+
 # Options of every modality's train, for --data hf:PATH.
 Column = Annotated[Optional[str], typer.Option(
     help="With --data hf:PATH: the column holding the examples (default: the usual name, e.g. image, audio, text).")]

@@ -20,7 +20,7 @@ from torch import nn
 
 from diffkit.console import log, progress_bar
 from diffkit.core import make_schedule, sample, variational_bound
-from diffkit.core.checkpoint import CONFIG, STATE, load_config, load_weights, read_warp, write_config
+from diffkit.core.checkpoint import CONFIG, STATE, WEIGHTS, load_config, load_weights, read_warp, write_config
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
@@ -38,6 +38,20 @@ class Run(NamedTuple):
     model: nn.Module  # the EMA weights, in eval mode, on the chosen device
     schedule: Schedule
     device: torch.device
+
+
+def provenance_of(run: Run, command: str, sampling: Sampling, input: str | None = None, **details) -> dict:
+    """What a command's results carry (diffkit.provenance): the run's weights by digest, how they were
+    sampled, and for an edit the digest of the input it read."""
+    import hashlib
+
+    from diffkit import provenance
+    from diffkit.io import input_digest
+
+    with open(run.path / WEIGHTS, "rb") as f:
+        weights = hashlib.file_digest(f, "sha256").hexdigest()
+    return provenance.record(command, weights, sampling.sampler, sampling.steps, sampling.seed,
+                             input_digest(input) if input is not None else None, **details)
 
 
 def parameterisation(config: dict) -> dict:
@@ -238,12 +252,52 @@ def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditi
     return classifier_free(run.model, guidance, kwargs, null, run.config["diffusion"]["variance"]), None
 
 
+class Trajectory:
+    """What `--trajectory` keeps: x̂_0 at every model call of each sampling, on the CPU in the model's
+    space. Each generate() call adds its rows (a command working in windows or tiles: a row per window)."""
+
+    def __init__(self):
+        self.runs: list[list[tuple[int, torch.Tensor]]] = []
+
+    def recorder(self) -> Callable[[torch.Tensor, int], None]:
+        """core.sample's on_denoised for one more sampling run."""
+        calls: list[tuple[int, torch.Tensor]] = []
+        self.runs.append(calls)
+        return lambda x0, t: calls.append((t, x0.detach().float().cpu()))
+
+    def rows(self) -> list[torch.Tensor]:
+        """One tensor [calls, *example] per row, in the order sampled."""
+        return [row for calls in self.runs for row in torch.stack([x0 for _, x0 in calls], 1)]
+
+    def timesteps(self) -> list[int]:
+        return [t for t, _ in self.runs[0]]
+
+
+def trajectory_target(path: str | None, suffix: str) -> Trajectory | None:
+    """`--trajectory`'s file checked before any work (it must end in `suffix`, in a folder that exists),
+    and the collector for it; None without the option."""
+    if path is None:
+        return None
+    if not path.lower().endswith(suffix) or not Path(path).parent.is_dir():
+        raise DiffkitError(f"--trajectory {path}: expected a {suffix} file in a folder that exists")
+    return Trajectory()
+
+
+def write_trajectory(path: str, data: bytes, stamp: dict) -> None:
+    """A trajectory's file (checked by trajectory_target), carrying the result's provenance."""
+    from diffkit.io import Destination
+
+    Destination.of(path, Path(path).suffix.lower()).stamped(stamp).write(data, Path(path).stem, False)
+
+
 def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
              guidance: float = 1.0, conditions: dict | None = None, source_labels: torch.Tensor | None = None,
-             **edit) -> torch.Tensor:
+             trajectory: Trajectory | None = None, **edit) -> torch.Tensor:
     """core.sample on a loaded run with a progress bar, under class `labels` (see _conditioned) or other
     `conditions` of the network (text: a pair's source). With `source_labels`, `start` is bridged from
-    those classes to `labels`."""
+    those classes to `labels`; a `trajectory` records every step's x̂_0."""
+    if trajectory is not None:
+        edit["on_denoised"] = trajectory.recorder()
     model, kwargs = _conditioned(run, labels, guidance, conditions)
     if source_labels is not None:
         edit["source_model"], edit["source_kwargs"] = _conditioned(run, source_labels, guidance)

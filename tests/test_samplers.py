@@ -194,6 +194,30 @@ def test_progress_counts_every_model_call(sampler):
         assert reports == [(i + 1, len(made)) for i in range(len(made))], case
 
 
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_the_trajectory_reports_every_call_and_ends_at_the_result(sampler):
+    """on_denoised sees the x̂_0 of every model call in order (heun: two a step), the last one being the
+    sample itself; with a restoration method, the corrected x̂_0 (DDNM: consistent with y at every step)."""
+    from diffkit.core.observe import Observation
+    from diffkit.core.operators import Mask
+
+    made, seen = [], []
+
+    def counted(x, t):
+        made.append(int(t[0]))
+        return MIX.denoiser(LINEAR)(x, t)
+
+    x = sample(counted, (10, 2), LINEAR, sampler=sampler, steps=6, on_denoised=lambda x0, t: seen.append((t, x0)),
+               generator=torch.Generator().manual_seed(0))
+    assert [t for t, _ in seen] == made and torch.equal(seen[-1][1], x)
+    keep, known = torch.tensor([1.0, 0.0]), torch.full((10, 2), 0.7)
+    seen.clear()
+    sample(MIX.denoiser(LINEAR), (10, 2), LINEAR, sampler=sampler, steps=6, method="ddnm",
+           observation=Observation(Mask(keep), known * keep), on_denoised=lambda x0, t: seen.append(x0),
+           generator=torch.Generator().manual_seed(0))
+    assert all(torch.allclose(x0[:, 0], known[:, 0], atol=1e-5) for x0 in seen)
+
+
 def test_sampler_errors_name_the_choices():
     with pytest.raises(DiffkitError, match="unknown sampler 'euler'; choose one of: ddim, ddpm, dpm\\+\\+2m"):
         sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, sampler="euler")

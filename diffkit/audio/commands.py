@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
-                             Strength, StyleMethod, Training, int_list, with_defaults, with_options)
+                             Strength, StyleMethod, Training, TrajectoryPath, int_list, with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
@@ -143,6 +143,19 @@ def _waves(run, n: int, length: int, sampling: Sampling, common: Common, *, labe
     return x[..., :length].float().cpu()
 
 
+def write_trajectory(path: str, trajectory, rate: int, stamp: dict) -> None:
+    """`--trajectory`: the spectrogram strip at `path`, and beside it a WAV per sample of its steps."""
+    from pathlib import Path
+
+    from diffkit.audio import codec
+    from diffkit.runs import write_trajectory as write
+
+    picture, waves = codec.trajectory_files(trajectory.rows(), rate)
+    write(path, picture, stamp)
+    for i, data in enumerate(waves):
+        write(f"{Path(path).with_suffix('')}-{i}.wav", data, stamp)
+
+
 def _seconds_to_samples(run, seconds: float | None) -> int:
     from diffkit.errors import DiffkitError
 
@@ -159,21 +172,26 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
            seconds: Annotated[Optional[float], typer.Option(help="Clip length; default: the training length.")] = None,
            label: Label = None, guidance: Guidance = 1.0,
            output: Annotated[str, typer.Option("--output", "-o", help="A folder (one WAV each, paths on stdout), a .wav file or - (WAV on stdout); a single file holds the clips one after another.")] = "-",
-           *, common: Common, sampling: Sampling):
+           trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling):
     """Draw new clips; the same seed gives the same clips."""
     from diffkit.audio import codec
     from diffkit.errors import DiffkitError
     from diffkit.io import Destination
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".wav")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     rate = loaded.config["data"]["sample_rate"]
     waves = _waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, common,
-                   labels=class_labels(loaded, label, n, guidance), guidance=guidance)
+                   labels=class_labels(loaded, label, n, guidance), guidance=guidance, trajectory=trajectory)
     stem = f"seed{sampling.seed}"
+    stamp = provenance_of(loaded, "sample audio", sampling, label=label, guidance=guidance, seconds=seconds)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, trajectory, rate, stamp)
+    destination = destination.stamped(stamp)
     if destination.kind == "folder":
         destination.write_each((codec.wav(w, rate) for w in waves), stem, common.json, seed=sampling.seed,
                                label=label)
@@ -249,16 +267,17 @@ def inpaint(run: Model, input: Input,
             mask: Annotated[str, typer.Option(help="Time ranges to regenerate in seconds (0.5-0.75,1.2-1.3), or a .npy / WAV of one value per sample (non-zero = regenerate).")],
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
             resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 5,
-            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
             *, common: Common, sampling: Sampling):
     """Regenerate the masked time ranges; every other sample keeps the input's value exactly. Inputs longer
     than the model's window are done in overlapping windows."""
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target
 
     destination = Destination.of(output, ".wav")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     rate = spec["sample_rate"]
@@ -269,27 +288,32 @@ def inpaint(run: Model, input: Input,
 
     def fill(known, keep):
         part = _waves(loaded, 1, len(known), sampling, common, labels=labels, guidance=guidance,
-                      known=known[None, None], mask=keep.float()[None, None], jump=jump, resample=resample)
+                      known=known[None, None], mask=keep.float()[None, None], jump=jump, resample=resample,
+                      trajectory=trajectory)
         return part[0, 0]
 
     result = inpaint_windows(wave, regenerate, window, fill)
-    destination.write(codec.wav(result, rate), result_stem(input, "inpainted"), common.json, input=input)
+    stamp = provenance_of(loaded, "inpaint audio", sampling, input, label=label, guidance=guidance, mask=mask)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, trajectory, rate, stamp)
+    destination.stamped(stamp).write(codec.wav(result, rate), result_stem(input, "inpainted"), common.json, input=input)
 
 
 @with_options(Common, Sampling)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
           from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
-          output: Output = "-",
+          output: Output = "-", trajectory_path: TrajectoryPath = None,
           *, common: Common, sampling: Sampling):
     """Redraw the input in the model's timbre: partially noised and regenerated (SDEdit), or converted
     from --from-class to --class by the bridge (DDIB), in overlapping windows of the model's length."""
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, style_plan
+    from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target
     from diffkit.windows import overlap_process
 
     destination = Destination.of(output, ".wav")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
     rate = loaded.config["data"]["sample_rate"]
@@ -302,10 +326,14 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
             return _waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
                           guidance=guidance, start=windows, strength=strength,
                           source_labels=class_labels(loaded, source, n, guidance),
-                          inversion_iterations=inversion_iterations)
+                          inversion_iterations=inversion_iterations, trajectory=trajectory)
 
         wave = overlap_process(wave[None], (window,), process)[0]
-    destination.write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)
+    stamp = provenance_of(loaded, "style audio", sampling, input, label=label, guidance=guidance, strength=strength,
+                          from_class=from_class)
+    if trajectory is not None and trajectory.runs:  # strength 0 takes no steps
+        write_trajectory(trajectory_path, trajectory, rate, stamp)
+    destination.stamped(stamp).write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)
 
 
 def describe(run: str, config: dict) -> dict:

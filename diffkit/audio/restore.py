@@ -11,8 +11,8 @@ from typing import Annotated, NamedTuple
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, task_list,
-                             task_number, with_options)
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, TrajectoryPath,
+                             task_list, task_number, with_options)
 
 TASKS = {"bandwidth": "HZ", "denoise": "SIGMA", "declip": "LEVEL"}
 
@@ -74,7 +74,7 @@ def parse_task(text: str, sample_rate: int) -> Degradation:
 
 
 def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Common, *, method: str, labels=None,
-                 guidance: float = 1.0, jump: int = 5, resample: int = 1):
+                 guidance: float = 1.0, jump: int = 5, resample: int = 1, trajectory=None):
     """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
     consistency ‖A(x) − y‖ of the result over the whole recording."""
     from diffkit.audio import codec
@@ -87,7 +87,7 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
         batch_labels = None if labels is None else labels[:1].expand(len(windows))
         return _waves(run, len(windows), window, sampling, common, labels=batch_labels, guidance=guidance,
                       observation=task.observe(windows).to(run.device, windows.dtype), method=method, jump=jump,
-                      resample=resample)
+                      resample=resample, trajectory=trajectory)
 
     restored = codec.quantise(overlap_process(wave[None], (window,), restore_windows)[0])
     whole = task.observe(wave[None, None])
@@ -99,22 +99,23 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 5,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
-            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
             *, common: Common, sampling: RestoreSampling):
     """Restore a degraded recording: bandwidth extension, denoising, declipping, or a combination."""
     from diffkit.audio import codec
-    from diffkit.audio.commands import _load
+    from diffkit.audio.commands import _load, write_trajectory
     from diffkit.audio.data import read_audio
     from diffkit.console import warn
     from diffkit.core.observe import METHODS
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import Destination, display_name, result_stem
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target
 
     choose("restoration method", method, METHODS)
     if jump < 1 or resample < 1:
         raise DiffkitError("--jump and --resample must be at least 1")
     destination = Destination.of(output, ".wav")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     rate = loaded.config["data"]["sample_rate"]
     degradation = parse_task(task, rate)
@@ -124,9 +125,14 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
              "so declip:LEVEL has nothing to restore")
     restored, error, rms = restore_wave(loaded, wave, degradation, sampling, common, method=method,
                                         labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
-                                        jump=jump, resample=resample)
-    destination.write(codec.wav(restored, rate), result_stem(input, "restored"), common.json, input=input,
-                      task=task, method=method, consistency_error=error, consistency_rms=rms)
+                                        jump=jump, resample=resample, trajectory=trajectory)
+    stamp = provenance_of(loaded, "restore audio", sampling, input, label=label, guidance=guidance, task=task,
+                          method=method)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, trajectory, rate, stamp)
+    destination.stamped(stamp).write(codec.wav(restored, rate), result_stem(input, "restored"), common.json,
+                                     input=input, task=task, method=method, consistency_error=error,
+                                     consistency_rms=rms)
 
 
 def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling: Sampling, common: Common,

@@ -18,6 +18,7 @@ from diffkit.core.schedule import Schedule, make_grid
 from diffkit.errors import DiffkitError, choose
 
 X0Hook = Callable[[Tensor, int], Tensor]
+X0Report = Callable[[Tensor, int], None]
 
 
 def dynamic_threshold(x0: Tensor, percentile: float) -> Tensor:
@@ -91,6 +92,17 @@ def classifier_free(model, scale: float, cond: dict, uncond: dict, variance: str
     return guided
 
 
+def _reporting(denoise: Denoise, report: X0Report) -> Denoise:
+    """`denoise`, telling `report` each call's x̂_0 and timestep."""
+
+    def reported(x: Tensor, t: int) -> Denoised:
+        out = denoise(x, t)
+        report(out.x0, t)
+        return out
+
+    return reported
+
+
 def _model_device(model) -> torch.device:
     params = getattr(model, "parameters", None)
     first = next(iter(params()), None) if params is not None else None
@@ -108,7 +120,7 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
            hook: X0Hook | None = None,
            observation: Observation | None = None, method: str = "ddnm", particles: int = 1,
            model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None,
-           self_cond: bool = False) -> Tensor:
+           on_denoised: X0Report | None = None, self_cond: bool = False) -> Tensor:
     """Draw samples of `shape` from a diffusion model (`self_cond`: a self-conditioned one, see make_denoiser).
 
     - observation/method: restoration, samples consistent with y = A(x_0) + σ·n (core.observe), by the
@@ -122,6 +134,9 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
       input's own condition, then regenerated under `model_kwargs` (DDIB, Su et al. 2023): the bridge.
       With ddim, `inversion_iterations` > 0 makes each inversion step implicit, so that decoding retraces it.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
+    - on_denoised(x̂_0, t): told the x̂_0 the sampler goes by (after hooks and restoration's correction)
+      at every model call of the sampling, one a step (heun: two), not the bridge's inversion: the
+      denoising trajectory.
     """
     choose("sampler", sampler, SAMPLERS)
     solver = SAMPLERS[sampler]
@@ -201,6 +216,8 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     if observation is not None and method == "smc":
         denoise, after_step = particle_filter(denoise, observation, schedule.alphas_cumprod.tolist(), particles,
                                               generator)
+    if on_denoised is not None:
+        denoise = _reporting(denoise, on_denoised)
     extra = {"after_step": after_step} if after_step is not None else {}
     for a, b in plan:
         if b > a:

@@ -48,6 +48,12 @@ def grid(images: Tensor, columns: int | None = None, pad: int = 2) -> Tensor:
     return out
 
 
+def trajectory_png(rows: list[Tensor]) -> bytes:
+    """x̂_0 at every step, rows [steps, C, H, W] in model space: a PNG with a row per sample, left to right."""
+    steps = len(rows[0])
+    return png(grid(to_uint8(torch.cat(rows)), columns=steps))
+
+
 def read_image(source: str, channels: int) -> Tensor:
     """A file or stdin ("-") -> uint8 [C, H, W] with the model's channel count."""
     data = read_input(source)

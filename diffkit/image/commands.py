@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import (DEFAULT_METHOD, Column, Common, EvalSampling, FromClass, Guidance, InversionIterations,
-                             Label, LabelColumn, Method, Sampling, Strength, StyleMethod, Training, int_list, with_options)
+                             Label, LabelColumn, Method, Sampling, Strength, StyleMethod, Training, TrajectoryPath, int_list,
+                             with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
@@ -145,19 +146,25 @@ def _images(run, n: int, sampling: Sampling, common: Common, *, labels=None, gui
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many images.")] = 16,
            label: Label = None, guidance: Guidance = 1.0,
            output: Annotated[str, typer.Option("--output", "-o", help="A folder (one PNG each, paths on stdout), a .png grid, or - (a PNG grid on stdout).")] = "-",
-           *, common: Common, sampling: Sampling):
+           trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling):
     """Draw new images; the same seed gives the same images."""
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.io import Destination
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".png")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
-    images = _images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance)
+    images = _images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance,
+                     trajectory=trajectory)
     stem = f"seed{sampling.seed}"
+    stamp = provenance_of(loaded, "sample image", sampling, label=label, guidance=guidance)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, codec.trajectory_png(trajectory.rows()), stamp)
+    destination = destination.stamped(stamp)
     if destination.kind == "folder":
         destination.write_each(map(codec.png, images), stem, common.json, seed=sampling.seed, label=label)
     else:
@@ -197,16 +204,17 @@ def inpaint(run: Model, input: Input,
             resize_mask: Annotated[bool, typer.Option("--resize-mask", help="Scale a mask of another size to the input's.")] = False,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
             resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 10,
-            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
             *, common: Common, sampling: Sampling):
     """Regenerate the white part of the mask; every black-mask pixel keeps the input's value exactly."""
     import torch
 
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     size = tuple(spec["image_size"])
@@ -216,24 +224,29 @@ def inpaint(run: Model, input: Input,
     small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
     keep = (~small).float()[None, None]
     result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
-                     known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample)[0]
+                     known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample,
+                     trajectory=trajectory)[0]
     result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
-    destination.write(codec.png(result), result_stem(input, "inpainted"), common.json, input=input)
+    stamp = provenance_of(loaded, "inpaint image", sampling, input, label=label, guidance=guidance, mask=mask)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, codec.trajectory_png(trajectory.rows()), stamp)
+    destination.stamped(stamp).write(codec.png(result), result_stem(input, "inpainted"), common.json, input=input)
 
 
 @with_options(Common, Sampling)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
           from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
-          output: Output = "-",
+          output: Output = "-", trajectory_path: TrajectoryPath = None,
           *, common: Common, sampling: Sampling):
     """Redraw the input in the model's style: partially noised and regenerated (SDEdit), or converted from
     --from-class to --class by the bridge (DDIB: what the classes share is kept, what tells them apart
     changes)."""
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, style_plan
+    from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.6, guidance)
     spec = loaded.config["data"]
@@ -243,9 +256,13 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
                          guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
                          strength=strength,
                          source_labels=class_labels(loaded, source, 1, guidance),
-                         inversion_iterations=inversion_iterations)[0]
+                         inversion_iterations=inversion_iterations, trajectory=trajectory)[0]
         image = codec.resize(result, tuple(image.shape[1:]))
-    destination.write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
+    stamp = provenance_of(loaded, "style image", sampling, input, label=label, guidance=guidance, strength=strength,
+                          from_class=from_class)
+    if trajectory is not None and trajectory.runs:  # strength 0 takes no steps
+        write_trajectory(trajectory_path, codec.trajectory_png(trajectory.rows()), stamp)
+    destination.stamped(stamp).write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 
 
 @with_options(Common, EvalSampling)

@@ -11,8 +11,8 @@ from typing import Annotated, NamedTuple
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, task_list,
-                             task_number, with_options)
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, TrajectoryPath,
+                             task_list, task_number, with_options)
 
 TASKS = {"upscale": "FACTOR", "colorize": None, "deblur": "SIGMA_PX", "denoise": "SIGMA"}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
@@ -75,7 +75,8 @@ def parse_task(text: str, spec: dict) -> Degradation:
 
 
 def restore_images(run, degraded, task: Degradation, sampling: Sampling, common: Common, *, method: str,
-                   labels=None, guidance: float = 1.0, jump: int = 5, resample: int = 1, batch_size: int = 16):
+                   labels=None, guidance: float = 1.0, jump: int = 5, resample: int = 1, batch_size: int = 16,
+                   trajectory=None):
     """Restore one degraded image (uint8 [C_in, h, w], at least the model's size once up-scaled) to uint8
     [C, h·f, w·f] in tiles of the model's size; returns it with the consistency ‖A(x) − y‖ of the result."""
     from diffkit.core.observe import Observation
@@ -91,7 +92,8 @@ def restore_images(run, degraded, task: Degradation, sampling: Sampling, common:
         tile_labels = None if labels is None else labels[:1].expand(len(y))
         obs = Observation(op, y.to(run.device), task.sigma)
         return codec.to_model(_images(run, len(y), sampling, common, labels=tile_labels, guidance=guidance,
-                                      observation=obs, method=method, jump=jump, resample=resample))
+                                      observation=obs, method=method, jump=jump, resample=resample,
+                                      trajectory=trajectory))
 
     y = codec.to_model(degraded)
     restored = codec.to_uint8(overlap_process(y, window, tiles, scale=task.factor, batch=batch_size))
@@ -114,7 +116,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 5,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             batch_size: Annotated[int, typer.Option(help="Tiles per network call.")] = 16,
-            label: Label = None, guidance: Guidance = 1.0, output: Output = "-",
+            label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
             *, common: Common, sampling: RestoreSampling):
     """Restore a degraded image: super-resolution, colourisation, deblurring, denoising, or a combination.
     Images larger than the model are restored in overlapping tiles."""
@@ -123,12 +125,13 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.image import codec
     from diffkit.image.commands import _load
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
 
     choose("restoration method", method, METHODS)
     if batch_size < 1 or jump < 1 or resample < 1:
         raise DiffkitError("--batch-size, --jump and --resample must be at least 1")
     destination = Destination.of(output, ".png")
+    trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
     degradation = parse_task(task, spec)
@@ -137,9 +140,14 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     labels = class_labels(loaded, label, 1, guidance)
     restored, error, rms = restore_images(loaded, degraded, degradation, sampling, common, method=method,
                                           labels=labels, guidance=guidance, jump=jump, resample=resample,
-                                          batch_size=batch_size)
-    destination.write(codec.png(restored), result_stem(input, "restored"), common.json, input=input, task=task,
-                      method=method, consistency_error=error, consistency_rms=rms)
+                                          batch_size=batch_size, trajectory=trajectory)
+    stamp = provenance_of(loaded, "restore image", sampling, input, label=label, guidance=guidance, task=task,
+                          method=method)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, codec.trajectory_png(trajectory.rows()), stamp)
+    destination.stamped(stamp).write(codec.png(restored), result_stem(input, "restored"), common.json,
+                                     input=input, task=task, method=method, consistency_error=error,
+                                     consistency_rms=rms)
 
 
 def _baselines(degraded, task: Degradation, size, channels: int) -> dict:

@@ -107,11 +107,14 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many point
            output: Output = "-", *, common: Common, sampling: Sampling):
     """Draw points from a trained model; CSV on stdout by default."""
     from diffkit.errors import DiffkitError
+    from diffkit.runs import provenance_of
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".csv")
-    _write(_generate(_load(run, common), n, sampling, common), destination, f"seed{sampling.seed}", common)
+    loaded = _load(run, common)
+    points = _generate(loaded, n, sampling, common)
+    _write(points, destination.stamped(provenance_of(loaded, "sample points", sampling)), f"seed{sampling.seed}", common)
 
 
 @with_options(Common, Sampling)
@@ -119,10 +122,13 @@ def style(run: Model, input: Input,
           strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
           output: Output = "-", *, common: Common, sampling: Sampling):
     """Pull each input point toward the model's distribution by partial noising (SDEdit)."""
+    from diffkit.runs import provenance_of
+
     destination = Destination.of(output, ".csv")
     loaded = _load(run, common)
     start = _read_points(input, loaded.config["data"]["dim"])
-    _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), destination,
+    stamp = provenance_of(loaded, "style points", sampling, input, strength=strength)
+    _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), destination.stamped(stamp),
            result_stem(input, "styled"), common)
 
 
@@ -136,6 +142,7 @@ def inpaint(run: Model, input: Input,
     import torch
 
     from diffkit.errors import DiffkitError
+    from diffkit.runs import provenance_of
 
     destination = Destination.of(output, ".csv")
     loaded = _load(run, common)
@@ -149,8 +156,9 @@ def inpaint(run: Model, input: Input,
         raise DiffkitError(f"--keep: columns must lie in 0..{dim - 1}, got {keep!r}")
     mask = torch.zeros(dim)
     mask[columns] = 1
+    stamp = provenance_of(loaded, "inpaint points", sampling, input, keep=keep)
     _write(_generate(loaded, len(known), sampling, common, known=known, mask=mask, jump=jump, resample=resample),
-           destination, result_stem(input, "inpainted"), common)
+           destination.stamped(stamp), result_stem(input, "inpainted"), common)
 
 
 @with_options(Common)

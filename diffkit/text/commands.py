@@ -12,7 +12,7 @@ import typer
 
 from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
-                             Strength, StyleMethod, with_options)
+                             Strength, StyleMethod, TrajectoryPath, with_options)
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
                                   StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
 from diffkit.text.templates import Template, marker_template, parse_positions, span_template
@@ -207,7 +207,7 @@ def _generate(run, n: int, sampling: Sampling, common: Common, *, clamp: bool = 
 
 
 def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None,
-           clamp: bool = True, mbr: int = 1, **labels) -> list[str]:
+           clamp: bool = True, mbr: int = 1, trajectory=None, **labels) -> list[str]:
     """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
     text after it is returned, with `mbr` = K > 1 the minimum-Bayes-risk choice among K samples for it;
     `labels` (labels, guidance) condition a class-conditional one."""
@@ -218,12 +218,30 @@ def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, source
         tokens, keep = (part.repeat_interleave(mbr, 0) for part in sources)
         conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
     ids = _generate(run, n * (mbr if sources is not None else 1), sampling, common, clamp=clamp,
-                    conditions=conditions, **labels)
+                    conditions=conditions, trajectory=trajectory, **labels)
     if sources is None:
         return [tokenizer.decode(row) for row in ids]
     texts = [tokenizer.decode(row[~k]) for row, k in zip(ids, keep)]
     groups = [texts[i * mbr:(i + 1) * mbr] for i in range(n)]
     return [group[mbr_choice(group)] for group in groups]
+
+
+def write_trajectory(path: str, trajectory, run, tokenizer, stamp: dict) -> None:
+    """`--trajectory`: a JSON line per step, each sample's x̂_0 rounded to its nearest tokens (for a pair
+    model the source with them), as ids and as text."""
+    import json
+
+    import torch
+
+    from diffkit.runs import write_trajectory as write
+
+    rows = trajectory.rows()
+    lines = []
+    for step, t in enumerate(trajectory.timesteps()):
+        ids = run.model.logits(torch.stack([row[step] for row in rows]).to(run.device)).argmax(-1).tolist()
+        lines.append(json.dumps({"step": step, "t": t, "texts": [tokenizer.decode(row) for row in ids],
+                                 "tokens": ids}, separators=(",", ":")) + "\n")
+    write(path, "".join(lines).encode(), stamp)
 
 
 def emit(lines: list[str], destination: Destination, stem: str, common: Common,
@@ -262,17 +280,19 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
            prompt: Annotated[Optional[str], typer.Option(help="Source text for a model trained with --pairs.")] = None,
            input: Annotated[Optional[str], typer.Option("--input", "-i", help="Sources, one per line (file or -), for a model trained with --pairs: one text each.")] = None,
            label: Label = None, guidance: Guidance = 1.0, mbr: Mbr = 1,
-           clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
+           clamp: Clamp = True, output: Output = "-", trajectory_path: TrajectoryPath = None,
+           *, common: Common, sampling: Sampling):
     """Generate texts, one per line; the same seed gives the same texts. --json adds seed and the NLL
     estimate (bits per token) of each."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels
+    from diffkit.runs import class_labels, provenance_of, trajectory_target
 
     if n < 1 or mbr < 1:
         raise DiffkitError(f"-n and --mbr must be at least 1, got {n} and {mbr}")
     if prompt is not None and input is not None:
         raise DiffkitError("give the sources with --prompt or --input, not both")
     destination = Destination.of(output, ".txt")
+    trajectory = trajectory_target(trajectory_path, ".jsonl")
     loaded, tok = _load(run, common)
     spec = loaded.config["data"]
     if spec["pairs"] != (prompt is not None or input is not None):
@@ -288,18 +308,22 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
         raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     labels = class_labels(loaded, label, n, guidance)
     lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
-                   guidance=guidance)
+                   guidance=guidance, trajectory=trajectory)
     records = [{"seed": sampling.seed, "index": i} for i in range(n)]
     if labels is not None:
         records = [{**r, "class": spec["classes"][k]} for r, k in zip(records, labels.tolist())]
     if common.json and not spec["pairs"]:
         nll = _nll(loaded, encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
         records = [{**r, "nll_bits_per_token": round(v, 4)} for r, v in zip(records, nll)]
-    emit(lines, destination, f"seed{sampling.seed}", common, records)
+    stamp = provenance_of(loaded, "sample text", sampling, input, label=label, guidance=guidance, prompt=prompt,
+                          mbr=mbr)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
+    emit(lines, destination.stamped(stamp), f"seed{sampling.seed}", common, records)
 
 
 def fill_templates(run, tokenizer, templates: list[Template], sampling: Sampling, common: Common, *,
-                   clamp: bool, jump: int, resample: int) -> list[str]:
+                   clamp: bool, jump: int, resample: int, trajectory=None) -> list[str]:
     """Generate every template's gaps with the core's known-region conditioning; kept text verbatim."""
     import torch
 
@@ -307,7 +331,7 @@ def fill_templates(run, tokenizer, templates: list[Template], sampling: Sampling
     keep = torch.stack([t.keep for t in templates])
     known = run.model.embed(tokens.to(run.device))
     ids = _generate(run, len(templates), sampling, common, clamp=clamp, known=known,
-                    mask=keep[:, None].float(), jump=jump, resample=resample)
+                    mask=keep[:, None].float(), jump=jump, resample=resample, trajectory=trajectory)
     return [t.fill(row, tokenizer) for t, row in zip(templates, ids)]
 
 
@@ -318,14 +342,17 @@ def inpaint(run: Model, input: Input,
             mask: Annotated[Optional[str], typer.Option(help="Instead of markers: token positions to regenerate in every line, 0-based, like 3-5,8.")] = None,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
             resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 3,
-            clamp: Clamp = True, output: Output = "-", *, common: Common, sampling: Sampling):
+            clamp: Clamp = True, output: Output = "-", trajectory_path: TrajectoryPath = None,
+            *, common: Common, sampling: Sampling):
     """Fill the gaps of each input line; the rest of the line comes back verbatim, one output line per
     input line."""
     from diffkit.errors import DiffkitError
+    from diffkit.runs import provenance_of, trajectory_target
 
     if span_length < 1:
         raise DiffkitError(f"--span-length must be at least 1, got {span_length}")
     destination = Destination.of(output, ".txt")
+    trajectory = trajectory_target(trajectory_path, ".jsonl")
     loaded, tok = _load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; inpaint needs a model of plain text")
@@ -335,22 +362,27 @@ def inpaint(run: Model, input: Input,
     templates = [span_template(line, positions, length, tok, f"{name}:{i}") if positions is not None
                  else marker_template(line, mask_token, span_length, length, tok, f"{name}:{i}")
                  for i, line in enumerate(_read_lines(input), 1)]
-    lines = fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample)
-    emit(lines, destination, result_stem(input, "inpainted"), common)
+    lines = fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample,
+                           trajectory=trajectory)
+    stamp = provenance_of(loaded, "inpaint text", sampling, input, mask=mask, mask_token=None if mask else mask_token)
+    if trajectory is not None:
+        write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
+    emit(lines, destination.stamped(stamp), result_stem(input, "inpainted"), common)
 
 
 @with_options(Common, StyleSampling)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
           from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
           clamp: Annotated[Optional[bool], typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step; default: for SDEdit, not for the bridge (snapping makes the ODE's walk to noise impossible to retrace).")] = None,
-          output: Output = "-", *, common: Common, sampling: Sampling):
+          output: Output = "-", trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling):
     """Rewrite each input line: toward the training corpus by partial noising of its embeddings (SDEdit,
     strength 0.5, ddpm, unless told), or from --from-class to --class by the bridge (dpm++2m unless
     another deterministic --sampler is given; unclamped), one output line per input line."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels, style_plan
+    from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target
 
     destination = Destination.of(output, ".txt")
+    trajectory = trajectory_target(trajectory_path, ".jsonl")
     loaded, tok = _load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
@@ -366,9 +398,13 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
         ids = _generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
                         labels=class_labels(loaded, label, n, guidance), guidance=guidance,
                         source_labels=class_labels(loaded, source, n, guidance),
-                        inversion_iterations=inversion_iterations)
+                        inversion_iterations=inversion_iterations, trajectory=trajectory)
         lines = [tok.decode(row) for row in ids]
-    emit(lines, destination, result_stem(input, "styled"), common)
+    stamp = provenance_of(loaded, "style text", sampling, input, label=label, guidance=guidance, strength=strength,
+                          from_class=from_class)
+    if trajectory is not None and trajectory.runs:  # strength 0 takes no steps
+        write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
+    emit(lines, destination.stamped(stamp), result_stem(input, "styled"), common)
 
 
 def describe(run: str, config: dict) -> dict:
