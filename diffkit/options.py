@@ -5,11 +5,13 @@ command `common=Common(...)`, `sampling=Sampling(...)`. It also turns errors int
 a DiffkitError exits 2, anything else 1; --debug shows the traceback instead.
 """
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
@@ -174,6 +176,19 @@ class Training:
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.")] = "auto"
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
     workers: Annotated[Optional[int], typer.Option(help="Processes that decode batches ahead of the step (0: the training process itself); default: from the cores and the device. Results do not depend on it.")] = None
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure what the training would cost instead (parameters, FLOPs per step and per sample, memory, seconds per step over a few steps on this device), writing nothing.")] = False
+
+    @contextlib.contextmanager
+    def scope(self):
+        """The options a command runs with: under --dry-run the run goes to a temporary folder, removed
+        afterwards, so that nothing is written anywhere else (text trains its tokenizer there too)."""
+        if not self.dry_run:
+            yield self
+            return
+        if self.resume:
+            raise DiffkitError("--dry-run measures a new run; it does not take --resume")
+        with tempfile.TemporaryDirectory(prefix="diffkit-dry-run-") as folder:
+            yield dataclasses.replace(self, out=os.path.join(folder, "run"))
 
     def loader_workers(self, device_type: str, processes: int) -> int:
         from diffkit.loader import default_workers
@@ -262,12 +277,19 @@ def with_options(*groups):
                 fields = [f.name for f in dataclasses.fields(group)]
                 bundles[name] = group(**{f: kwargs.pop(f) for f in fields})
             debug = bundles["common"].debug if "common" in bundles else False
-            return run(lambda: fn(**kwargs, **bundles), debug)
+            return run(lambda: _within_scopes(fn, kwargs, bundles), debug)
 
         command.__signature__ = signature.replace(parameters=own + [p for g in groups for p in _parameters(g)])
         return command
 
     return decorate
+
+
+def _within_scopes(fn, kwargs: dict, bundles: dict):
+    """fn called with the option groups, each one that has a `scope()` entered first (Training's)."""
+    with contextlib.ExitStack() as stack:
+        entered = {name: stack.enter_context(b.scope()) if hasattr(b, "scope") else b for name, b in bundles.items()}
+        return fn(**kwargs, **entered)
 
 
 def run(action, debug: bool):

@@ -202,6 +202,8 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
         if world.main:
             trainer.trim_metrics()
         log(f"{training.out} has no checkpoint yet: training from step 0", common.quiet)
+    if training.dry_run:
+        return _report_cost(trainer, batch_at, training, common)
     size = sum(p.numel() for p in model.parameters())
     if world.main:
         enough_disk(Path(training.out), size)
@@ -222,6 +224,47 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
         json_line({"run": training.out, "step": trainer.step})
     log(f"saved {training.out} at step {trainer.step}", common.quiet)
     return ema
+
+
+def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, common: Common) -> nn.Module:
+    """--dry-run: what training and sampling this network cost, measured on a few real steps."""
+    from diffkit.cost import training_cost
+
+    log(f"timing {TIMED_STEPS} steps after a counted one (nothing is written)", common.quiet)
+    try:
+        cost = training_cost(trainer, batch_at, TIMED_STEPS)
+    finally:
+        release_run(Path(training.out))
+    cost["projected_minutes"] = cost["seconds_per_step"] * training.steps / 60
+    cost["steps"] = training.steps
+    print_cost(cost, common)
+    return trainer.ema
+
+
+TIMED_STEPS = 3
+
+
+def print_cost(cost: dict, common: Common) -> None:
+    """A cost report as JSON or as aligned lines a person reads."""
+    from diffkit.cost import readable
+
+    if common.json:
+        json_line(cost)
+        return
+    shown = {"parameters": f"{cost['parameters']:,}",
+             "FLOPs per step": readable(cost["flops_per_step"], "FLOP"),
+             "FLOPs per call": readable(cost["flops_per_call"], "FLOP") + " (one example)",
+             "FLOPs per sample": readable(cost["flops_per_sample"], "FLOP") + " (20 calls)",
+             "training memory": f"{cost['state_mib'] + cost.get('activations_mib', 0):,.1f} MiB "
+                                f"(AdamW state {cost['state_mib']:,.1f}" +
+                                (f", activations {cost['activations_mib']:,.1f})" if "activations_mib" in cost else ")")}
+    if "cuda_peak_mib" in cost:
+        shown["CUDA peak"] = f"{cost['cuda_peak_mib']:,.1f} MiB"
+    if "seconds_per_step" in cost:
+        shown["seconds per step"] = f"{cost['seconds_per_step']:.3g}" + \
+            (f" ({cost['steps']:,} steps: {cost['projected_minutes']:.1f} min)" if "steps" in cost else "")
+    for key, value in shown.items():
+        print(f"{key:>17}  {value}")
 
 
 def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], common: Common) -> Run:
@@ -415,12 +458,18 @@ def restoration_label(method: str, sampling: Sampling, resample: int) -> str:
     return f"diffkit {method} {sampling.sampler}-{sampling.steps}" + (f" ×{resample}" if resample > 1 else "")
 
 
-def summary(path: str, config: dict, build: Callable[[dict], nn.Module], **fields) -> dict:
+def summary(path: str, config: dict, build: Callable[[dict], nn.Module], example: tuple[int, ...], **fields) -> dict:
     """What `diffkit info` prints: modality, size, data, diffusion settings, the modality's own fields,
+    what the network costs (FLOPs of a call on one `example` of the diffused shape, the training state),
     and the last metrics line (step, loss, speed)."""
-    model = load_weights(path, build(config))
-    result = {"modality": config["modality"], "parameters": sum(p.numel() for p in model.parameters()),
-              "data": config["data"]["source"], **fields, **config["diffusion"]}
+    from diffkit.cost import SAMPLE_CALLS, call_flops, parameters, state_bytes
+
+    model = load_weights(path, build(config)).eval()
+    flops = call_flops(model, torch.zeros(1, *example), torch.zeros(1, dtype=torch.long))
+    result = {"modality": config["modality"], "parameters": parameters(model),
+              "data": config["data"]["source"], **fields, **config["diffusion"],
+              "flops_per_call": flops, "flops_per_sample": flops * SAMPLE_CALLS,
+              "training_state_mib": round(state_bytes(model) / 2**20, 1)}
     metrics = Path(path) / METRICS
     lines = [line for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     if lines:

@@ -341,7 +341,7 @@ def describe(run: str, config: dict) -> dict:
     from diffkit.runs import summary
 
     spec = config["data"]
-    return summary(run, config, build, sample_rate=spec["sample_rate"],
+    return summary(run, config, build, (1, spec["window"]), sample_rate=spec["sample_rate"],
                    seconds=round(spec["length"] / spec["sample_rate"], 4), classes=", ".join(spec["classes"]) or "none")
 
 

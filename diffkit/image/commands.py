@@ -353,7 +353,8 @@ def describe(run: str, config: dict) -> dict:
     from diffkit.runs import summary
 
     spec = config["data"]
-    return summary(run, config, build, image_size="x".join(map(str, spec["image_size"])),
+    return summary(run, config, build, (spec["channels"], *spec["image_size"]),
+                   image_size="x".join(map(str, spec["image_size"])),
                    channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
 
 

@@ -215,7 +215,8 @@ def describe(run: str, config: dict) -> dict:
     """`diffkit info` for a points run."""
     from diffkit.runs import summary
 
-    return summary(run, config, build, dim=config["data"]["dim"], hidden=config["model"]["hidden"])
+    return summary(run, config, build, (config["data"]["dim"],), dim=config["data"]["dim"],
+                   hidden=config["model"]["hidden"])
 
 
 COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}

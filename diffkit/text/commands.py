@@ -412,9 +412,9 @@ def describe(run: str, config: dict) -> dict:
     from diffkit.runs import summary
     from diffkit.text.tokenizer import Tokenizer
 
-    spec = config["data"]
-    return summary(run, config, build, seq_len=spec["seq_len"], vocab=len(Tokenizer.load(run)),
-                   embed_dim=config["model"]["embed_dim"], pairs=spec["pairs"],
+    spec, embed_dim = config["data"], config["model"]["embed_dim"]
+    return summary(run, config, build, (embed_dim, spec["seq_len"]), seq_len=spec["seq_len"],
+                   vocab=len(Tokenizer.load(run)), embed_dim=embed_dim, pairs=spec["pairs"],
                    classes=", ".join(spec.get("classes", [])) or "none")
 
 
