@@ -16,6 +16,7 @@ Fréchet distance on EfficientNet-lite0 features (diffkit[eval]) against the ref
 noise and the training digits give the two ends of the scale.
 
     python bench/mnist.py [--minutes 10] [--threads 2] [--samples 2000] [--only diffkit,lucidrains] [--reuse]
+                          [--seed 0]    (training and sampling seed of every row: repeat a row over seeds)
 """
 
 import argparse
@@ -92,21 +93,21 @@ def train_diffkit(root: Path, out: Path, minutes: float, env: dict, extra: list[
     return json.loads(lines[-1])["step"] if lines else 0
 
 
-def sample_diffkit(out: Path, n: int, env: dict) -> torch.Tensor:
+def sample_diffkit(out: Path, n: int, env: dict, seed: int) -> torch.Tensor:
     folder = out / "samples"
     subprocess.run([sys.executable, "-m", "diffkit", "sample", "image", "-m", str(out), "-n", str(n),
-                    "--sampler", "dpm++2m", "--steps", "20", "-q", "-o", str(folder)], env=env, check=True,
-                   capture_output=True)
+                    "--sampler", "dpm++2m", "--steps", "20", "--seed", str(seed), "-q", "-o", str(folder)], env=env,
+                   check=True, capture_output=True)
     return load(folder)
 
 
-def diffusers_run(images: torch.Tensor, minutes: float, n: int) -> tuple[int, torch.Tensor]:
+def diffusers_run(images: torch.Tensor, minutes: float, n: int, seed: int) -> tuple[int, torch.Tensor]:
     """diffusers' own pieces, as its training example uses them: UNet2DModel, DDPMScheduler, EMAModel,
     then DPMSolverMultistepScheduler for sampling."""
     from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64),
                         layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
                         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
@@ -114,7 +115,7 @@ def diffusers_run(images: torch.Tensor, minutes: float, n: int) -> tuple[int, to
     ema = EMAModel(model.parameters(), decay=EMA)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     data = images.float() / 127.5 - 1
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     deadline, steps = time.time() + minutes * 60, 0
     while time.time() < deadline:
         x0 = data[torch.randint(0, len(data), (BATCH,), generator=g)]
@@ -141,19 +142,19 @@ def diffusers_run(images: torch.Tensor, minutes: float, n: int) -> tuple[int, to
     return steps, torch.cat(out)
 
 
-def lucidrains_run(images: torch.Tensor, minutes: float, n: int) -> tuple[int, torch.Tensor]:
+def lucidrains_run(images: torch.Tensor, minutes: float, n: int, seed: int) -> tuple[int, torch.Tensor]:
     """denoising-diffusion-pytorch's own pieces and defaults (see the module docstring), our batch and
     budget: its Trainer's loop without the Trainer, which wants a folder of images and saves samples."""
     from denoising_diffusion_pytorch import GaussianDiffusion, Unet
     from ema_pytorch import EMA as Ema
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     diffusion = GaussianDiffusion(Unet(dim=28, dim_mults=(1, 2, 2), channels=1), image_size=28, timesteps=1000,
                                   sampling_timesteps=20)
     ema = Ema(diffusion, beta=0.995, update_every=10)
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
     data = images.float() / 255  # it normalises [0, 1] to [-1, 1] itself
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     deadline, steps = time.time() + minutes * 60, 0
     while time.time() < deadline:
         loss = diffusion(data[torch.randint(0, len(data), (BATCH,), generator=g)])
@@ -177,6 +178,7 @@ def main():
     parser.add_argument("--out", default="bench/results/mnist.json")
     parser.add_argument("--only", default=None, help="comma-separated rows: " + ", ".join(ROWS))
     parser.add_argument("--reuse", action="store_true", help="score the diffkit rows' samples a previous run left")
+    parser.add_argument("--seed", type=int, default=0, help="training and sampling seed of every row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -188,7 +190,7 @@ def main():
     generated = {}
     for name in args.only.split(",") if args.only else ROWS:
         if name in VARIANTS:
-            run = Path("bench/results") / f"mnist-{name.replace(' ', '-')}"
+            run = Path("bench/results") / f"mnist-{name.replace(' ', '-')}{f'-seed{args.seed}' if args.seed else ''}"
             if args.reuse and (run / "samples").is_dir():  # a previous run's training and samples, scored again
                 metrics = (run / "metrics.jsonl").read_text().splitlines()
                 generated[name] = json.loads(metrics[-1])["step"], load(run / "samples")
@@ -197,12 +199,12 @@ def main():
                 import shutil
 
                 shutil.rmtree(run)
-            steps = train_diffkit(root, run, args.minutes, env, VARIANTS[name])
-            generated[name] = steps, sample_diffkit(run, args.samples, env)
+            steps = train_diffkit(root, run, args.minutes, env, [*VARIANTS[name], "--seed", str(args.seed)])
+            generated[name] = steps, sample_diffkit(run, args.samples, env, args.seed)
         elif name == "diffusers":
-            generated[name] = diffusers_run(train, args.minutes, args.samples)
+            generated[name] = diffusers_run(train, args.minutes, args.samples, args.seed)
         elif name == "lucidrains":
-            generated[name] = lucidrains_run(train, args.minutes, args.samples)
+            generated[name] = lucidrains_run(train, args.minutes, args.samples, args.seed)
         else:
             raise SystemExit(f"--only: no row {name!r} (rows: {', '.join(ROWS)})")
     noise = torch.randint(0, 256, train[:args.samples].shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
@@ -222,7 +224,7 @@ def main():
               f"{row['kid']:>8.4f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"minutes": args.minutes, "threads": args.threads, "rows": rows}, f, indent=2)
+        json.dump({"minutes": args.minutes, "threads": args.threads, "seed": args.seed, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,28 @@ VERBS = {
 GROUPS = {verb: typer.Typer(help=text, no_args_is_help=True) for verb, text in VERBS.items()}
 for verb, group in GROUPS.items():
     app.add_typer(group, name=verb)
+importer = typer.Typer(help="Bring a model made elsewhere in as a diffkit run.", no_args_is_help=True)
+app.add_typer(importer, name="import")
+
+
+@importer.command("diffusers")
+@with_options(Common)
+def import_diffusers(folder: Annotated[str, typer.Argument(help="A diffusers UNet2DModel folder (config.json, diffusion_pytorch_model.safetensors), or a DDPMPipeline / DDIMPipeline folder with unet/ and scheduler/.")],
+                     out: Annotated[str, typer.Option("--out", help="The run directory to create.")], common: Common):
+    """A diffusers UNet2DModel as an image run that sample, inpaint, style, restore and eval use with
+    diffkit's samplers (needs diffkit[diffusers]; weights through safetensors only)."""
+    from diffkit.console import log
+    from diffkit.image.diffusers import import_run
+    from diffkit.io import json_line
+
+    config = import_run(folder, out)
+    diffusion = config["diffusion"]
+    if common.json:
+        json_line({"run": out, "timesteps": diffusion["timesteps"], "prediction": diffusion["prediction"],
+                   "variance": diffusion["variance"]})
+    log(f"imported {folder} into {out}: {'x'.join(map(str, config['data']['image_size']))} images, "
+        f"T = {diffusion['timesteps']}, {diffusion['prediction']} prediction, {diffusion['variance']} variance",
+        common.quiet)
 
 
 @app.command()

@@ -63,7 +63,14 @@ def parameterisation(config: dict) -> dict:
 
 
 def schedule_of(config: dict) -> Schedule:
-    return make_schedule(config["diffusion"]["schedule"], config["diffusion"]["timesteps"])
+    """The run's schedule: a named one, or the ᾱ table an imported model came with."""
+    diffusion = config["diffusion"]
+    if "alphas_cumprod" in diffusion:
+        table = torch.tensor(diffusion["alphas_cumprod"], dtype=torch.float64)
+        if table.dim() != 1 or len(table) < 2 or not ((table >= 0) & (table < 1)).all() or (table.diff() > 0).any():
+            raise DiffkitError(f"{CONFIG}: alphas_cumprod must fall from below 1 to 0 or above")
+        return Schedule(table, diffusion["schedule"])
+    return make_schedule(diffusion["schedule"], diffusion["timesteps"])
 
 
 def start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
@@ -467,7 +474,8 @@ def summary(path: str, config: dict, build: Callable[[dict], nn.Module], example
     model = load_weights(path, build(config)).eval()
     flops = call_flops(model, torch.zeros(1, *example), torch.zeros(1, dtype=torch.long))
     result = {"modality": config["modality"], "parameters": parameters(model),
-              "data": config["data"]["source"], **fields, **config["diffusion"],
+              "data": config["data"]["source"], **fields,
+              **{k: v for k, v in config["diffusion"].items() if k != "alphas_cumprod"},  # an imported table
               "flops_per_call": flops, "flops_per_sample": flops * SAMPLE_CALLS,
               "training_state_mib": round(state_bytes(model) / 2**20, 1)}
     metrics = Path(path) / METRICS

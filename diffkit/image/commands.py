@@ -22,6 +22,10 @@ PREVIEW_COUNT = 16
 def build(config: dict):
     from diffkit.core.nn import UNet, UNetConfig
 
+    if "diffusers" in config["model"]:  # imported by `diffkit import diffusers`
+        from diffkit.image.diffusers import DiffusersUNet
+
+        return DiffusersUNet(config["model"]["diffusers"])
     return UNet(UNetConfig(**config["model"]))
 
 
