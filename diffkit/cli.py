@@ -73,6 +73,9 @@ def info(path: Annotated[str, typer.Argument(help="A run directory, or a file di
             else:
                 print(f"{path}: no provenance (not made by diffkit, or saved again without its metadata)")
             return
+        credentials = provenance.c2pa_manifest(Path(path).read_bytes())
+        if credentials is not None:
+            summary["c2pa"] = f"signed by {credentials['issuer']}, validation {credentials['validation_state']}"
     elif Path(path).is_dir():
         from diffkit.core.checkpoint import load_config
         from diffkit.modalities import get

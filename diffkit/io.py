@@ -158,25 +158,27 @@ class Destination:
     suffix: str
     kind: str  # stdout, file or folder
     provenance: dict | None = None  # what every result carries (diffkit.provenance): inside, or beside it
+    credentials: tuple[bytes, bytes] | None = None  # C2PA certificate chain and key, for PNG and WAV
 
     def stamped(self, provenance: dict) -> Destination:
         """This destination with every result marked by `provenance`."""
         return dataclasses.replace(self, provenance=provenance)
 
     @classmethod
-    def of(cls, output: str, suffix: str) -> Destination:
+    def of(cls, output: str, suffix: str, credentials: tuple[bytes, bytes] | None = None) -> Destination:
+        """`credentials`: a C2PA certificate chain and key that sign every PNG and WAV written."""
         if output == "-":
-            return cls(output, suffix, "stdout")
+            return cls(output, suffix, "stdout", credentials=credentials)
         path = Path(output)
         if output.lower().endswith(suffix):
             if not path.parent.is_dir():
                 raise DiffkitError(f"{output}: folder {path.parent} does not exist")
-            return cls(output, suffix, "file")
+            return cls(output, suffix, "file", credentials=credentials)
         if path.exists() and not path.is_dir():
             raise DiffkitError(f"{output}: exists and is not a folder (a single file must end in {suffix})")
         if path.suffix and not path.exists():
             raise DiffkitError(f"{output}: results are {suffix} files; name one ending in {suffix}, or a folder")
-        return cls(output, suffix, "folder")
+        return cls(output, suffix, "folder", credentials=credentials)
 
     def write(self, data: bytes, stem: str, as_json: bool, *, binary: bool = True, **record) -> None:
         """One result: to stdout (refusing a terminal for binary data), to the file, or under a new name in
@@ -186,6 +188,8 @@ class Destination:
 
         if self.provenance is not None:
             data = provenance.embed(data, self.provenance)
+            if self.credentials is not None:
+                data = provenance.sign_c2pa(data, self.provenance, *self.credentials)
         if self.kind == "stdout":
             if binary and sys.stdout.isatty():
                 raise DiffkitError("refusing to write binary data to the terminal; use -o FILE or a pipe")

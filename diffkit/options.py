@@ -38,10 +38,29 @@ Strength = Annotated[Optional[float], typer.Option(
     help="How far toward noise the input goes: 0 returns it, 1 all the way; default: 1 for the bridge, "
          "0.6 (images) or 0.5 (audio, text) for SDEdit.")]
 
+# Options of every modality's eval.
+Memorization = Annotated[bool, typer.Option(
+    "--memorization", help="Instead: does the model copy its training data? Each sample's nearest training example, "
+                           "and the share of samples closer to it than 95% of held-out examples are.")]
+TrainData = Annotated[Optional[str], typer.Option(
+    help="With --memorization: the training data to compare against; default: the run's own.")]
+
 # Options of every modality's sample / inpaint / style / restore.
 TrajectoryPath = Annotated[Optional[str], typer.Option(
     "--trajectory", help="Also write x̂0 at every step: images a .png with a row per sample, audio a .png of "
                          "log-mel spectrograms (and a .wav per sample beside it), text a .jsonl, a line per step.")]
+
+# Every modality's train: its network's size by name, each size option overriding its part.
+Preset = Annotated[str, typer.Option(help="Network size: tiny, small or base (the README's table says what each costs and reaches); a size option given beside it wins.")]
+
+
+def preset_sizes(preset: str, presets: dict[str, dict], **given) -> dict:
+    """The size options of `preset` with each one the user gave (not None) in its place."""
+    from diffkit.errors import choose
+
+    choose("preset", preset, presets)
+    return {name: presets[preset][name] if value is None else value for name, value in given.items()}
+
 
 # Options of every modality's train, for --data hf:PATH.
 Column = Annotated[Optional[str], typer.Option(
@@ -145,6 +164,32 @@ class Sampling:
             raise DiffkitError(f"--steps must be at least 1, got {self.steps}")
         return dict(sampler=self.sampler, steps=self.steps, spacing=self.spacing, eta=self.eta, clip=self.clip,
                     generator=torch.Generator().manual_seed(self.seed))
+
+
+@dataclass(frozen=True)
+class Signing:
+    """C2PA content credentials for the PNG and WAV files a generating command writes (diffkit[c2pa])."""
+    c2pa_cert: Annotated[Optional[str], typer.Option("--c2pa-cert", help="PEM certificate chain (signer first) to sign C2PA content credentials into every PNG / WAV written; needs --c2pa-key.")] = None
+    c2pa_key: Annotated[Optional[str], typer.Option("--c2pa-key", help="PEM private key (EC P-256/384, Ed25519 or RSA) of --c2pa-cert.")] = None
+
+    def credentials(self) -> tuple[bytes, bytes] | None:
+        """The certificate chain and key, read and checked before any work; None without them."""
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            raise DiffkitError("--c2pa-cert and --c2pa-key go together")
+        if self.c2pa_cert is None:
+            return None
+        from pathlib import Path
+
+        files = []
+        for option, name in (("--c2pa-cert", self.c2pa_cert), ("--c2pa-key", self.c2pa_key)):
+            try:
+                data = Path(name).read_bytes()
+            except OSError as e:
+                raise DiffkitError(f"{name}: cannot read {option} ({e.strerror})") from None
+            if b"-----BEGIN " not in data:
+                raise DiffkitError(f"{name}: {option} is not a PEM file")
+            files.append(data)
+        return files[0], files[1]
 
 
 @dataclass(frozen=True)

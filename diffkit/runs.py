@@ -460,6 +460,35 @@ def report(record: dict, common: Common) -> None:
         print(f"{record['metric']:>22}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
 
 
+def report_copying(distances: dict[str, torch.Tensor], floor: torch.Tensor, common: Common, of: str,
+                   shown: Callable[[float], str] = lambda d: f"distance {d:.4g}", ratio: bool = True) -> None:
+    """`eval --memorization`'s figures from each set's distances to the training set and the held-out
+    examples' (`floor`): the share of a set closer than the threshold the held-out ones calibrate, and
+    (`ratio`, for distances that are lengths) its median distance over the held-out median."""
+    from diffkit.metrics.memorization import FALSE_POSITIVE_RATE, copying_threshold, flagged_share
+
+    threshold = copying_threshold(floor)
+    for name, d in distances.items():
+        share = flagged_share(d, threshold)
+        report({"metric": "memorized_share", "value": share, "stderr": (share * (1 - share) / len(d)) ** 0.5,
+                "of": f"{name} nearer than {1 - FALSE_POSITIVE_RATE:.0%} of held-out ({shown(threshold)}); {of}"},
+               common)
+        if ratio:
+            report({"metric": "nearest_distance_ratio", "value": (d.median() / floor.median()).item(), "stderr": 0.0,
+                    "of": f"{name}: median distance to training over held-out's"}, common)
+
+
+def check_memorization(sets: dict[str, torch.Tensor], held_out: torch.Tensor, training: torch.Tensor, common: Common,
+                       of: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """report_copying on features: Euclidean distances of every set's and the held-out examples' to their
+    nearest training example. Returns each set's (distances, nearest training index)."""
+    from diffkit.metrics.memorization import nearest
+
+    found = {name: nearest(codes, training) for name, codes in sets.items()}
+    report_copying({name: d for name, (d, _) in found.items()}, nearest(held_out, training)[0], common, of)
+    return found
+
+
 def restoration_label(method: str, sampling: Sampling, resample: int) -> str:
     """How `eval --restore` names diffkit's restorations: method, sampler, steps and RePaint repeats."""
     return f"diffkit {method} {sampling.sampler}-{sampling.steps}" + (f" ×{resample}" if resample > 1 else "")

@@ -194,3 +194,65 @@ def test_edits_write_trajectories_and_a_bad_target_costs_nothing(runs, tmp_path)
         code, stderr = run_here("sample", "image", "-m", runs / "image", "-o", tmp_path / "x.png", "--trajectory",
                                 target, *FAST)
         assert code == 2 and stderr.startswith("error: --trajectory") and set(tmp_path.rglob("*")) == before
+
+
+def _credentials(folder):
+    """A certificate chain (signer, then the test's own CA) and the signer's EC P-256 key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject, issuer, public, signing_key, ca: bool):
+        usage = dict(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                     data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False,
+                     decipher_only=False)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=7))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+                   .add_extension(x509.KeyUsage(**usage), critical=True))
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        if not ca:  # C2PA wants a leaf for signing documents, tied to its issuer
+            builder = (builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+                       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()),
+                                      critical=False))
+        return builder.sign(signing_key, hashes.SHA256())
+
+    def name(common):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "diffkit tests")])
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(name("test CA"), name("test CA"), ca_key.public_key(), ca_key, True)
+    leaf = certificate(name("test signer"), ca.subject, key.public_key(), ca_key, False)
+    pem = serialization.Encoding.PEM
+    (folder / "cert.pem").write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    (folder / "key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_c2pa_content_credentials_are_signed_offline_with_the_users_certificate(runs, tmp_path):
+    pytest.importorskip("c2pa")  # diffkit[c2pa], which `make test` installs
+    cert, key = _credentials(tmp_path)
+    for modality, output in (("image", "signed.png"), ("audio", "signed.wav")):
+        code, stderr = run_here("sample", modality, "-m", runs / modality, "-n", 1, "-o", tmp_path / output,
+                                "--c2pa-cert", cert, "--c2pa-key", key, *FAST)
+        assert code == 0, stderr
+        data = (tmp_path / output).read_bytes()
+        credentials = provenance.c2pa_manifest(data)
+        assert credentials["validation_state"] == "Valid" and credentials["issuer"] == "diffkit tests"
+        assert provenance.extract(data)["command"] == f"sample {modality}"  # our record survives the signing
+    with Image.open(tmp_path / "signed.png") as image:
+        assert image.size == (16, 16)
+    (tmp_path / "plain.txt").write_text("not a certificate")
+    before = set(tmp_path.rglob("*"))
+    for options in (["--c2pa-cert", cert], ["--c2pa-cert", cert, "--c2pa-key", tmp_path / "missing.pem"],
+                    ["--c2pa-cert", tmp_path / "plain.txt", "--c2pa-key", key]):
+        code, stderr = run_here("sample", "image", "-m", runs / "image", "-o", tmp_path / "x.png", *options, *FAST)
+        assert code == 2 and stderr.startswith("error: ") and "c2pa" in stderr and set(tmp_path.rglob("*")) == before

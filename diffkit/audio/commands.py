@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
-                             Strength, StyleMethod, Training, TrajectoryPath, int_list, with_defaults, with_options)
+                             Preset, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
+                             with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
@@ -23,6 +24,9 @@ Input = Annotated[str, typer.Option("--input", "-i", help="Sound file (WAV, FLAC
 AudioTraining = with_defaults(Training, steps=3000, batch_size=8, lr=1e-3, lr_decay="cosine", prediction="v",
                               weighting="min_snr", ema_decay=0.995, checkpoint_every=500)
 PREVIEW_COUNT = 4
+# --preset: U-Net widths at full rate, multipliers per level and blocks per level.
+PRESETS = {"tiny": {"width": 8, "mults": "1,2,4,8", "blocks": 1}, "small": {"width": 16, "mults": "1,2,4,8,8", "blocks": 2},
+           "base": {"width": 32, "mults": "1,2,4,8,8", "blocks": 3}}
 
 
 def build(config: dict):
@@ -45,10 +49,11 @@ def train(
     column: Column = None,
     label_column: LabelColumn = None,
     label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
-    width: Annotated[int, typer.Option(help="U-Net channels at full rate.")] = 16,
-    mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,4,8,8",
+    preset: Preset = "small",
+    width: Annotated[Optional[int], typer.Option(help="U-Net channels at full rate; default: the preset's.")] = None,
+    mults: Annotated[Optional[str], typer.Option(help="Channel multiplier per level, comma-separated; default: the preset's.")] = None,
     factor: Annotated[int, typer.Option(help="Down-sampling factor between levels.")] = 4,
-    blocks: Annotated[int, typer.Option(help="Residual blocks per level.")] = 2,
+    blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level; default: the preset's.")] = None,
     dilations: Annotated[str, typer.Option(help="Dilations of a level's blocks, cycled.")] = "1,3",
     attention: Annotated[int, typer.Option(help="Coarsest levels with self-attention (0: the middle only).")] = 1,
     dropout: Annotated[float, typer.Option(help="Dropout in the residual blocks.")] = 0.0,
@@ -66,7 +71,8 @@ def train(
     from diffkit.runs import Run, batches, schedule_of, start_run, train_run
 
     def make_config():
-        levels = int_list("mults", mults)
+        chosen = preset_sizes(preset, PRESETS, width=width, mults=mults, blocks=blocks)
+        levels = int_list("mults", chosen["mults"])
         if not 0 <= label_dropout < 1:
             raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
         if not 0 < seconds <= 600:
@@ -76,7 +82,7 @@ def train(
         choose("normalisation", normalise, NORMALISE)
         diffusion = training.diffusion()
         model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion["variance"] == "learned" else 1,
-                           channels=width, mults=levels, blocks=blocks, factor=factor, dilations=int_list("dilations", dilations),
+                           channels=chosen["width"], mults=levels, blocks=chosen["blocks"], factor=factor, dilations=int_list("dilations", dilations),
                            attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
                            self_cond=diffusion["self_cond"])
         length = round(seconds * sample_rate)
@@ -167,12 +173,12 @@ def _seconds_to_samples(run, seconds: float | None) -> int:
     return max(1, round(seconds * spec["sample_rate"]))
 
 
-@with_options(Common, Sampling)
+@with_options(Common, Sampling, Signing)
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips.")] = 4,
            seconds: Annotated[Optional[float], typer.Option(help="Clip length; default: the training length.")] = None,
            label: Label = None, guidance: Guidance = 1.0,
            output: Annotated[str, typer.Option("--output", "-o", help="A folder (one WAV each, paths on stdout), a .wav file or - (WAV on stdout); a single file holds the clips one after another.")] = "-",
-           trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling):
+           trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling, signing: Signing):
     """Draw new clips; the same seed gives the same clips."""
     from diffkit.audio import codec
     from diffkit.errors import DiffkitError
@@ -181,7 +187,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    destination = Destination.of(output, ".wav")
+    destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     rate = loaded.config["data"]["sample_rate"]
@@ -262,13 +268,13 @@ def inpaint_windows(wave, regenerate, window: int, fill):
     return out
 
 
-@with_options(Common, Sampling)
+@with_options(Common, Sampling, Signing)
 def inpaint(run: Model, input: Input,
             mask: Annotated[str, typer.Option(help="Time ranges to regenerate in seconds (0.5-0.75,1.2-1.3), or a .npy / WAV of one value per sample (non-zero = regenerate).")],
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
             resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 5,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
-            *, common: Common, sampling: Sampling):
+            *, common: Common, sampling: Sampling, signing: Signing):
     """Regenerate the masked time ranges; every other sample keeps the input's value exactly. Inputs longer
     than the model's window are done in overlapping windows."""
     from diffkit.audio import codec
@@ -276,7 +282,7 @@ def inpaint(run: Model, input: Input,
     from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels, provenance_of, trajectory_target
 
-    destination = Destination.of(output, ".wav")
+    destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
@@ -299,11 +305,11 @@ def inpaint(run: Model, input: Input,
     destination.stamped(stamp).write(codec.wav(result, rate), result_stem(input, "inpainted"), common.json, input=input)
 
 
-@with_options(Common, Sampling)
+@with_options(Common, Sampling, Signing)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
           from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
           output: Output = "-", trajectory_path: TrajectoryPath = None,
-          *, common: Common, sampling: Sampling):
+          *, common: Common, sampling: Sampling, signing: Signing):
     """Redraw the input in the model's timbre: partially noised and regenerated (SDEdit), or converted
     from --from-class to --class by the bridge (DDIB), in overlapping windows of the model's length."""
     from diffkit.audio import codec
@@ -312,7 +318,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target
     from diffkit.windows import overlap_process
 
-    destination = Destination.of(output, ".wav")
+    destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import DEFAULT_METHOD, Common, EvalSampling, Guidance, Method, with_options
+from diffkit.options import DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, TrainData, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 
@@ -22,10 +22,12 @@ def evaluate(run: Model,
              restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out clips as this task says (see `restore audio`), restore them and score SI-SDR and log-spectral distance beside the degraded input.")] = None,
              method: Method = DEFAULT_METHOD,
              resample: Annotated[int, typer.Option(help="With --restore: RePaint repeats of each jump of 5 steps (1 = none).")] = 1,
+             memorization: Memorization = False, train_data: TrainData = None,
              *, common: Common, sampling: EvalSampling):
     """NLL in bits per sample on held-out clips (variational bound, 16-bit decoder), and spectral quality
     of samples: log-mel Fréchet distance, spectral flatness, on builtin:tones the on-pitch share, and with
-    torchcrepe installed the distance between real and generated pitch distributions."""
+    torchcrepe installed the distance between real and generated pitch distributions; with --restore
+    restoration quality, with --memorization whether samples copy training clips, instead."""
     import torch
 
     from diffkit.audio import codec
@@ -48,6 +50,8 @@ def evaluate(run: Model,
     if guidance != 1 and not conditional:
         raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
     rate, window = spec["sample_rate"], spec["window"]
+    if memorization and (restore is not None or samples < 2):
+        raise DiffkitError("--memorization needs --samples of at least 2, and no --restore")
     if restore is not None:
         from diffkit.audio.restore import evaluate_restoration, parse_task
 
@@ -69,6 +73,9 @@ def evaluate(run: Model,
                                     sampling=sampling, common=common, guidance=guidance, batch_size=batch_size,
                                     resample=resample)
 
+    if memorization:
+        return _memorization(loaded, clips[:samples], labels[:samples] if conditional else None, train_data,
+                             sampling, common, guidance=guidance, reference=reference)
     bits, stderr = bound(loaded, clips[:min(n, count)], labels[:n] if conditional else None, bits=16,
                          strata=strata, batch_size=batch_size, common=common)
     report({"metric": "nll_bits_per_sample", "value": bits, "stderr": stderr,
@@ -105,3 +112,38 @@ def evaluate(run: Model,
             pitches, voiced = crepe_pitches(fake, rate)
             report({"metric": "crepe_pitch_distance", "value": pitch_distance(real_pitches, pitches), "stderr": 0.0,
                     "of": f"{name}, cents, {voiced:.0%} of frames voiced"}, common)
+
+
+# A built-in set is drawn afresh, without end: the check compares against this many of its draws.
+BUILTIN_TRAINING_DRAWS = 1000
+
+
+def _memorization(run, held_out, labels, train_data: str | None, sampling, common: Common, *, guidance: float,
+                  reference: bool) -> None:
+    """Samples, held-out clips and (with --reference) white noise against the training clips, in the
+    log-mel space of the Fréchet distance (diffkit.metrics.memorization)."""
+    import torch
+
+    from diffkit.audio import codec
+    from diffkit.audio.commands import _waves
+    from diffkit.audio.data import open_data
+    from diffkit.metrics.audio import clip_features
+    from diffkit.runs import check_memorization
+
+    spec = run.config["data"]
+    rate, length = spec["sample_rate"], spec["length"]
+    source = train_data or spec["source"]
+    training = open_data(source, rate, spec["window"], seed=0, how=spec["normalise"],
+                         column=spec.get("column") if source == spec["source"] else None)
+    count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
+    train_clips, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
+    held_out = held_out[..., :length]
+    sets = {f"{sampling.sampler}-{sampling.steps} samples": _waves(run, len(held_out), length, sampling, common,
+                                                                    labels=labels, guidance=guidance)}
+    if reference:
+        noise = torch.randn(held_out.shape, generator=torch.Generator().manual_seed(0)) * held_out.std()
+        sets["white noise"] = codec.quantise(noise)
+    check_memorization({name: clip_features(clips, rate) for name, clips in sets.items()},
+                       clip_features(held_out, rate), clip_features(codec.quantise(train_clips[..., :length]), rate),
+                       common, f"{count} training clips of {source}, {len(held_out)} held-out")
+

@@ -12,7 +12,7 @@ from typing import Annotated, NamedTuple
 import typer
 
 from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, TrajectoryPath,
-                             task_list, task_number, with_options)
+                             Signing, task_list, task_number, with_options)
 
 TASKS = {"bandwidth": "HZ", "denoise": "SIGMA", "declip": "LEVEL"}
 
@@ -95,12 +95,12 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
     return restored, gap.norm().item(), gap.square().mean().sqrt().item()
 
 
-@with_options(Common, RestoreSampling)
+@with_options(Common, RestoreSampling, Signing)
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 5,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
-            *, common: Common, sampling: RestoreSampling):
+            *, common: Common, sampling: RestoreSampling, signing: Signing):
     """Restore a degraded recording: bandwidth extension, denoising, declipping, or a combination."""
     from diffkit.audio import codec
     from diffkit.audio.commands import _load, write_trajectory
@@ -114,7 +114,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     choose("restoration method", method, METHODS)
     if jump < 1 or resample < 1:
         raise DiffkitError("--jump and --resample must be at least 1")
-    destination = Destination.of(output, ".wav")
+    destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     rate = loaded.config["data"]["sample_rate"]

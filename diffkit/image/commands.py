@@ -1,4 +1,5 @@
-"""`diffkit train|sample|inpaint|style|eval image`: the image modality's commands.
+"""`diffkit train|sample|inpaint|style image`: the image modality's commands (eval and restore have modules
+of their own).
 
 Only typer at import time; torch, Pillow and the core load inside the commands.
 """
@@ -7,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Column, Common, EvalSampling, FromClass, Guidance, InversionIterations,
-                             Label, LabelColumn, Method, Sampling, Strength, StyleMethod, Training, TrajectoryPath, int_list,
+from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
+                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
                              with_options)
 
 
@@ -17,6 +18,9 @@ Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder 
 Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
 
 PREVIEW_COUNT = 16
+# --preset: U-Net widths at full resolution, multipliers per level and blocks per level.
+PRESETS = {"tiny": {"width": 32, "mults": "1,2,2", "blocks": 1}, "small": {"width": 64, "mults": "1,2,2", "blocks": 2},
+           "base": {"width": 128, "mults": "1,2,2,2", "blocks": 2}}
 
 
 def build(config: dict):
@@ -57,9 +61,10 @@ def train(
     column: Column = None,
     label_column: LabelColumn = None,
     label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
-    width: Annotated[int, typer.Option(help="U-Net channels at full resolution.")] = 64,
-    mults: Annotated[str, typer.Option(help="Channel multiplier per level, comma-separated.")] = "1,2,2",
-    blocks: Annotated[int, typer.Option(help="Residual blocks per level.")] = 2,
+    preset: Preset = "small",
+    width: Annotated[Optional[int], typer.Option(help="U-Net channels at full resolution; default: the preset's.")] = None,
+    mults: Annotated[Optional[str], typer.Option(help="Channel multiplier per level, comma-separated; default: the preset's.")] = None,
+    blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level; default: the preset's.")] = None,
     attention: Annotated[Optional[str], typer.Option(help="Resolutions with self-attention, comma-separated; default: 16 where the U-Net has that level.")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout in the residual blocks.")] = 0.0,
     *, training: Training, common: Common,
@@ -77,7 +82,8 @@ def train(
 
     def make_config():
         size = parse_size(image_size)
-        levels = int_list("mults", mults)
+        chosen = preset_sizes(preset, PRESETS, width=width, mults=mults, blocks=blocks)
+        levels = int_list("mults", chosen["mults"])
         if not 0 <= label_dropout < 1:
             raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
         multiple = 2 ** (len(levels) - 1)
@@ -88,8 +94,8 @@ def train(
         dataset = open_data(data, size, channels, seed=training.seed, crop=crop, flip=flip, class_cond=class_cond,
                             column=column, label_column=label_column)
         out_channels = dataset.channels * (2 if diffusion["variance"] == "learned" else 1)
-        model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=width,
-                           mults=tuple(levels), blocks=blocks, attention=_attention_levels(attention, size, len(levels), 2),
+        model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=chosen["width"],
+                           mults=tuple(levels), blocks=chosen["blocks"], attention=_attention_levels(attention, size, len(levels), 2),
                            dropout=dropout, classes=len(dataset.classes) if class_cond else 0,
                            self_cond=diffusion["self_cond"])
         return {"model": model.to_json(), "diffusion": diffusion,
@@ -146,11 +152,11 @@ def _images(run, n: int, sampling: Sampling, common: Common, *, labels=None, gui
     return codec.to_uint8(generate(run, shape, sampling, common, labels=labels, guidance=guidance, **edit))
 
 
-@with_options(Common, Sampling)
+@with_options(Common, Sampling, Signing)
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many images.")] = 16,
            label: Label = None, guidance: Guidance = 1.0,
            output: Annotated[str, typer.Option("--output", "-o", help="A folder (one PNG each, paths on stdout), a .png grid, or - (a PNG grid on stdout).")] = "-",
-           trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling):
+           trajectory_path: TrajectoryPath = None, *, common: Common, sampling: Sampling, signing: Signing):
     """Draw new images; the same seed gives the same images."""
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
@@ -159,7 +165,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
-    destination = Destination.of(output, ".png")
+    destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     images = _images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance,
@@ -202,14 +208,14 @@ def _read_mask(mask: str, size: tuple[int, int], resize_mask: bool):
     return grey[0] >= 128
 
 
-@with_options(Common, Sampling)
+@with_options(Common, Sampling, Signing)
 def inpaint(run: Model, input: Input,
             mask: Annotated[str, typer.Option(help="Grey image of the input's size, white = regenerate, black = keep; or box:x,y,w,h.")],
             resize_mask: Annotated[bool, typer.Option("--resize-mask", help="Scale a mask of another size to the input's.")] = False,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps.")] = 10,
             resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 10,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
-            *, common: Common, sampling: Sampling):
+            *, common: Common, sampling: Sampling, signing: Signing):
     """Regenerate the white part of the mask; every black-mask pixel keeps the input's value exactly."""
     import torch
 
@@ -217,7 +223,7 @@ def inpaint(run: Model, input: Input,
     from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
 
-    destination = Destination.of(output, ".png")
+    destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]
@@ -237,11 +243,11 @@ def inpaint(run: Model, input: Input,
     destination.stamped(stamp).write(codec.png(result), result_stem(input, "inpainted"), common.json, input=input)
 
 
-@with_options(Common, Sampling)
+@with_options(Common, Sampling, Signing)
 def style(run: Model, input: Input, strength: Strength = None, label: Label = None, guidance: Guidance = 1.0,
           from_class: FromClass = None, method: StyleMethod = None, inversion_iterations: InversionIterations = 0,
           output: Output = "-", trajectory_path: TrajectoryPath = None,
-          *, common: Common, sampling: Sampling):
+          *, common: Common, sampling: Sampling, signing: Signing):
     """Redraw the input in the model's style: partially noised and regenerated (SDEdit), or converted from
     --from-class to --class by the bridge (DDIB: what the classes share is kept, what tells them apart
     changes)."""
@@ -249,7 +255,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target, write_trajectory
 
-    destination = Destination.of(output, ".png")
+    destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.6, guidance)
@@ -269,89 +275,6 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     destination.stamped(stamp).write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 
 
-@with_options(Common, EvalSampling)
-def evaluate(run: Model,
-             data: Annotated[Optional[str], typer.Option(help="Held-out image folder; default: fresh images of the built-in set.")] = None,
-             n: Annotated[int, typer.Option("-n", help="Held-out images for the bound.")] = 64,
-             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 100,
-             samples: Annotated[int, typer.Option(help="Generated images for KID against as many held-out ones (0: skip).")] = 100,
-             reference: Annotated[bool, typer.Option("--reference", help="Also score uniform noise, the far end of the KID scale.")] = False,
-             batch_size: Annotated[int, typer.Option(help="Images per network call.")] = 64,
-             guidance: Guidance = 1.0,
-             restore: Annotated[Optional[str], typer.Option(help="Instead: degrade --samples held-out images as this task says (see `restore image`), restore them and score PSNR, SSIM and FD beside the classical baselines.")] = None,
-             method: Method = DEFAULT_METHOD,
-             resample: Annotated[int, typer.Option(help="With --restore: RePaint repeats of each jump of 5 steps (1 = none).")] = 1,
-             *, common: Common, sampling: EvalSampling):
-    """NLL in bits/dim on held-out images (variational bound, 8-bit decoder) and KID of samples; with
-    --restore, restoration quality instead."""
-    import torch
-
-    from diffkit.console import log
-    from diffkit.errors import DiffkitError
-    from diffkit.image import codec
-    from diffkit.image.data import open_data
-    from diffkit.runs import bound, report
-
-    sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
-    loaded = _load(run, common)
-    spec = loaded.config["data"]
-    source = data or spec["source"]
-    if data is None and not source.startswith("builtin:"):
-        raise DiffkitError(f"{run} was trained on {source}; pass held-out images with --data")
-    if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
-        raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
-    if restore is not None:
-        from diffkit.image.restore import parse_task
-
-        parse_task(restore, spec)  # a bad task fails before any data is read
-        if samples < 1 or resample < 1:
-            raise DiffkitError("--samples (the images to restore) and --resample must be at least 1 with --restore")
-    # Built-in sets: images from another seed than training's, so none of them was seen.
-    held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9,
-                         column=spec.get("column") if source == spec["source"] else None)
-    wanted = 2 * samples if restore is not None else max(n, samples)  # restoration: a second set for FD's floor
-    count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
-    # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.
-    chosen = torch.arange(count) if getattr(held_out, "endless", False) else \
-        torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))[:count]
-    images, labels = held_out.batch(chosen, torch.Generator().manual_seed(0))
-    conditional = bool(spec["classes"]) and data is None
-    if guidance != 1 and not conditional:
-        raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
-    if restore is not None:
-        from diffkit.image.restore import evaluate_restoration
-
-        restored = min(samples, count)
-        return evaluate_restoration(loaded, restore, images, labels[:restored] if conditional else None,
-                                    method=method, sampling=sampling, common=common, guidance=guidance, jump=5,
-                                    resample=resample, batch_size=batch_size, count=restored)
-    bits, stderr = bound(loaded, codec.to_model(images[:min(n, count)]), labels[:n] if conditional else None, bits=8,
-                         strata=strata, batch_size=batch_size, common=common)
-    report({"metric": "nll_bits_per_dim", "value": bits, "stderr": stderr,
-            "of": f"{min(n, count)} images of {source}, {min(strata, loaded.schedule.T - 1)} strata"}, common)
-    if samples == 0:
-        return
-    try:
-        from diffkit.metrics import kernel_distance
-        from diffkit.metrics.image import feature_network, features
-
-        network = feature_network()
-    except DiffkitError as e:
-        log(f"KID skipped: {e}", common.quiet)
-        return
-    real = features(images[:samples], network)
-    # A class-conditional model is scored on the held-out labels: the data's own class distribution.
-    generated = _images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None,
-                        guidance=guidance)
-    sets = [(f"{sampling.sampler}-{sampling.steps}", generated)]
-    if reference:
-        noise = torch.randint(0, 256, generated.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-        sets.append(("uniform noise", noise))
-    for name, fake in sets:
-        kid, spread = kernel_distance(real, features(fake, network))
-        report({"metric": "kid", "value": kid, "stderr": spread, "of": f"{name} vs {len(real)} held-out images"}, common)
-
-
 def describe(run: str, config: dict) -> dict:
     """`diffkit info` for an image run."""
     from diffkit.runs import summary
@@ -362,7 +285,8 @@ def describe(run: str, config: dict) -> dict:
                    channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
 
 
-from diffkit.image.prepare import prepare  # noqa: E402  (typer only at import, like this module)
+from diffkit.image.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)
+from diffkit.image.prepare import prepare  # noqa: E402
 from diffkit.image.restore import restore  # noqa: E402
 
 COMMANDS = {"prepare": prepare, "train": train, "sample": sample, "inpaint": inpaint, "style": style, "restore": restore, "eval": evaluate}

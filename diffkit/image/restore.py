@@ -12,7 +12,7 @@ from typing import Annotated, NamedTuple
 import typer
 
 from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, TrajectoryPath,
-                             task_list, task_number, with_options)
+                             Signing, task_list, task_number, with_options)
 
 TASKS = {"upscale": "FACTOR", "colorize": None, "deblur": "SIGMA_PX", "denoise": "SIGMA"}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
@@ -111,13 +111,13 @@ def _check_size(degraded, task: Degradation, size, source: str) -> None:
                            f"{'after up-scaling by ' + str(task.factor) if task.factor > 1 else ''}".rstrip())
 
 
-@with_options(Common, RestoreSampling)
+@with_options(Common, RestoreSampling, Signing)
 def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHOD,
             jump: Annotated[int, typer.Option(help="RePaint jump length in steps (with --resample).")] = 5,
             resample: Annotated[int, typer.Option(help="Repeats of each jump (RePaint's time travel; 1 = none).")] = 1,
             batch_size: Annotated[int, typer.Option(help="Tiles per network call.")] = 16,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
-            *, common: Common, sampling: RestoreSampling):
+            *, common: Common, sampling: RestoreSampling, signing: Signing):
     """Restore a degraded image: super-resolution, colourisation, deblurring, denoising, or a combination.
     Images larger than the model are restored in overlapping tiles."""
     from diffkit.core.observe import METHODS
@@ -130,7 +130,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     choose("restoration method", method, METHODS)
     if batch_size < 1 or jump < 1 or resample < 1:
         raise DiffkitError("--batch-size, --jump and --resample must be at least 1")
-    destination = Destination.of(output, ".png")
+    destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = _load(run, common)
     spec = loaded.config["data"]

@@ -55,6 +55,16 @@ def mel_frechet(a: Tensor, b: Tensor, sample_rate: int) -> float:
     return frechet_distance(*frames)
 
 
+def clip_features(clips: Tensor, sample_rate: int) -> Tensor:
+    """One vector per clip in the log-mel space the Fréchet distance uses: its frames' mean and standard
+    deviation [N, 2·MELS] (a copy shifted in time still lands on the same point)."""
+    out = []
+    for wave in clips:
+        frames = log_mel(wave.reshape(-1), sample_rate).double()
+        out.append(torch.cat([frames.mean(0), frames.std(0, unbiased=False)]))
+    return torch.stack(out)
+
+
 def _power_frames(wave: Tensor, sample_rate: int) -> Tensor:
     n_fft = _fft_size(sample_rate)
     window = torch.hann_window(n_fft, dtype=torch.float64)

