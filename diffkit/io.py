@@ -127,6 +127,17 @@ def decode_utf8(data: bytes, name: str) -> str:
         raise DiffkitError(f"{name}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at byte offset {e.start})") from None
 
 
+def read_json(path: Path, missing: str):
+    """A JSON file's content, with one error line if it is absent (`missing` says what that means) or is
+    not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DiffkitError(missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DiffkitError(f"{path}: not valid JSON ({e})") from None
+
+
 def data_folder(source: str, holding: str) -> Path:
     """The folder that --data names, or an error saying what was found instead."""
     path = Path(source)

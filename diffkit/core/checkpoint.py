@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save
 
 from diffkit.core.warp import BINS
 from diffkit.errors import DiffkitError
-from diffkit.io import atomic_write
+from diffkit.io import atomic_write, read_json
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "state/trainer.safetensors"
@@ -79,12 +79,7 @@ def load_config(run: str | Path) -> dict:
     path = Path(run) / CONFIG
     if not Path(run).is_dir():
         raise DiffkitError(f"{run}: no such run directory")
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DiffkitError(f"{run}: not a diffkit run (no {CONFIG})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DiffkitError(f"{path}: not valid JSON ({e})") from None
+    config = read_json(path, f"{run}: not a diffkit run (no {CONFIG})")
     if not isinstance(config, dict) or "modality" not in config:
         raise DiffkitError(f"{path}: missing the 'modality' key")
     if config.get("format_version", 0) > FORMAT_VERSION:

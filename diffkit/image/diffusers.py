@@ -10,7 +10,6 @@ restoration and eval then use diffkit's samplers on it like any image run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -46,12 +45,9 @@ class DiffusersUNet(nn.Module):
 
 
 def _json(path: Path) -> dict:
-    try:
-        found = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DiffkitError(f"{path.parent}: not a diffusers model (no {path.name})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DiffkitError(f"{path}: not JSON ({e})") from None
+    from diffkit.io import read_json
+
+    found = read_json(path, f"{path.parent}: not a diffusers model (no {path.name})")
     if not isinstance(found, dict):
         raise DiffkitError(f"{path}: not a diffusers config (a JSON object)")
     return found
