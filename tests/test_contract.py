@@ -186,8 +186,9 @@ def test_two_processes_sampling_into_one_folder_keep_every_file(runs, modality, 
         code, stderr = run_here("style", modality, "-m", run_dir, "-i", given, "--strength", 0.3, "--steps", 2,
                                 "-q", "-o", folder)
         assert code == 0, stderr
-    assert {p.name for p in folder.glob("input-styled*")} == {f"input-styled{SUFFIX[modality]}",
-                                                              f"input-styled-1{SUFFIX[modality]}"}
+    # (text and CSV results each have their provenance sidecar beside them)
+    assert {p.name for p in folder.glob(f"input-styled*{SUFFIX[modality]}")} == {f"input-styled{SUFFIX[modality]}",
+                                                                              f"input-styled-1{SUFFIX[modality]}"}
 
 
 def test_an_output_name_with_another_suffix_is_refused_before_any_work(runs, tmp_path):
