@@ -197,8 +197,10 @@ class Destination:
         WAV carry the provenance inside; other files get a sidecar, and stdout's text only `--json`'s."""
         from diffkit import provenance
 
+        beside = False  # the provenance goes in a sidecar: the format has no place for it
         if self.provenance is not None:
-            data = provenance.embed(data, self.provenance)
+            stamped = provenance.embed(data, self.provenance)
+            beside, data = stamped is data, stamped
             if self.credentials is not None:
                 data = provenance.sign_c2pa(data, self.provenance, *self.credentials)
         if self.kind == "stdout":
@@ -212,7 +214,7 @@ class Destination:
         else:
             Path(self.target).mkdir(parents=True, exist_ok=True)
             path = write_new(Path(self.target), stem, self.suffix, data)
-        if self.provenance is not None and provenance.extract(data) is None:
+        if beside:
             write_output(str(provenance.sidecar(path)), json.dumps(self.provenance, indent=1).encode() + b"\n")
         if as_json:
             json_line({"path": str(path), **record})

@@ -262,14 +262,12 @@ def print_cost(cost: dict, common: Common) -> None:
              "FLOPs per step": readable(cost["flops_per_step"], "FLOP"),
              "FLOPs per call": readable(cost["flops_per_call"], "FLOP") + " (one example)",
              "FLOPs per sample": readable(cost["flops_per_sample"], "FLOP") + " (20 calls)",
-             "training memory": f"{cost['state_mib'] + cost.get('activations_mib', 0):,.1f} MiB "
-                                f"(AdamW state {cost['state_mib']:,.1f}" +
-                                (f", activations {cost['activations_mib']:,.1f})" if "activations_mib" in cost else ")")}
+             "training memory": f"{cost['state_mib'] + cost['activations_mib']:,.1f} MiB (AdamW state "
+                                f"{cost['state_mib']:,.1f}, activations {cost['activations_mib']:,.1f})"}
     if "cuda_peak_mib" in cost:
         shown["CUDA peak"] = f"{cost['cuda_peak_mib']:,.1f} MiB"
-    if "seconds_per_step" in cost:
-        shown["seconds per step"] = f"{cost['seconds_per_step']:.3g}" + \
-            (f" ({cost['steps']:,} steps: {cost['projected_minutes']:.1f} min)" if "steps" in cost else "")
+    shown["seconds per step"] = (f"{cost['seconds_per_step']:.3g} ({cost['steps']:,} steps: "
+                                 f"{cost['projected_minutes']:.1f} min)")
     for key, value in shown.items():
         print(f"{key:>17}  {value}")
 
