@@ -114,3 +114,24 @@ def readable(value: float, unit: str = "") -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}".rstrip()
+
+
+def print_cost(cost: dict, as_json: bool) -> None:
+    """A cost report as JSON or as aligned lines a person reads."""
+    if as_json:
+        from diffkit.io import json_line
+
+        json_line(cost)
+        return
+    shown = {"parameters": f"{cost['parameters']:,}",
+             "FLOPs per step": readable(cost["flops_per_step"], "FLOP"),
+             "FLOPs per call": readable(cost["flops_per_call"], "FLOP") + " (one example)",
+             "FLOPs per sample": readable(cost["flops_per_sample"], "FLOP") + " (20 calls)",
+             "training memory": f"{cost['state_mib'] + cost['activations_mib']:,.1f} MiB (AdamW state "
+                                f"{cost['state_mib']:,.1f}, activations {cost['activations_mib']:,.1f})"}
+    if "cuda_peak_mib" in cost:
+        shown["CUDA peak"] = f"{cost['cuda_peak_mib']:,.1f} MiB"
+    shown["seconds per step"] = (f"{cost['seconds_per_step']:.3g} ({cost['steps']:,} steps: "
+                                 f"{cost['projected_minutes']:.1f} min)")
+    for key, value in shown.items():
+        print(f"{key:>17}  {value}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from diffkit.console import log, progress_bar
-from diffkit.core import make_schedule, sample, variational_bound
+from diffkit.core import make_schedule, sample
 from diffkit.core.checkpoint import CONFIG, STATE, WEIGHTS, load_config, load_weights, read_warp, write_config
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
@@ -30,6 +30,7 @@ from diffkit.errors import DiffkitError, choose
 from diffkit.io import json_line
 from diffkit.loader import Prefetcher
 from diffkit.options import Common, Sampling, Training
+from diffkit.trajectory import Trajectory
 
 
 class Run(NamedTuple):
@@ -235,7 +236,7 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
 
 def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, common: Common) -> nn.Module:
     """--dry-run: what training and sampling this network cost, measured on a few real steps."""
-    from diffkit.cost import training_cost
+    from diffkit.cost import print_cost, training_cost
 
     log(f"timing {TIMED_STEPS} steps after a counted one (nothing is written)", common.quiet)
     try:
@@ -244,32 +245,11 @@ def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, common
         release_run(Path(training.out))
     cost["projected_minutes"] = cost["seconds_per_step"] * training.steps / 60
     cost["steps"] = training.steps
-    print_cost(cost, common)
+    print_cost(cost, common.json)
     return trainer.ema
 
 
 TIMED_STEPS = 3
-
-
-def print_cost(cost: dict, common: Common) -> None:
-    """A cost report as JSON or as aligned lines a person reads."""
-    from diffkit.cost import readable
-
-    if common.json:
-        json_line(cost)
-        return
-    shown = {"parameters": f"{cost['parameters']:,}",
-             "FLOPs per step": readable(cost["flops_per_step"], "FLOP"),
-             "FLOPs per call": readable(cost["flops_per_call"], "FLOP") + " (one example)",
-             "FLOPs per sample": readable(cost["flops_per_sample"], "FLOP") + " (20 calls)",
-             "training memory": f"{cost['state_mib'] + cost['activations_mib']:,.1f} MiB (AdamW state "
-                                f"{cost['state_mib']:,.1f}, activations {cost['activations_mib']:,.1f})"}
-    if "cuda_peak_mib" in cost:
-        shown["CUDA peak"] = f"{cost['cuda_peak_mib']:,.1f} MiB"
-    shown["seconds per step"] = (f"{cost['seconds_per_step']:.3g} ({cost['steps']:,} steps: "
-                                 f"{cost['projected_minutes']:.1f} min)")
-    for key, value in shown.items():
-        print(f"{key:>17}  {value}")
 
 
 def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], common: Common) -> Run:
@@ -298,44 +278,6 @@ def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditi
         return run.model, kwargs
     null = {"y": torch.full_like(kwargs["y"], len(run.config["data"]["classes"]))}
     return classifier_free(run.model, guidance, kwargs, null, run.config["diffusion"]["variance"]), None
-
-
-class Trajectory:
-    """What `--trajectory` keeps: x̂_0 at every model call of each sampling, on the CPU in the model's
-    space. Each generate() call adds its rows (a command working in windows or tiles: a row per window)."""
-
-    def __init__(self):
-        self.runs: list[list[tuple[int, torch.Tensor]]] = []
-
-    def recorder(self) -> Callable[[torch.Tensor, int], None]:
-        """core.sample's on_denoised for one more sampling run."""
-        calls: list[tuple[int, torch.Tensor]] = []
-        self.runs.append(calls)
-        return lambda x0, t: calls.append((t, x0.detach().float().cpu()))
-
-    def rows(self) -> list[torch.Tensor]:
-        """One tensor [calls, *example] per row, in the order sampled."""
-        return [row for calls in self.runs for row in torch.stack([x0 for _, x0 in calls], 1)]
-
-    def timesteps(self) -> list[int]:
-        return [t for t, _ in self.runs[0]]
-
-
-def trajectory_target(path: str | None, suffix: str) -> Trajectory | None:
-    """`--trajectory`'s file checked before any work (it must end in `suffix`, in a folder that exists),
-    and the collector for it; None without the option."""
-    if path is None:
-        return None
-    if not path.lower().endswith(suffix) or not Path(path).parent.is_dir():
-        raise DiffkitError(f"--trajectory {path}: expected a {suffix} file in a folder that exists")
-    return Trajectory()
-
-
-def write_trajectory(path: str, data: bytes, stamp: dict) -> None:
-    """A trajectory's file (checked by trajectory_target), carrying the result's provenance."""
-    from diffkit.io import Destination
-
-    Destination.of(path, Path(path).suffix.lower()).stamped(stamp).write(data, Path(path).stem, False)
 
 
 def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
@@ -427,69 +369,6 @@ def batch_indices(step: int, micro: int, size: int | None, training: Training) -
         indices = shuffled_batch(position, size, training.batch_size, training.seed)
     world = distributed.current()
     return indices[world.rank::world.size]
-
-
-def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int, strata: int, batch_size: int,
-          common: Common) -> tuple[float, float]:
-    """The variational bound of each example of x0 (model space) in bits per dimension with a progress bar:
-    (mean, standard error of the mean). `labels` condition a class-conditional network."""
-    totals, generator = [], torch.Generator().manual_seed(0)
-    with progress_bar("bound", common.quiet) as update:
-        for start in range(0, len(x0), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(x0)))
-            kwargs = {"y": labels[index].to(run.device)} if labels is not None else {}
-            result = variational_bound(run.schedule, run.model, x0[index].to(run.device), **parameterisation(run.config),
-                                       bits=bits, model_kwargs=kwargs, generator=generator, strata=strata)
-            totals.append(result.total.cpu())
-            update(int(index[-1]) + 1, len(x0))
-    return mean_stderr(torch.cat(totals))
-
-
-def mean_stderr(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value)."""
-    return values.mean().item(), (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
-
-
-def report(record: dict, common: Common) -> None:
-    """One metric of `diffkit eval`: a JSON line, or "metric  value ± stderr  what it was measured on"."""
-    if common.json:
-        json_line(record)
-    else:
-        print(f"{record['metric']:>22}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
-
-
-def report_copying(distances: dict[str, torch.Tensor], floor: torch.Tensor, common: Common, of: str,
-                   shown: Callable[[float], str] = lambda d: f"distance {d:.4g}", ratio: bool = True) -> None:
-    """`eval --memorization`'s figures from each set's distances to the training set and the held-out
-    examples' (`floor`): the share of a set closer than the threshold the held-out ones calibrate, and
-    (`ratio`, for distances that are lengths) its median distance over the held-out median."""
-    from diffkit.metrics.memorization import FALSE_POSITIVE_RATE, copying_threshold, flagged_share
-
-    threshold = copying_threshold(floor)
-    for name, d in distances.items():
-        share = flagged_share(d, threshold)
-        report({"metric": "memorized_share", "value": share, "stderr": (share * (1 - share) / len(d)) ** 0.5,
-                "of": f"{name} nearer than {1 - FALSE_POSITIVE_RATE:.0%} of held-out ({shown(threshold)}); {of}"},
-               common)
-        if ratio:
-            report({"metric": "nearest_distance_ratio", "value": (d.median() / floor.median()).item(), "stderr": 0.0,
-                    "of": f"{name}: median distance to training over held-out's"}, common)
-
-
-def check_memorization(sets: dict[str, torch.Tensor], held_out: torch.Tensor, training: torch.Tensor, common: Common,
-                       of: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """report_copying on features: Euclidean distances of every set's and the held-out examples' to their
-    nearest training example. Returns each set's (distances, nearest training index)."""
-    from diffkit.metrics.memorization import nearest
-
-    found = {name: nearest(codes, training) for name, codes in sets.items()}
-    report_copying({name: d for name, (d, _) in found.items()}, nearest(held_out, training)[0], common, of)
-    return found
-
-
-def restoration_label(method: str, sampling: Sampling, resample: int) -> str:
-    """How `eval --restore` names diffkit's restorations: method, sampler, steps and RePaint repeats."""
-    return f"diffkit {method} {sampling.sampler}-{sampling.steps}" + (f" ×{resample}" if resample > 1 else "")
 
 
 def summary(path: str, config: dict, build: Callable[[dict], nn.Module], example: tuple[int, ...], **fields) -> dict:

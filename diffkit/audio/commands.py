@@ -154,7 +154,7 @@ def write_trajectory(path: str, trajectory, rate: int, stamp: dict) -> None:
     from pathlib import Path
 
     from diffkit.audio import codec
-    from diffkit.runs import write_trajectory as write
+    from diffkit.trajectory import write_trajectory as write
 
     picture, waves = codec.trajectory_files(trajectory.rows(), rate)
     write(path, picture, stamp)
@@ -183,7 +183,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
     from diffkit.audio import codec
     from diffkit.errors import DiffkitError
     from diffkit.io import Destination
-    from diffkit.runs import class_labels, provenance_of, trajectory_target
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
@@ -280,7 +281,8 @@ def inpaint(run: Model, input: Input,
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, trajectory_target
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target
 
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
@@ -315,7 +317,8 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target
+    from diffkit.runs import class_labels, provenance_of, style_plan
+    from diffkit.trajectory import trajectory_target
     from diffkit.windows import overlap_process
 
     destination = Destination.of(output, ".wav", signing.credentials())

@@ -36,7 +36,7 @@ def evaluate(run: Model,
     from diffkit.console import log
     from diffkit.metrics.audio import crepe_pitches, mel_frechet, on_pitch_share, pitch_distance, spectral_flatness
     from diffkit.audio.commands import _load, _waves
-    from diffkit.runs import bound, mean_stderr, report
+    from diffkit.reports import bound, mean_stderr, report
 
     sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
     loaded = _load(run, common)
@@ -128,7 +128,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     from diffkit.audio.commands import _waves
     from diffkit.audio.data import open_data
     from diffkit.metrics.audio import clip_features
-    from diffkit.runs import check_memorization
+    from diffkit.reports import check_memorization
 
     spec = run.config["data"]
     rate, length = spec["sample_rate"], spec["length"]

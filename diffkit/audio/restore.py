@@ -109,7 +109,8 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.core.observe import METHODS
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import Destination, display_name, result_stem
-    from diffkit.runs import class_labels, provenance_of, trajectory_target
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target
 
     choose("restoration method", method, METHODS)
     if jump < 1 or resample < 1:
@@ -144,7 +145,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
 
     from diffkit.audio.commands import _waves
     from diffkit.metrics.audio import log_spectral_distance, si_sdr
-    from diffkit.runs import mean_stderr, report, restoration_label
+    from diffkit.reports import mean_stderr, report, restoration_label
 
     rate, length = run.config["data"]["sample_rate"], clips.shape[-1]
     task = parse_task(text, rate)

@@ -161,7 +161,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.io import Destination
-    from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target, write_trajectory
 
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
@@ -221,7 +222,8 @@ def inpaint(run: Model, input: Input,
 
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
@@ -253,7 +255,8 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     changes)."""
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target, write_trajectory
+    from diffkit.runs import class_labels, provenance_of, style_plan
+    from diffkit.trajectory import trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")

@@ -36,7 +36,7 @@ def evaluate(run: Model,
     from diffkit.image import codec
     from diffkit.image.data import open_data
     from diffkit.image.commands import _images, _load
-    from diffkit.runs import bound, report
+    from diffkit.reports import bound, report
 
     if memorization and (restore is not None or samples < 2):
         raise DiffkitError("--memorization needs --samples of at least 2, and no --restore")
@@ -120,7 +120,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     from diffkit.image.commands import _images
     from diffkit.image.data import open_data
     from diffkit.metrics.image import feature_network, features
-    from diffkit.runs import check_memorization
+    from diffkit.reports import check_memorization
 
     spec = run.config["data"]
     source = train_data or spec["source"]

@@ -125,7 +125,8 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.image import codec
     from diffkit.image.commands import _load
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, trajectory_target, write_trajectory
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target, write_trajectory
 
     choose("restoration method", method, METHODS)
     if batch_size < 1 or jump < 1 or resample < 1:
@@ -185,7 +186,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
     from diffkit.image.commands import _images
     from diffkit.metrics import frechet_distance
     from diffkit.metrics.image import feature_network, features, fidelity
-    from diffkit.runs import mean_stderr, report, restoration_label
+    from diffkit.reports import mean_stderr, report, restoration_label
 
     spec = run.config["data"]
     size, channels = tuple(spec["image_size"]), spec["channels"]

@@ -238,7 +238,7 @@ def write_trajectory(path: str, trajectory, run, tokenizer, stamp: dict) -> None
 
     import torch
 
-    from diffkit.runs import write_trajectory as write
+    from diffkit.trajectory import write_trajectory as write
 
     rows = trajectory.rows()
     lines = []
@@ -290,7 +290,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     """Generate texts, one per line; the same seed gives the same texts. --json adds seed and the NLL
     estimate (bits per token) of each."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels, provenance_of, trajectory_target
+    from diffkit.runs import class_labels, provenance_of
+    from diffkit.trajectory import trajectory_target
 
     if n < 1 or mbr < 1:
         raise DiffkitError(f"-n and --mbr must be at least 1, got {n} and {mbr}")
@@ -352,7 +353,8 @@ def inpaint(run: Model, input: Input,
     """Fill the gaps of each input line; the rest of the line comes back verbatim, one output line per
     input line."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import provenance_of, trajectory_target
+    from diffkit.runs import provenance_of
+    from diffkit.trajectory import trajectory_target
 
     if span_length < 1:
         raise DiffkitError(f"--span-length must be at least 1, got {span_length}")
@@ -384,7 +386,8 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     strength 0.5, ddpm, unless told), or from --from-class to --class by the bridge (dpm++2m unless
     another deterministic --sampler is given; unclamped), one output line per input line."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels, provenance_of, style_plan, trajectory_target
+    from diffkit.runs import class_labels, provenance_of, style_plan
+    from diffkit.trajectory import trajectory_target
 
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")

@@ -83,7 +83,7 @@ def evaluate(run: Model,
     from diffkit.text.commands import _load, _nll, _texts, encode_lines, encode_pairs, fill_templates
     from diffkit.metrics.text import (distinct_n, novel_share, sentence_features, translation_scores, unigram_bits,
                                       unigram_tokens)
-    from diffkit.runs import mean_stderr, report
+    from diffkit.reports import mean_stderr, report
     from diffkit.text import grammar
     from diffkit.text.data import load_lines, load_pairs
     from diffkit.text.tokenizer import EOS, PAD, SEP, UNK
@@ -214,7 +214,7 @@ def _memorization(run, tokenizer, held_out: list[str], training: list[str], samp
     one (longer is closer: the distance is its negative), and the share that copy a whole line."""
     from diffkit.metrics.memorization import longest_shared_ngrams
     from diffkit.metrics.text import novel_share
-    from diffkit.runs import report, report_copying
+    from diffkit.reports import report, report_copying
     from diffkit.text.commands import _texts
 
     name = f"{sampling.sampler}-{sampling.steps} samples"
