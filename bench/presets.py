@@ -1,14 +1,17 @@
 """What each `--preset` costs: parameters, FLOPs and seconds per training step on this machine, from
 `diffkit train M --preset P --dry-run` (1 counted and 3 timed steps of the real batches, nothing written),
-for every modality at its bench settings; with --quality, also what each preset reaches in a fixed
-budget of steps (the eval's headline figure).
+for every modality at its bench settings; with --quality, also what each preset reaches in the bench's
+budget: its modality's steps or --minutes of training, whichever ends first (a bigger network takes
+fewer steps in the time; SIGTERM makes the run checkpoint where it is), scored by the eval's headline
+figure.
 
-    python bench/presets.py [--threads 2] [--quality] [--only image,text]
+    python bench/presets.py [--threads 2] [--quality] [--minutes 3] [--only image,text]
 """
 
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,10 +36,22 @@ def diffkit(*args, env) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
+def train_within(args: list[str], run: Path, minutes: float, env) -> int:
+    """`diffkit train` stopped by SIGTERM at the budget if it has not finished; the steps it reached."""
+    process = subprocess.Popen([sys.executable, "-m", "diffkit", "train", *args, "--out", str(run), "-q"], env=env)
+    try:
+        process.wait(timeout=minutes * 60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        process.wait()
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quality", action="store_true", help="also train each preset for the budget and score it")
+    parser.add_argument("--minutes", type=float, default=3.0, help="--quality's training time per preset")
     parser.add_argument("--only", default=",".join(SETTINGS), help="comma-separated modalities")
     parser.add_argument("--out", default="bench/results/presets.json")
     args = parser.parse_args()
@@ -56,21 +71,22 @@ def main():
                         f"{cost['seconds_per_step']:>7.3f} {cost['state_mib'] + cost['activations_mib']:>7.0f}")
                 if args.quality:
                     run = Path(tmp) / f"{modality}-{preset}"
-                    diffkit("train", *options, "--out", str(run), "--steps", str(setting["steps"]), env=env)
+                    steps = train_within([*options, "--steps", str(setting["steps"])], run, args.minutes, env)
                     scored = setting["eval"]
                     if modality == "points":  # its eval scores sample files
                         diffkit("sample", "points", "-m", str(run), "-n", "2000", "-o", str(run / "samples.csv"), env=env)
                         scored = ["--samples", str(run / "samples.csv")]
                     records = diffkit("eval", modality, "-m", str(run), *scored, env=env)
                     found = next(r for r in records if r["metric"] == setting["metric"])
-                    row |= {"steps": setting["steps"], "metric": setting["metric"], "value": found["value"],
-                            "of": found["of"]}
-                    line += f" {setting['steps']:>6} {setting['metric']:>14} {found['value']:>8.4f}"
+                    row |= {"steps": steps, "minutes": args.minutes, "metric": setting["metric"], "value": found["value"],
+                            "of": found.get("of", "")}
+                    line += f" {steps:>6} {setting['metric']:>14} {found['value']:>8.4f}"
                 rows.append(row)
                 print(line, flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"threads": args.threads, "rows": rows}, f, indent=2)
+        json.dump({"threads": args.threads, "step_budget": {m: SETTINGS[m]["steps"] for m in SETTINGS},
+                   "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
