@@ -26,7 +26,7 @@ SETTINGS = {
               "metric": "mel_frechet"},
     "text": {"train": ["--data", "builtin:weather", "--seq-len", "16"], "steps": 2000,
              "eval": ["--samples", "256", "--strata", "20", "-n", "64"], "metric": "grammar_share"},
-    "points": {"train": ["--data", "builtin:ring"], "steps": 3000, "eval": [], "metric": "sliced_w2"},
+    "points": {"train": ["--data", "builtin:ring"], "steps": 3000, "eval": ["--strata", "50"], "metric": "sliced_w2"},
 }
 
 
@@ -75,7 +75,7 @@ def main():
                     scored = setting["eval"]
                     if modality == "points":  # its eval scores sample files
                         diffkit("sample", "points", "-m", str(run), "-n", "2000", "-o", str(run / "samples.csv"), env=env)
-                        scored = ["--samples", str(run / "samples.csv")]
+                        scored = [*scored, "--samples", str(run / "samples.csv")]
                     records = diffkit("eval", modality, "-m", str(run), *scored, env=env)
                     found = next(r for r in records if r["metric"] == setting["metric"])
                     row |= {"steps": steps, "minutes": args.minutes, "metric": setting["metric"], "value": found["value"],

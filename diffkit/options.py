@@ -51,6 +51,7 @@ TrajectoryPath = Annotated[Optional[str], typer.Option(
                          "log-mel spectrograms (and a .wav per sample beside it), text a .jsonl, a line per step.")]
 
 # Every modality's train: its network's size by name, each size option overriding its part.
+Strata = Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")]
 Preset = Annotated[str, typer.Option(help="Network size: tiny, small or base (the README's table says what each costs and reaches); a size option given beside it wins.")]
 
 

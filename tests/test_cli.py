@@ -81,6 +81,13 @@ def test_eval_reports_the_bound_and_writes_a_plot(trained, tmp_path):
     metrics = {r["metric"]: r["value"] for r in map(json.loads, result.stdout.decode().splitlines())}
     assert 0 < metrics["sliced_w2"] < float("inf") and abs(metrics["nll_bits_per_dim"]) < 20
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run has T = 100: 99 strata or more is the exact bound itself; fewer estimate it (test_diffusion
+    # checks that estimate is unbiased) from one timestep per stratum.
+    def bound(strata):
+        return json.loads(run("eval", "points", "-m", trained, "-n", 200, "--strata", strata, "--json", "-q").stdout)
+    exact, estimate = bound(99), bound(50)
+    assert exact["value"] == metrics["nll_bits_per_dim"] and exact["strata"] == 99
+    assert estimate["strata"] == 50 and estimate["value"] != metrics["nll_bits_per_dim"] and abs(estimate["value"]) < 20
 
 
 @pytest.mark.parametrize("args,message", [
@@ -96,6 +103,7 @@ def test_eval_reports_the_bound_and_writes_a_plot(trained, tmp_path):
     (["train", "points", "--out", "{tmp}/x", "--data", "builtin:nope"], "unknown built-in data"),
     (["train", "points", "--out", "{tmp}/x", "--hidden", "0"], "--hidden must be at least 1"),
     (["sample", "points", "-m", "{tmp}"], "not a diffkit run (no config.json)"),
+    (["eval", "points", "-m", "{run}", "--strata", "0"], "--strata must be at least 1"),
 ])
 def test_user_errors_are_one_line_and_exit_2(trained, tmp_path, args, message):
     args = [a.format(run=trained, missing=tmp_path / "missing", tmp=tmp_path) for a in args]

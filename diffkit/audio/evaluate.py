@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, TrainData, with_options
+from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, Strata, TrainData,
+                             with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 
@@ -14,7 +15,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written
 def evaluate(run: Model,
              data: Annotated[Optional[str], typer.Option(help="Held-out sound folder; default: fresh clips of the built-in set.")] = None,
              n: Annotated[int, typer.Option("-n", help="Held-out clips for the bound.")] = 16,
-             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 50,
+             strata: Strata = 50,
              samples: Annotated[int, typer.Option(help="Generated clips scored against as many held-out ones (0: skip).")] = 32,
              reference: Annotated[bool, typer.Option("--reference", help="Also score white noise and a second held-out set: the two ends of each scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Clips per network call.")] = 16,

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, TrainData, with_options
+from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, Strata, TrainData,
+                             with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 
@@ -14,7 +15,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written
 def evaluate(run: Model,
              data: Annotated[Optional[str], typer.Option(help="Held-out image folder; default: fresh images of the built-in set.")] = None,
              n: Annotated[int, typer.Option("-n", help="Held-out images for the bound.")] = 64,
-             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 100,
+             strata: Strata = 100,
              samples: Annotated[int, typer.Option(help="Generated images for KID against as many held-out ones (0: skip).")] = 100,
              reference: Annotated[bool, typer.Option("--reference", help="Also score uniform noise, the far end of the KID scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Images per network call.")] = 64,

@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.options import Common, Memorization, Sampling, TrainData, with_options
+from diffkit.options import Common, Memorization, Sampling, Strata, TrainData, with_options
 from diffkit.text.options import Clamp, Mbr, Model, TextSampling
 
 
@@ -62,7 +62,7 @@ def _slot_templates(lines: list[str], registers: list[str], marker: str, tokeniz
 def evaluate(run: Model,
              data: Annotated[Optional[str], typer.Option(help="Held-out text (or TSV pairs for a --pairs model); default: fresh lines of the built-in corpus.")] = None,
              n: Annotated[int, typer.Option("-n", help="Held-out lines for the bound.")] = 64,
-             strata: Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")] = 50,
+             strata: Strata = 50,
              samples: Annotated[int, typer.Option(help="Generated texts to score (0: skip).")] = 128,
              reference: Annotated[bool, typer.Option("--reference", help="Also score held-out lines and a unigram baseline: the two ends of each scale.")] = False,
              batch_size: Annotated[int, typer.Option(help="Sequences per network call for the bound.")] = 64,
