@@ -49,6 +49,26 @@ def test_adjoint_pseudo_inverse_and_regularised_solve(name):
         assert torch.allclose(op.quadratic(v, r2, s2), expected, rtol=1e-6), s2
 
 
+@pytest.mark.parametrize("dtype,accuracy", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+def test_conjugate_gradients_solve_to_the_dtype_and_stop_when_converged(dtype, accuracy):
+    # 3x3 systems: exact arithmetic ends in 3 steps; in either dtype the solve stops within 6, well before
+    # the 50 allowed, with a residual at the dtype's accuracy (float32 cannot reach 1e-7 reliably).
+    from diffkit.core.operators import conjugate_gradients
+
+    basis = torch.randn(8, 3, 3, generator=GEN(5), dtype=torch.float64)
+    matrices = basis @ basis.transpose(1, 2) + 0.1 * torch.eye(3, dtype=torch.float64)
+    v = torch.randn(8, 3, generator=GEN(6), dtype=torch.float64)
+    applied = []
+
+    def apply(u):
+        applied.append(1)
+        return (matrices.to(dtype) @ u.unsqueeze(-1)).squeeze(-1)
+
+    u = conjugate_gradients(apply, v.to(dtype), 50)
+    residual = (matrices @ u.double().unsqueeze(-1)).squeeze(-1) - v
+    assert len(applied) <= 6 and (residual.norm(dim=1) / v.norm(dim=1)).max() < accuracy
+
+
 def test_blur_matches_a_reflecting_gaussian_filter():
     from scipy.ndimage import gaussian_filter
 

@@ -22,10 +22,13 @@ def dot(a: Tensor, b: Tensor) -> Tensor:
 
 def conjugate_gradients(apply: Callable[[Tensor], Tensor], v: Tensor, iterations: int) -> Tensor:
     """u with apply(u) = v for a symmetric positive definite `apply`, each example of the batch on its own
-    (Hestenes & Stiefel 1952); stops early once every residual is 1e-7 of its right-hand side."""
+    (Hestenes & Stiefel 1952); stops early once every residual is within 1e-7 of its right-hand side, or
+    within ten rounding units where the dtype cannot resolve that (float32: 1.2e-6), which float32
+    residuals would otherwise reach only by chance, running every iteration."""
     u = torch.zeros_like(v)
     residual, direction = v.clone(), v.clone()
-    rr, target = dot(v, v), 1e-14 * dot(v, v)
+    tolerance = max(1e-7, 10 * torch.finfo(v.dtype).eps)
+    rr, target = dot(v, v), tolerance**2 * dot(v, v)
     for _ in range(iterations):
         product = apply(direction)
         step = rr / dot(direction, product).clamp(min=1e-30)
