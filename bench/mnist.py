@@ -11,9 +11,10 @@ attention at the middle level, AdamW 1e-3 with EMA 0.999, sampled by DPM-Solver+
 denoising-diffusion-pytorch with its own defaults (its Unet at dim 28, mults 1/2/2: 1.10 M; pred_v, the
 sigmoid schedule; Adam 1e-4 with β2 0.99, EMA 0.995 every 10 steps and gradient clipping at 1, as its
 Trainer does), sampled by its own DDIM in 20 steps. The diffkit rows: its bench settings (v, min-SNR),
-then `--prediction flow` (with its path and logit-normal timesteps), then `--self-cond`. Scores: KID and
-Fréchet distance on EfficientNet-lite0 features (diffkit[eval]) against the reference digits; uniform
-noise and the training digits give the two ends of the scale.
+then `--prediction flow` (with its path and logit-normal timesteps), then `--self-cond` (v, min-SNR and
+self-conditioning are the image defaults), then eps with uniform weighting (the defaults before them).
+Scores: KID and Fréchet distance on EfficientNet-lite0 features (diffkit[eval]) against the reference
+digits; uniform noise and the training digits give the two ends of the scale.
 
     python bench/mnist.py [--minutes 10] [--threads 2] [--samples 2000] [--only diffkit,lucidrains] [--reuse]
                           [--seed 0]    (training and sampling seed of every row: repeat a row over seeds)
@@ -69,7 +70,10 @@ def load(folder: Path) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(Image.open(f))).unsqueeze(0) for f in files])
 
 
-VARIANTS = {"diffkit": [], "diffkit flow": ["--prediction", "flow"], "diffkit self-cond": ["--self-cond"]}
+# Each row's options after train_command's (v, min-SNR, no self-conditioning); "diffkit eps" is the image
+# defaults before they became v, min-SNR and self-conditioning, which is the "diffkit self-cond" row.
+VARIANTS = {"diffkit": [], "diffkit flow": ["--prediction", "flow"], "diffkit self-cond": ["--self-cond"],
+            "diffkit eps": ["--prediction", "eps", "--weighting", "uniform"]}
 ROWS = [*VARIANTS, "diffusers", "lucidrains"]
 
 
@@ -79,7 +83,7 @@ def train_command(root: Path, out: Path, steps: int = 10_000_000, extra: list[st
             "--image-size", "28", "--channels", "1", "--width", "32", "--mults", "1,2,2", "--blocks", "1",
             "--attention", "14", "--batch-size", str(BATCH), "--lr", str(LR), "--ema-decay", str(EMA),
             "--steps", str(steps), "--checkpoint-every", str(steps), "--prediction", "v", "--weighting",
-            "min_snr", "-q", *extra]
+            "min_snr", "--no-self-cond", "-q", *extra]
 
 
 def train_diffkit(root: Path, out: Path, minutes: float, env: dict, extra: list[str] = ()) -> int:

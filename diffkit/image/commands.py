@@ -10,7 +10,7 @@ import typer
 
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
                              Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
-                             with_options)
+                             with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
@@ -18,6 +18,11 @@ Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder 
 Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
 
 PREVIEW_COUNT = 16
+# v-prediction, min-SNR weighting and self-conditioning by default: on MNIST (bench/mnist.py, 10 minutes
+# of training each) they reach FD 17.6 and KID 0.024 over training seeds 0-2, against 22.1 and 0.033
+# without self-conditioning, every seed better; eps with uniform weighting (the defaults before) reached
+# FD 111 and KID 0.125 where v with min-SNR reached 35.6 and 0.057 (seed 0, ~1,200 steps in fp32).
+ImageTraining = with_defaults(Training, prediction="v", weighting="min_snr", self_cond=True)
 # --preset: U-Net widths at full resolution, multipliers per level and blocks per level.
 PRESETS = {"tiny": {"width": 32, "mults": "1,2,2", "blocks": 1}, "small": {"width": 64, "mults": "1,2,2", "blocks": 2},
            "base": {"width": 128, "mults": "1,2,2,2", "blocks": 2}}
@@ -50,7 +55,7 @@ def _attention_levels(resolutions: str | None, size: tuple[int, int], levels: in
     return tuple(level for level, resolution in enumerate(have) if resolution in wanted)
 
 
-@with_options(Training, Common)
+@with_options(ImageTraining, Common)
 def train(
     data: Annotated[str, typer.Option(help="Image folder (sub-folders = classes), or builtin:shapes / builtin:digits.")] = "builtin:shapes",
     image_size: Annotated[str, typer.Option(help="H or HxW; a multiple of the U-Net's down-sampling.")] = "32",
@@ -67,7 +72,7 @@ def train(
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks per level; default: the preset's.")] = None,
     attention: Annotated[Optional[str], typer.Option(help="Resolutions with self-attention, comma-separated; default: 16 where the U-Net has that level.")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout in the residual blocks.")] = 0.0,
-    *, training: Training, common: Common,
+    *, training: ImageTraining, common: Common,
 ):
     """Train a U-Net on images; writes config.json, model.safetensors, state/, metrics.jsonl, previews/."""
     from pathlib import Path
