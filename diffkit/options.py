@@ -50,8 +50,9 @@ TrajectoryPath = Annotated[Optional[str], typer.Option(
     "--trajectory", help="Also write x̂0 at every step: images a .png with a row per sample, audio a .png of "
                          "log-mel spectrograms (and a .wav per sample beside it), text a .jsonl, a line per step.")]
 
-# Every modality's train: its network's size by name, each size option overriding its part.
+# Every modality's eval: how many timesteps estimate the variational bound (each modality its default).
 Strata = Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")]
+# Every modality's train: its network's size by name, each size option overriding its part.
 Preset = Annotated[str, typer.Option(help="Network size: tiny, small or base (the README's table says what each costs and reaches); a size option given beside it wins.")]
 
 
