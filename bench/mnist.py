@@ -23,7 +23,6 @@ digits; uniform noise and the training digits give the two ends of the scale.
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from presets import train_within
 
 DATA = Path("bench/data")
 TRAIN, REFERENCE = 8000, 2000
@@ -87,14 +87,9 @@ def train_command(root: Path, out: Path, steps: int = 10_000_000, extra: list[st
 
 
 def train_diffkit(root: Path, out: Path, minutes: float, env: dict, extra: list[str] = ()) -> int:
-    """Our CLI, stopped by SIGTERM at the budget: it checkpoints and exits 143, which is the point. A later
-    option (`extra`) overrides the same earlier one."""
-    process = subprocess.Popen(train_command(root, out, extra=extra), env=env)
-    time.sleep(minutes * 60)
-    process.send_signal(signal.SIGTERM)
-    process.wait()
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])["step"] if lines else 0
+    """Our CLI for the budget (its steps never end first). A later option (`extra`) overrides the same
+    earlier one."""
+    return train_within(train_command(root, out, extra=extra), out, minutes, env)
 
 
 def sample_diffkit(out: Path, n: int, env: dict, seed: int) -> torch.Tensor:

@@ -36,15 +36,17 @@ def diffkit(*args, env) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
-def train_within(args: list[str], run: Path, minutes: float, env) -> int:
-    """`diffkit train` stopped by SIGTERM at the budget if it has not finished; the steps it reached."""
-    process = subprocess.Popen([sys.executable, "-m", "diffkit", "train", *args, "--out", str(run), "-q"], env=env)
+def train_within(command: list[str], run: Path, minutes: float, env) -> int:
+    """A `diffkit train` command stopped by SIGTERM at the budget if it has not finished (it checkpoints and
+    exits 143, which is the point); the steps it reached (0 before its first metrics line)."""
+    process = subprocess.Popen(command, env=env)
     try:
         process.wait(timeout=minutes * 60)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGTERM)
         process.wait()
-    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return json.loads(lines[-1])["step"] if lines else 0
 
 
 def main():
@@ -71,7 +73,8 @@ def main():
                         f"{cost['seconds_per_step']:>7.3f} {cost['state_mib'] + cost['activations_mib']:>7.0f}")
                 if args.quality:
                     run = Path(tmp) / f"{modality}-{preset}"
-                    steps = train_within([*options, "--steps", str(setting["steps"])], run, args.minutes, env)
+                    steps = train_within([sys.executable, "-m", "diffkit", "train", *options, "--steps", str(setting["steps"]),
+                                          "--out", str(run), "-q"], run, args.minutes, env)
                     scored = setting["eval"]
                     if modality == "points":  # its eval scores sample files
                         diffkit("sample", "points", "-m", str(run), "-n", "2000", "-o", str(run / "samples.csv"), env=env)
