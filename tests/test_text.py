@@ -130,6 +130,24 @@ def test_network_keeps_a_given_source_and_the_bound_is_a_bound():
     assert bits.shape == (3,) and (bits > 0).all() and (bits > torch.log2(torch.tensor(20.0))).all()
 
 
+def test_the_token_distribution_is_read_by_a_linear_layer_and_runs_from_before_keep_the_tied_one():
+    sizes = dict(vocab=20, seq_len=8, embed_dim=4, width=16, depth=1, heads=2)
+    linear, tied = TextDenoiser(TextConfig(**sizes, readout="linear")), TextDenoiser(TextConfig(**sizes))
+    # A config written before the field reads as the tied network, parameter for parameter.
+    assert {"output.weight", "readout.weight"} & set(linear.state_dict()) == {"readout.weight"}
+    assert {"output.weight", "readout.weight"} & set(tied.state_dict()) == {"output.weight"}
+    x, t = torch.randn(2, 4, 8), torch.tensor([10, 90])
+    with torch.no_grad():
+        out, logits = linear.predict(x, t)
+        hidden = linear.blocks[0](linear.input(x.transpose(1, 2)) + linear.positions + linear.time(t)[:, None])
+        expected = linear.readout(linear.norm(hidden))
+    assert torch.allclose(logits, expected, atol=1e-5)
+    # x̂_0 is the expected embedding under that distribution either way.
+    assert torch.allclose(out, (logits.softmax(-1) @ linear.embedding.weight).transpose(1, 2), atol=1e-5)
+    with pytest.raises(DiffkitError, match="readout must be tied or linear"):
+        TextConfig(**sizes, readout="softmax")
+
+
 # ---------------------------------------------------------------- the commands, end to end
 
 def test_train_writes_a_run_with_its_tokenizer(trained):
@@ -152,6 +170,23 @@ def test_sample_gives_n_lines_the_same_for_a_seed(trained, tmp_path):
     assert (tmp_path / "out.txt").read_text().splitlines() == lines
     records = [json.loads(r) for r in run("sample", "text", "-m", trained, "-n", 5, "--json", *FAST).stdout.splitlines()]
     assert [r["text"] for r in records] == lines and all(r["seed"] == 0 and r["nll_bits_per_token"] > 0 for r in records)
+
+
+def test_a_run_from_before_the_linear_readout_still_samples_and_is_bounded(trained, corpus, tmp_path):
+    import shutil
+
+    from diffkit.core.checkpoint import read_warp, write_weights
+
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    config = json.loads((old / "config.json").read_text())
+    assert config["model"].pop("readout") == "linear"  # what train writes now; runs made before have no field
+    (old / "config.json").write_text(json.dumps(config))
+    write_weights(old, TextDenoiser(TextConfig(**config["model"])), read_warp(trained))
+    assert len(run("sample", "text", "-m", old, "-n", 3, *FAST).stdout.decode().splitlines()) == 3
+    records = [json.loads(r) for r in run("eval", "text", "-m", old, "--data", corpus, "--samples", 4, "--json",
+                                          "-q").stdout.splitlines()]
+    assert any(r["metric"] == "nll_bits_per_token" and r["value"] > 0 for r in records)
 
 
 def test_inpaint_keeps_the_unmasked_words_verbatim(trained):
@@ -205,9 +240,10 @@ def test_builtin_eval_scores_grammar_and_infilling(tmp_path):
 
 def test_class_conditional_text_samples_each_class_and_bridges_between_registers(tmp_path):
     out = tmp_path / "registers"
-    # larger and longer than TINY (about 5 s): the round trip below needs a model that knows its tokens
-    run("train", "text", "--class-cond", "--out", out, "--steps", 300, "--seq-len", 16, "--embed-dim", 16,
-        "--width", 64, "--depth", 2, "--batch-size", 32, "-q")
+    # larger and longer than TINY (about 5 s): the round trip below needs a model that knows its tokens,
+    # which its linear readout learns one by one (at the default lr 1e-3, 300 steps left "20" unread)
+    run("train", "text", "--class-cond", "--out", out, "--steps", 300, "--lr", 3e-3, "--seq-len", 16,
+        "--embed-dim", 16, "--width", 64, "--depth", 2, "--batch-size", 32, "-q")
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["classes"] == ["report", "chatty"] and config["model"]["classes"] == 2
     # novelty is judged against the corpus the run trained on: both registers
@@ -270,6 +306,7 @@ def test_bad_input(trained, tmp_path):
          "latin1.txt: not UTF-8 text (invalid byte 0xe9 at byte offset 3)"),
         (["train", "text", "--data", "-", "--out", tmp_path / "r3", *TINY], b"", "<stdin>: no text"),
         (["train", "text", "--out", tmp_path / "r4", "--seq-len", 2, "-q"], b"", "--seq-len"),
+        (["train", "text", "--out", tmp_path / "r6", "--mse-weight", -0.1, *TINY], b"", "--mse-weight must be at least 0"),
         (["inpaint", "text", "-m", trained, "-i", "-"], b"oslo is sunny\n", "<stdin>:1: no [MASK] in the line"),
         (["inpaint", "text", "-m", trained, "-i", "-"], f"{long_line} [MASK]\n".encode(), "<stdin>:1:"),
         (["inpaint", "text", "-m", trained, "-i", "-", "--mask", "2-1"], b"oslo is sunny\n", "ends before it starts"),

@@ -96,6 +96,7 @@ def train(
     column: Column = None,
     label_column: LabelColumn = None,
     label_dropout: Annotated[float, typer.Option(help="Share of labels dropped for classifier-free guidance.")] = 0.1,
+    mse_weight: Annotated[float, typer.Option(help="Weight of the diffusion loss (the squared error of the predicted embeddings) beside the rounding cross-entropy, which teaches the token distribution.")] = 0.2,
     *, training: TextTraining, common: Common,
 ):
     """Train a Diffusion-LM: a sentencepiece tokenizer, token embeddings and a Transformer denoiser; writes
@@ -112,6 +113,8 @@ def train(
     from diffkit.text.model import TextConfig, text_objective
     from diffkit.text.tokenizer import FILE, Tokenizer
 
+    if not mse_weight >= 0:
+        raise DiffkitError(f"--mse-weight must be at least 0, got {mse_weight}")
     source = pairs or data
     manifest = None if pairs or data == "-" else prepared(data)
     kind = manifest["kind"] if manifest else corpus_kind(bool(pairs), class_cond)
@@ -142,7 +145,7 @@ def train(
         tok = Tokenizer(model_bytes)
         chosen = preset_sizes(preset, PRESETS, embed_dim=embed_dim, width=width, depth=depth, heads=heads)
         model = TextConfig(vocab=len(tok), seq_len=seq_len, **chosen, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
-                           classes=len(classes), self_cond=diffusion["self_cond"])
+                           classes=len(classes), self_cond=diffusion["self_cond"], readout="linear")
         write_output(str(out / FILE), model_bytes)
         config = {"model": model.to_json(), "diffusion": diffusion,
                   "data": {"source": source, "pairs": kind == "pairs", "split": split, "seq_len": seq_len,
@@ -187,7 +190,7 @@ def train(
     # parameterisation: a run resumed from before self-conditioning has no such setting
     settings = parameterisation(config)
     objective = text_objective(schedule_of(config), variance=settings["variance"], weighting=training.weighting,
-                               self_cond=settings["self_cond"])
+                               self_cond=settings["self_cond"], mse_weight=mse_weight)
     train_run(config, build, batch_at, training, common, preview=preview, objective=objective)
 
 
