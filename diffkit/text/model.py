@@ -175,7 +175,8 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str, self_co
     error constrains only its mean in embedding space, which many distributions share (a vocabulary of
     hundreds in 64 dimensions), so at full weight its noisy gradient competes with the cross-entropy's
     for what the network learns: on builtin:weather weight 1 left 75% of samples grammatical (two training
-    seeds), 0.2 gave 89% (three), 0 87% (one; README, Text). It still shapes the embeddings' geometry."""
+    seeds), 0.2 gave 83% (four: three of them 87-92%, one 65%), 0 87% (one; README, Text). It still
+    shapes the embeddings' geometry."""
 
     def objective(model, tokens: Tensor, kwargs: dict, t: Tensor, generator, shard: tuple[int, int]) -> dict:
         net = getattr(model, "_orig_mod", model)  # the module behind torch.compile and DDP wrappers
