@@ -13,7 +13,7 @@ from diffkit.core import make_schedule
 from diffkit.errors import DiffkitError
 from diffkit.text import grammar
 from diffkit.text.data import examples, load_lines, load_pairs, read_text
-from diffkit.text.model import TextConfig, TextDenoiser, bits_per_token
+from diffkit.text.model import TextConfig, TextDenoiser, bits_per_token, text_objective
 from diffkit.text.tokenizer import EOS, PAD, Tokenizer, default_vocab_size, train_tokenizer
 
 TINY = ["--seq-len", 16, "--embed-dim", 8, "--width", 32, "--depth", 1, "--heads", 2, "--batch-size", 16,
@@ -146,6 +146,22 @@ def test_the_token_distribution_is_read_by_a_linear_layer_and_runs_from_before_k
     assert torch.allclose(out, (logits.softmax(-1) @ linear.embedding.weight).transpose(1, 2), atol=1e-5)
     with pytest.raises(DiffkitError, match="readout must be tied or linear"):
         TextConfig(**sizes, readout="softmax")
+
+
+def test_the_objective_weighs_its_terms_and_its_warp_follows_the_cross_entropy():
+    torch.manual_seed(0)
+    model = TextDenoiser(TextConfig(vocab=20, seq_len=8, embed_dim=4, width=16, depth=1, heads=2, readout="linear"))
+    tokens, t = torch.randint(4, 20, (3, 8)), torch.tensor([5, 50, 90])
+    schedule = make_schedule("sqrt", 100)
+
+    def losses(mse_weight):
+        objective = text_objective(schedule, variance="fixed_small", weighting="uniform", mse_weight=mse_weight)
+        return objective(model, tokens, {}, t, torch.Generator().manual_seed(1), (0, 1))
+
+    full, fifth = losses(1.0), losses(0.2)
+    assert torch.allclose(fifth["loss"], 0.2 * full["mse"] + full["rounding"], atol=1e-6)
+    assert torch.allclose(full["loss"], full["mse"] + full["rounding"], atol=1e-6)
+    assert torch.equal(fifth["x0_error"], fifth["rounding"].detach()) and not fifth["x0_error"].requires_grad
 
 
 # ---------------------------------------------------------------- the commands, end to end

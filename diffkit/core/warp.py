@@ -1,12 +1,16 @@
 """Time warping (Dieleman et al. 2022, CDCD §3.3): training timesteps, and a sampler's levels, put where
-the network's x̂_0 error grows fastest with the noise level.
+the network's x̂_0 error grows fastest with the noise level (the objective's "x0_error": the squared
+error, or for tokens the cross-entropy of their distribution, the error CDCD fits its warp to).
 
 The best denoiser's error grows with t, from nothing where x_t is the data to the data's spread where
 x_t is noise, and it grows fastest where x_t stops telling which data point it came from: where the
 network decides what the data are (for text, which token). So the running error as a function of t,
 made monotone and normalised, is a CDF: timesteps drawn from it, and levels evenly spaced in it, go
-where the decisions are, for data of any scale or dimension. A share of uniform timesteps keeps every
-level trained (and the bound, which weighs them all, fed).
+where the decisions are, for data of any scale or dimension. Half the density is uniform, to keep every
+level trained (and the bound, which weighs them all, fed): a curve's steepest rise can hold most of its
+mass in one bin (text's sqrt schedule, ~40% in its top 2% of t, where each sentence's shape is
+decided), which starves the levels where tokens learn to agree with one another (builtin:weather's sky
+and temperature); a fifth uniform left training seed 3 at 84% of samples grammatical, half at 88%.
 
 The curve is two tensors of BINS running sums (error, examples) that decay by DECAY a step: plain
 numbers, saved in the trainer's state for exact resume and beside the weights for sampling.
@@ -21,7 +25,7 @@ from diffkit.errors import DiffkitError
 
 BINS = 50
 DECAY = 0.99          # a window of ~100 steps: the curve follows the network as it learns
-UNIFORM_SHARE = 0.2   # of the timestep density, spread evenly over 0..T-1
+UNIFORM_SHARE = 0.5   # of the timestep density, spread evenly over 0..T-1
 
 
 def check_timesteps(T: int) -> None:
