@@ -22,7 +22,7 @@ Mbr = Annotated[int, typer.Option(help="A --pairs model: draw K samples for each
 # (the warp follows the text objective's cross-entropy: README, Text, for the four-seed figures).
 # Batch 96: on builtin:weather at 2,000 steps, four training seeds all 91-92% grammatical (mean 91.7%) and
 # 1.343 bits per token, where batch 64 gave 88-91% (88.8%) and 1.365, for 38% more time a step (batch 64
-# for as long, 2,760 steps, did as well on the one seed tried: the gain is the time, README, Text).
+# for as long, 2,760 steps, did as well on the two seeds tried: the gain is the time, README, Text).
 TextTraining = with_defaults(Training, steps=3000, batch_size=96, lr=1e-3, lr_decay="cosine", schedule="sqrt",
                              prediction="x0", ema_decay=0.995, checkpoint_every=500, self_cond=True,
                              timestep_sampling="warped")
