@@ -4,7 +4,8 @@ embedding space.
 builtin:weather is a finite set of sentences with known probabilities (74,880: four templates, every
 day and city, each sky with the temperatures it allows), so in a run's embedding space the data are
 point masses and the exact denoiser is a softmax over all of them:
-E[x_0 | x_t] = sum_s w_s EMB(s), w_s ∝ p(s) exp(-‖x_t - √ᾱ EMB(s)‖² / 2(1 - ᾱ)).
+E[x_0 | x_t] = sum_s w_s EMB(s), w_s ∝ p(s) exp(-‖x_t - √ᾱ EMB(s)‖² / 2(1 - ᾱ)). (Not diffkit.core.mixture's
+GaussianMixture: it would hold a D × D covariance for each of the 74,880 sentences, D = 1,024.)
 
 1. The sampler alone: the grammar share of samples drawn with the exact denoiser in place of the network
    (the text defaults: ddpm, 20 steps, logsnr grid; clamped and not), what the sampler reaches with a
@@ -93,7 +94,8 @@ def measure(path: str, sentences: int, seeds: list[int]) -> dict:
         ids = {tok.encode(word)[-1] for word in words}
         return torch.tensor([next(i for i, v in enumerate(tokens[n].tolist()) if v in ids) for n in chosen])
 
-    temperatures = [str(v) for v in range(-10, 36)]
+    coldest, warmest = min(low for low, _ in grammar.SKIES.values()), max(high for _, high in grammar.SKIES.values())
+    temperatures = [str(v) for v in range(coldest, warmest + 1)]
     positions = {"temperature": position_of(temperatures), "sky": position_of(list(grammar.SKIES))}
     allowed = torch.zeros(sentences, model.config.vocab)  # the temperatures each sentence's sky allows
     for row, n in enumerate(chosen.tolist()):
@@ -112,10 +114,10 @@ def measure(path: str, sentences: int, seeds: list[int]) -> dict:
             log_q = model.predict(x_t, steps, self_cond=estimate)[1].log_softmax(-1)
         level = {"t": t, "sigma_over_alpha": math.sqrt((1 - ab) / ab)}
         for name, position in positions.items():
-            columns = tokens[:, position]  # [N, sentences]: each sentence's token at its row's position
-            p = torch.zeros(sentences, model.config.vocab)
-            for row in range(sentences):
-                p[row].index_add_(0, columns[:, row], weights[row])
+            # The exact token distribution at each row's position: every sentence's posterior weight
+            # added onto the token it has there.
+            columns = tokens[:, position].T  # [sentences, N]
+            p = torch.zeros(sentences, model.config.vocab).scatter_add_(1, columns, weights)
             q = log_q[rows, position]
             level[f"kl_{name}"] = (p * (p.clamp_min(1e-30).log() - q)).sum(-1).mean().item()
             if name == "temperature":
