@@ -65,6 +65,18 @@ def test_two_processes_learn_the_single_process_time_warp(tmp_path):
     torch.testing.assert_close(read_warp(tmp_path / "ddp"), read_warp(tmp_path / "single"), rtol=1e-5, atol=1e-8)
 
 
+def test_self_conditioned_processes_follow_one_process_when_one_feeds_no_estimate(tmp_path):
+    # One example per process: at about half the steps one process feeds its example a first estimate and
+    # makes that extra call while the other, feeding none, skips it.
+    options = [*POINTS, "--steps", 12, "--self-cond"]
+    options[options.index("--batch-size") + 1] = 2
+    run("train", "points", "--out", tmp_path / "single", *options)
+    torchrun("-m", "diffkit", "train", "points", "--out", tmp_path / "ddp", *options)
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "ddp")), torch.tensor(losses(tmp_path / "single")),
+                               rtol=1e-4, atol=1e-6)
+    assert_same_weights(tmp_path / "ddp", tmp_path / "single")
+
+
 def test_both_ranks_hold_identical_weights(tmp_path):
     torchrun(Path(__file__).parent / "ddp_ranks.py", tmp_path)
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]

@@ -372,9 +372,15 @@ def training_losses(schedule: Schedule, model: Model, x0: Tensor, *, prediction:
     kwargs = model_kwargs or {}
     if self_cond:
         fed = (torch.rand(whole[0], generator=generator, device=draw_device(generator)) < 0.5)[rank::processes].to(x0.device)
-        with torch.no_grad():
-            estimate = x0_of(model(x_t, t, **kwargs), x_t, ab, prediction=prediction, variance=variance)
-        kwargs = {**kwargs, "self_cond": estimate * fed.reshape(ab.shape).to(estimate.dtype)}
+        # The first call only for the examples that see its estimate (the model kwargs are per-example,
+        # batch first): half its cost. A process with none fed skips it; without gradients or buffers a
+        # data-parallel wrapper's forward exchanges nothing, so the processes stay in step.
+        estimate = torch.zeros_like(x_t)
+        if fed.any():
+            with torch.no_grad():
+                first = model(x_t[fed], t[fed], **{k: v[fed] for k, v in kwargs.items()})
+                estimate[fed] = x0_of(first, x_t[fed], ab[fed], prediction=prediction, variance=variance).to(x_t.dtype)
+        kwargs = {**kwargs, "self_cond": estimate}
     out = model(x_t, t, **kwargs)
     pred, frac = split_output(out, variance)
     err = (pred.float() - target(prediction, x0, noise, ab).float()) ** 2
