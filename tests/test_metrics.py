@@ -41,3 +41,12 @@ def test_translation_scores_and_the_mbr_choice_of_the_consensus():
     candidates = ["the cat sat on the mat", "a dog barked loudly", "the cat sat on a mat", "the cat sat on the rug"]
     assert mbr_choice(candidates) in (0, 2, 3) and mbr_choice(["only one"]) == 0
     assert mbr_choice(["x y z", "x y z", "q"]) in (0, 1)
+
+
+def test_translation_scores_warn_of_nothing_for_lines_ending_in_a_spaced_period(caplog):
+    # builtin:weather's sentences end in " .": sacrebleu would warn of undetokenised text on every eval
+    from diffkit.metrics.text import translation_scores
+
+    lines = [f"oslo , day {i} : snowy ." for i in range(200)]
+    assert translation_scores(lines, lines)["bleu"] == pytest.approx(100)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
