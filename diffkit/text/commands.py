@@ -18,9 +18,11 @@ from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Out
 from diffkit.text.templates import Template, marker_template, parse_positions, span_template
 
 PREVIEW_COUNT = 8
-# --preset: token embedding size, Transformer width, layers and heads.
+# --preset: token embedding size, Transformer width, layers and heads. Text's small is 224 wide, not 256:
+# at batch 96 its step takes as long as 256's at batch 64, and at the text bench's 2,000 steps it reached
+# 90.6% grammatical against 88.8% (README, Text).
 PRESETS = {"tiny": {"embed_dim": 32, "width": 128, "depth": 2, "heads": 2},
-           "small": {"embed_dim": 64, "width": 256, "depth": 4, "heads": 4},
+           "small": {"embed_dim": 64, "width": 224, "depth": 4, "heads": 4},
            "base": {"embed_dim": 128, "width": 512, "depth": 6, "heads": 8}}
 
 

@@ -42,7 +42,7 @@ class TextConfig:
     vocab: int
     seq_len: int = 64
     embed_dim: int = 64
-    width: int = 256
+    width: int = 224
     depth: int = 4
     heads: int = 4
     dropout: float = 0.0
