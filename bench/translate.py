@@ -9,7 +9,9 @@ copy-the-source baseline (names such as "Dumfries and Galloway" are often the sa
 
     python bench/translate.py [--steps 4000] [--mbr 4] [--threads 2]
 
-Writes bench/results/translate.json.
+Writes bench/results/translate.json. The run is kept in bench/results/translate/run-STEPS: run again
+with the same --steps, a finished one is only scored again and an interrupted one resumed (exactly:
+its learning-rate schedule is that of the same total).
 """
 
 import argparse
@@ -18,6 +20,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +47,13 @@ def catalogue_pairs(pattern: str = "/usr/share/locale/de/LC_MESSAGES/*.mo") -> l
     return sorted(found.items())
 
 
+def trained_steps(run: Path) -> int:
+    """The steps a run's last checkpoint holds, 0 for none."""
+    from diffkit.core.checkpoint import STATE, read_state
+
+    return read_state(run)[1]["step"] if (run / STATE).exists() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4000)
@@ -61,17 +71,21 @@ def main() -> None:
         (ROOT / name).write_text("".join(f"{s}\t{t}\n" for s, t in part))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     diffkit = [sys.executable, "-m", "diffkit"]
-    run = ROOT / "run"
+    run = ROOT / f"run-{args.steps}"
+    reused = trained_steps(run)
+    if run.exists() and not reused:
+        shutil.rmtree(run)  # stopped before its first checkpoint: nothing to resume
     begin = time.perf_counter()
-    if not (run / "model.safetensors").exists():
+    if reused < args.steps:
         # A model small enough for minutes of CPU: 32 tokens, a 2,000-piece vocabulary (the rounding
         # loss scores every position against every piece), width 128, 3 layers.
         subprocess.run([*diffkit, "train", "text", "--pairs", str(ROOT / "train.tsv"), "--out", str(run),
                         "--seq-len", "32", "--vocab-size", "2000", "--width", "128", "--depth", "3",
-                        "--batch-size", "32", "--steps", str(args.steps), "-q"], env=env, check=True)
+                        "--batch-size", "32", "--steps", str(args.steps), "-q", *(["--resume"] if reused else [])],
+                       env=env, check=True)
     seconds = time.perf_counter() - begin
     results = {"pairs": len(pairs), "train": len(pairs) - HELD_OUT, "held_out": HELD_OUT, "steps": args.steps,
-               "train_seconds": round(seconds), "threads": args.threads, "scores": []}
+               "reused_steps": reused, "train_seconds": round(seconds), "threads": args.threads, "scores": []}
     for mbr in (1, args.mbr):
         out = subprocess.run([*diffkit, "eval", "text", "-m", str(run), "--data", str(ROOT / "held-out.tsv"),
                               "--samples", str(HELD_OUT), "--mbr", str(mbr), "--json", "-q"]
@@ -79,8 +93,8 @@ def main() -> None:
         for record in map(json.loads, out.stdout.splitlines()):
             if record["metric"] in ("bleu", "chrf", "exact_match"):
                 results["scores"].append({"mbr": mbr, **record})
-    print(f"{len(pairs)} English-German pairs ({HELD_OUT} held out); {args.steps} steps in {seconds:.0f} s "
-          f"({args.threads} threads)")
+    print(f"{len(pairs)} English-German pairs ({HELD_OUT} held out); {args.steps - reused} of {args.steps} steps "
+          f"trained now, in {seconds:.0f} s ({args.threads} threads)")
     for record in results["scores"]:
         print(f"{record['metric']:>12} {record['value']:7.2f}  {record['of']}")
     Path(args.out).write_text(json.dumps(results, indent=2))
