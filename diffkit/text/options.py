@@ -23,7 +23,7 @@ Mbr = Annotated[int, typer.Option(help="A --pairs model: draw K samples for each
 # Batch 96 (with the small preset's width 224): on builtin:weather at 2,000 steps, training seeds 0-3,
 # 90.6% of samples grammatical (89.5-92.2) and 1.328 bits per token, where width 256 at batch 64 gave 88.8%
 # and 1.365 in about as long a step (3.3 steps/s on a thread, against 3.4 now). Width 256 at batch 96 gave
-# 91.7% for 21% more time a step, width 192 at batch 128 91.6% for 11% more, width 192 at batch 96 90.3%
+# 91.7% for 20% more time a step, width 192 at batch 128 91.6% for 11% more, width 192 at batch 96 90.3%
 # for 26% less (README, Text).
 TextTraining = with_defaults(Training, steps=3000, batch_size=96, lr=1e-3, lr_decay="cosine", schedule="sqrt",
                              prediction="x0", ema_decay=0.995, checkpoint_every=500, self_cond=True,
