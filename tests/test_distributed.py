@@ -37,6 +37,12 @@ def assert_same_weights(a: Path, b: Path) -> None:
         torch.testing.assert_close(left[key], right[key], rtol=1e-4, atol=1e-5)
 
 
+def assert_same_training(a: Path, b: Path) -> None:
+    """Two runs followed the same loss curve, step for step, to the same weights."""
+    torch.testing.assert_close(torch.tensor(losses(a)), torch.tensor(losses(b)), rtol=1e-4, atol=1e-6)
+    assert_same_weights(a, b)
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "run"
@@ -48,8 +54,7 @@ def test_two_processes_follow_the_single_process_loss_curve(single, tmp_path):
     out = tmp_path / "ddp"
     result = torchrun("-m", "diffkit", "train", "points", "--out", out, "--steps", 12, "--checkpoint-every", 6, *POINTS)
     assert len(losses(out)) == 12  # one process wrote the metrics
-    torch.testing.assert_close(torch.tensor(losses(out)), torch.tensor(losses(single)), rtol=1e-4, atol=1e-6)
-    assert_same_weights(out, single)
+    assert_same_training(out, single)
     assert b"Traceback" not in result.stderr
 
 
@@ -59,9 +64,7 @@ def test_two_processes_learn_the_single_process_time_warp(tmp_path):
     warped = [*POINTS, "--steps", 12, "--timestep-sampling", "warped"]
     run("train", "points", "--out", tmp_path / "single", *warped)
     torchrun("-m", "diffkit", "train", "points", "--out", tmp_path / "ddp", *warped)
-    torch.testing.assert_close(torch.tensor(losses(tmp_path / "ddp")), torch.tensor(losses(tmp_path / "single")),
-                               rtol=1e-4, atol=1e-6)
-    assert_same_weights(tmp_path / "ddp", tmp_path / "single")
+    assert_same_training(tmp_path / "ddp", tmp_path / "single")
     torch.testing.assert_close(read_warp(tmp_path / "ddp"), read_warp(tmp_path / "single"), rtol=1e-5, atol=1e-8)
 
 
@@ -72,9 +75,7 @@ def test_self_conditioned_processes_follow_one_process_when_one_feeds_no_estimat
     options[options.index("--batch-size") + 1] = 2
     run("train", "points", "--out", tmp_path / "single", *options)
     torchrun("-m", "diffkit", "train", "points", "--out", tmp_path / "ddp", *options)
-    torch.testing.assert_close(torch.tensor(losses(tmp_path / "ddp")), torch.tensor(losses(tmp_path / "single")),
-                               rtol=1e-4, atol=1e-6)
-    assert_same_weights(tmp_path / "ddp", tmp_path / "single")
+    assert_same_training(tmp_path / "ddp", tmp_path / "single")
 
 
 def test_both_ranks_hold_identical_weights(tmp_path):
@@ -88,8 +89,7 @@ def test_resume_with_another_number_of_processes(single, tmp_path):
     out = tmp_path / "resumed"
     torchrun("-m", "diffkit", "train", "points", "--out", out, "--steps", 6, "--checkpoint-every", 6, *POINTS)
     run("train", "points", "--out", out, "--resume", "--steps", 12, "--checkpoint-every", 6, *POINTS)
-    torch.testing.assert_close(torch.tensor(losses(out)), torch.tensor(losses(single)), rtol=1e-4, atol=1e-6)
-    assert_same_weights(out, single)
+    assert_same_training(out, single)
 
 
 def test_a_bad_input_stops_every_process_with_one_error(tmp_path):
