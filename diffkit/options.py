@@ -224,6 +224,9 @@ class Training:
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
     workers: Annotated[Optional[int], typer.Option(help="Processes that decode batches ahead of the step (0: the training process itself); default: from the cores and the device. Results do not depend on it.")] = None
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure what the training would cost instead (parameters, FLOPs per step and per sample, memory, seconds per step over a few steps on this device), writing nothing.")] = False
+    # Not an option: every option of the train command (the modality's too) as the run records them in
+    # its config, so that --resume continues with them (diffkit.runs.resumed_options).
+    record: Optional[dict] = dataclasses.field(default=None, compare=False, metadata={"option": False})
 
     @contextlib.contextmanager
     def scope(self):
@@ -300,14 +303,19 @@ def _check_workers(workers: int | None) -> None:
 
 def with_defaults(group, **defaults):
     """The option group with other defaults, for a modality whose sensible settings differ."""
-    fields = [(f.name, f.type, dataclasses.field(default=defaults.get(f.name, f.default)))
+    fields = [(f.name, f.type, dataclasses.field(default=defaults.get(f.name, f.default), compare=f.compare,
+                                                 metadata=f.metadata))
               for f in dataclasses.fields(group)]
     return dataclasses.make_dataclass(group.__name__, fields, bases=(group,), frozen=True)
 
 
+def _options(group) -> list:
+    return [f for f in dataclasses.fields(group) if f.metadata.get("option", True)]
+
+
 def _parameters(group) -> list:
     return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-            for f in dataclasses.fields(group)]
+            for f in _options(group)]
 
 
 def with_options(*groups):
@@ -317,19 +325,61 @@ def with_options(*groups):
         signature = inspect.signature(fn)
         own = [p for p in signature.parameters.values() if p.name not in names]
 
+        training = next((group for group in groups if issubclass(group, Training)), None)
+        # A train command is handed its click context, which says what the command line gave.
+        context = [inspect.Parameter("context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+
         @functools.wraps(fn)
         def command(**kwargs):
-            bundles = {}
-            for name, group in names.items():
-                fields = [f.name for f in dataclasses.fields(group)]
-                bundles[name] = group(**{f: kwargs.pop(f) for f in fields})
-            debug = bundles["common"].debug if "common" in bundles else False
-            return run(lambda: _within_scopes(fn, kwargs, bundles), debug)
+            context = kwargs.pop("context", None)
 
-        command.__signature__ = signature.replace(parameters=own + [p for g in groups for p in _parameters(g)])
+            def body():
+                if training is not None and kwargs["resume"]:
+                    kwargs.update({k: v for k, v in _resumed(context, kwargs).items() if k in kwargs})
+                bundles = {}
+                for name, group in names.items():
+                    bundles[name] = group(**{f.name: kwargs.pop(f.name) for f in _options(group)})
+                if training is not None:
+                    record = {k: v for k, v in {**kwargs, **dataclasses.asdict(bundles["training"])}.items()
+                              if k not in UNRECORDED}
+                    bundles["training"] = dataclasses.replace(bundles["training"], record=record)
+                return _within_scopes(fn, kwargs, bundles)
+
+            return run(body, kwargs.get("debug", False))
+
+        command.__signature__ = signature.replace(parameters=own + [p for g in groups for p in _parameters(g)]
+                                                  + (context if training is not None else []))
         return command
 
     return decorate
+
+
+# What a run does not record: where it is, how this command was asked to run and report.
+UNRECORDED = {"out", "resume", "dry_run", "record", *(f.name for f in dataclasses.fields(Common))}
+
+
+def _resumed(context: typer.Context, kwargs: dict) -> dict:
+    """The options a `train --resume` continues with: the run's recorded ones, with those given on this
+    command line that a run may change (diffkit.runs.resumed_options). The CLI names the flag of a
+    setting that may not change."""
+    from diffkit.core.checkpoint import load_config
+    from diffkit.runs import ChangedSetting, recorded_options, resumed_options
+
+    config = load_config(kwargs["out"])
+    if config["modality"] != context.info_name:
+        return {}  # start_run says whose run it is
+    given = {name: value for name, value in kwargs.items()
+             if getattr(context.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
+    try:
+        return resumed_options(recorded_options(kwargs["out"], config), given)
+    except ChangedSetting as e:
+        flag = next(max(p.opts, key=len) for p in context.command.params if p.name == e.name)
+        raise DiffkitError(f"{flag}: {kwargs['out']} was trained with {_shown(e.recorded)}, not {_shown(e.given)}; "
+                           f"a resumed run keeps its own settings (leave {flag} out, or start a new run)") from None
+
+
+def _shown(value) -> str:
+    return "the default" if value is None else str(value)
 
 
 def _within_scopes(fn, kwargs: dict, bundles: dict):

@@ -3,7 +3,8 @@ with a progress bar, loading it back, and sampling from it.
 
 config.json holds four parts that rebuild everything: "modality", "model" (the network's config),
 "diffusion" (schedule, T, parameterisation, variance) and "data" (the modality's codec: sizes,
-channels, class names, ...), plus "train" (the settings it was trained with).
+channels, class names, ...), plus "train": every option the run was trained with, which --resume
+continues with.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
-from diffkit.console import log, progress_bar
+from diffkit.console import log, progress_bar, warn
 from diffkit.core import make_schedule, sample
-from diffkit.core.checkpoint import CONFIG, STATE, WEIGHTS, load_config, load_weights, read_warp, write_config
+from diffkit.core.checkpoint import (CONFIG, STATE, WEIGHTS, load_config, load_weights, read_trainer_meta, read_warp,
+                                     write_config)
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
@@ -114,6 +116,16 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         hold_run(out)
         for stale in out.rglob(".*.tmp"):  # half-written by a killed process (atomic_write's names)
             stale.unlink()
+        trained = read_trainer_meta(out)["step"] if (out / STATE).exists() else 0
+        if trained > training.steps:
+            raise DiffkitError(f"--steps {training.steps}: {out} has trained {trained} steps already")
+        recorded = config.get("train", {}).get("steps", training.steps)
+        if training.steps != recorded and training.lr_decay == "cosine":
+            warn(f"--steps {training.steps}: the cosine learning-rate decay now follows this total, not the run's "
+                 f"{recorded} steps")
+        if training.record is not None and config.get("train") != training.record:  # a new --steps, ...
+            config = {**config, "train": training.record}
+            write_config(out, config)
         return config, open_data(config)
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
@@ -121,7 +133,7 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         if (out / CONFIG).exists() or (out / STATE).exists():
             raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
         config, data = make_config()
-        config = {"modality": modality, **config}
+        config = {"modality": modality, **config, "train": training.record}
         write_config(out, config)
     except BaseException:
         if release_run(out):  # leave no half-made run behind, removing only what this process made
@@ -131,6 +143,47 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
                 (out / LOCK).unlink(missing_ok=True)
         raise
     return config, data
+
+
+# Options a resumed run may take anew: how long it trains, how often it writes, and how this machine
+# runs it. Any other differs only by mistake, and would silently change what the run learns.
+RESUMABLE = {"steps", "checkpoint_every", "preview_every", "log_every", "max_bad_steps", "workers", "compile",
+             "precision"}
+
+
+class ChangedSetting(DiffkitError):
+    """A resumed run was given a setting other than the one it was trained with."""
+
+    def __init__(self, name: str, recorded, given):
+        super().__init__(f"{name}: the run was trained with {recorded!r}, not {given!r}")
+        self.name, self.recorded, self.given = name, recorded, given
+
+
+def resumed_options(recorded: dict, given: dict) -> dict:
+    """The options a resumed run continues with: its `recorded` ones, and of those `given` anew the
+    RESUMABLE ones. Any other given one must equal its record (ChangedSetting); one the run has no
+    record of (a run made before diffkit recorded it) is taken as given."""
+    for name, value in given.items():
+        if name in recorded and name not in RESUMABLE and value != recorded[name]:
+            raise ChangedSetting(name, recorded[name], value)
+    return {**recorded, **{name: value for name, value in given.items() if name in RESUMABLE}}
+
+
+def recorded_options(out: str | Path, config: dict) -> dict:
+    """The options a run records in config.json's "train". A run made before it recorded them has the
+    trainer's settings in its last checkpoint and the diffusion's in its config: those it is taken at."""
+    if "train" in config:
+        return config["train"]
+    if not (Path(out) / STATE).exists():
+        return {}
+    settings = read_trainer_meta(out)["settings"]
+    diffusion = config["diffusion"]
+    renamed = {"decay": "lr_decay"}
+    kept = {renamed.get(k, k): v for k, v in settings.items() if k != "bits"}
+    return kept | {"schedule": diffusion["schedule"], "timesteps": diffusion["timesteps"],
+                   "prediction": diffusion["prediction"],
+                   "variance": "fixed" if diffusion["variance"] == "fixed_small" else diffusion["variance"],
+                   "self_cond": diffusion.get("self_cond", False)}
 
 
 LOCK = ".lock"  # in the run folder: holds the pid of the process training it

@@ -98,9 +98,10 @@ def test_a_run_in_training_is_locked_against_a_second_process(tmp_path):
         assert process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=120)
+        _, stopped = process.communicate(timeout=120)
     assert process.returncode == 143
-    code, stderr = run_here("train", "points", "--out", out, *TINY, "--steps", 5, "--resume")  # the lock went with it
+    step = int(stopped.decode().split("checkpoint saved at step ")[1].split(";")[0])
+    code, stderr = run_here("train", "points", "--out", out, *TINY, "--steps", step + 2, "--resume")  # the lock went with it
     assert code == 0, stderr
 
 

@@ -9,6 +9,7 @@ the previous version whole.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ def write_config(run: str | Path, config: dict) -> None:
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     with atomic_write(run / CONFIG, "w") as f:
-        json.dump({"format_version": FORMAT_VERSION, **config}, f, indent=2)
+        json.dump({"format_version": FORMAT_VERSION, **{k: v for k, v in config.items() if k != "format_version"}},
+                  f, indent=2)
 
 
 def _cpu(tensors: dict) -> dict:
@@ -64,15 +66,31 @@ def write_state(run: str | Path, tensors: dict, meta: dict) -> None:
 
 
 def read_state(run: str | Path) -> tuple[dict, dict]:
+    """The trainer's tensors and its metadata (step, optimiser groups, settings)."""
+    with _open_state(run) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, _trainer_meta(f)
+
+
+def read_trainer_meta(run: str | Path) -> dict:
+    """The trainer state's metadata alone, without reading its tensors."""
+    with _open_state(run) as f:
+        return _trainer_meta(f)
+
+
+@contextmanager
+def _open_state(run: str | Path):
     path = Path(run) / STATE
     try:
         with safe_open(path, "pt") as f:
-            meta = json.loads(f.metadata()["trainer"])
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
+            yield f
     except FileNotFoundError:
         raise DiffkitError(f"{run}: nothing to resume (no {STATE})") from None
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
         raise DiffkitError(f"{path}: not a diffkit trainer state ({e})") from None
+
+
+def _trainer_meta(f) -> dict:
+    return json.loads(f.metadata()["trainer"])
 
 
 def load_config(run: str | Path) -> dict:

@@ -1,0 +1,105 @@
+"""`train --resume` continues with the run's own settings: none need retyping, the ones a run may change
+(its length, how often it writes, how it runs here) change, and any other one given differently is refused
+by name."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from cli import DIFFKIT, assert_bad_input, run, run_here
+from safetensors.torch import load_file
+
+from test_contract import TRAIN
+
+# Away from each modality's defaults, so that a resume which fell back to a default would show.
+OWN = {"image": ["--weighting", "uniform", "--no-self-cond"], "audio": ["--weighting", "uniform", "--self-cond"],
+       "text": ["--weighting", "min_snr", "--no-self-cond"]}
+SETTINGS = ["--lr", 5e-4, "--batch-size", 3, "--seed", 3, "--ema-decay", 0.99]
+STEPS = 40
+
+
+def _stopped_early(out, args) -> int:
+    """A run of STEPS steps started with `args`, stopped by SIGTERM after its first step; returns the step
+    its checkpoint holds."""
+    process = subprocess.Popen([*DIFFKIT, "train", *map(str, [*args, "--log-every", 1])],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr.decode()
+    return int(stderr.decode().split("checkpoint saved at step ")[1].split(";")[0])
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "text"])
+def test_a_stopped_run_resumed_by_out_alone_ends_as_an_uninterrupted_one(modality, tmp_path):
+    args = [*TRAIN[modality], *SETTINGS, *OWN[modality], "--steps", STEPS]
+    run("train", modality, "--out", tmp_path / "whole", *args, "--log-every", 1)
+    step = _stopped_early(tmp_path / "split", [modality, "--out", tmp_path / "split", *args])
+    assert 0 < step < STEPS, step
+    run("train", modality, "--out", tmp_path / "split", "--resume", "-q")
+    for name in ("model.safetensors", "state/trainer.safetensors"):
+        a, b = (load_file(tmp_path / folder / name) for folder in ("whole", "split"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == STEPS
+    assert (tmp_path / "split" / "metrics.jsonl").read_text().count("\n") == STEPS
+
+
+POINTS = [*TRAIN["points"], "--lr", 5e-4, "--lr-decay", "cosine", "--seed", 2]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "run"
+    code, stderr = run_here("train", "points", "--out", out, *POINTS, "--steps", 4)
+    assert code == 0, stderr
+    return out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", 1e-3], "--lr: {out} was trained with 0.0005, not 0.001; a resumed run keeps its own settings"),
+    (["--seed", 0], "--seed: {out} was trained with 2, not 0"),
+    (["--self-cond"], "--self-cond: {out} was trained with False, not True"),
+    (["--batch-size", 32], "--batch-size: {out} was trained with 16, not 32"),
+    (["--data", "builtin:moons"], "--data: {out} was trained with builtin:ring, not builtin:moons"),
+    (["--hidden", 32], "--hidden: {out} was trained with 16, not 32"),
+    (["--prediction", "eps"], "--prediction: {out} was trained with v, not eps"),
+    (["--schedule", "linear"], "--schedule: {out} was trained with the default, not linear"),
+    (["--steps", 2], "--steps 2: {out} has trained 4 steps already"),
+])
+def test_a_setting_given_anew_that_differs_is_refused_by_its_flag(trained, tmp_path, args, message):
+    before = (trained / "config.json").read_bytes()
+    line = assert_bad_input(["train", "points", "--out", trained, "--resume", *args], b"", tmp_path)
+    assert message.format(out=trained) in line
+    assert (trained / "config.json").read_bytes() == before
+
+
+def test_the_same_command_again_with_resume_and_more_steps_goes_on_with_a_warning(tmp_path):
+    out = tmp_path / "run"
+    run("train", "points", "--out", out, *POINTS, "--steps", 4)
+    result = run("train", "points", "--out", out, *POINTS, "--steps", 6, "--resume", "--log-every", 1)
+    assert "warning: --steps 6: the cosine learning-rate decay now follows this total, not the run's 4 steps" \
+        in result.stderr.decode()
+    recorded = json.loads((out / "config.json").read_text())["train"]
+    assert recorded["steps"] == 6 and recorded["log_every"] == 1 and recorded["lr"] == 5e-4
+    run("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 6)
+    a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_made_before_runs_recorded_their_options_resumes_with_its_checkpoints_settings(tmp_path):
+    out = tmp_path / "old"
+    run("train", "points", "--out", out, *POINTS, "--steps", 3)
+    config = json.loads((out / "config.json").read_text())
+    del config["train"]  # as today's runs were written
+    (out / "config.json").write_text(json.dumps(config))
+    run("train", "points", "--out", out, "--resume", "--steps", 5, *TRAIN["points"])
+    assert json.loads((out / "config.json").read_text())["train"]["lr"] == 5e-4
+    run("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 5)
+    a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
