@@ -31,7 +31,7 @@ BATCH, LENGTH, RATE = 4, 16384, 16000
 
 def diffkit_network():
     """The network `diffkit train audio` builds with its defaults, found through the command itself."""
-    from diffkit.audio.commands import build
+    from diffkit.audio.pipeline import build
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "diffkit", "train", "audio", "--out", f"{tmp}/run", "--steps", "1",

@@ -84,10 +84,10 @@ def converted(generate, inputs, source: int, target: int, method: str, strength:
 
 def clips_of(run, window: int, args):
     """generate(n, **edit) -> n clips [n, 1, window] of an audio run, as `style audio` draws them."""
-    from diffkit.audio.commands import _waves
+    from diffkit.audio.pipeline import waves
 
     sampling = Sampling(sampler=args.sampler, steps=args.steps, seed=args.seed)
-    return lambda n, **edit: _waves(run, n, window, sampling, COMMON, **edit)
+    return lambda n, **edit: waves(run, n, window, sampling, COMMON, **edit)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -95,11 +95,11 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def shapes(args) -> dict:
-    from diffkit.image.commands import _images, _load
+    from diffkit.image import pipeline
     from diffkit.image.data import open_data
     from diffkit.metrics.image import feature_network, features
 
-    run = _load(str(args.demo_run), COMMON)
+    run = pipeline.load(str(args.demo_run), COMMON)
     spec = run.config["data"]
     classes, size = spec["classes"], tuple(spec["image_size"])
     network = feature_network()
@@ -113,7 +113,7 @@ def shapes(args) -> dict:
 
     def generate(n, **edit):
         sampling = Sampling(sampler=args.sampler, steps=args.steps, seed=args.seed)
-        return _images(run, n, sampling, COMMON, **edit)
+        return pipeline.images(run, n, sampling, COMMON, **edit)
 
     rows = []
     for method in ("bridge", "sdedit"):
@@ -151,9 +151,9 @@ def held_out_shapes(size, per_class: int):
 def round_trips(args) -> list[dict]:
     """The bridge from a class to itself on held-out shapes: how well inversion and decoding return the
     input, for dpm++2m and ddim, the latter also with exact (fixed-point) inversion."""
-    from diffkit.image.commands import _images, _load
+    from diffkit.image import pipeline
 
-    run = _load(str(args.demo_run), COMMON)
+    run = pipeline.load(str(args.demo_run), COMMON)
     pool, pool_labels = held_out_shapes(tuple(run.config["data"]["image_size"]), args.per_class)
     images = torch.cat([pool[pool_labels == k][: args.per_class] for k in range(len(run.config["data"]["classes"]))])
     labels = torch.cat([torch.full((args.per_class,), k) for k in range(len(run.config["data"]["classes"]))])
@@ -161,7 +161,7 @@ def round_trips(args) -> list[dict]:
     for sampler, iterations in (("dpm++2m", 0), ("ddim", 0), ("ddim", 3)):
         for steps in (20, 50, 100):
             sampling = Sampling(sampler=sampler, steps=steps, seed=args.seed)
-            back = _images(run, len(images), sampling, COMMON, labels=labels, start=images, strength=1.0,
+            back = pipeline.images(run, len(images), sampling, COMMON, labels=labels, start=images, strength=1.0,
                            source_labels=labels, inversion_iterations=iterations)
             # One PSNR over every value: 8-bit results often come back exact, which a per-image mean cannot hold.
             difference = (back.float() - images.float()).flatten(1)
@@ -179,11 +179,11 @@ def round_trips(args) -> list[dict]:
 
 
 def tones(args) -> dict:
-    from diffkit.audio.commands import _load
+    from diffkit.audio.pipeline import load
     from diffkit.audio.data import open_data
     from diffkit.metrics.audio import crepe_pitches, log_mel
 
-    run = _load(str(args.audio_run), COMMON)
+    run = load(str(args.audio_run), COMMON)
     spec = run.config["data"]
     rate, window, classes = spec["sample_rate"], spec["window"], spec["classes"]
 
@@ -263,7 +263,7 @@ def voices(args) -> dict:
     import numpy as np
     from resemblyzer import VoiceEncoder, preprocess_wav
 
-    from diffkit.audio.commands import _load
+    from diffkit.audio.pipeline import load
     from diffkit.audio.data import read_audio
 
     root = speech(RESULTS / "voices-data")
@@ -274,7 +274,7 @@ def voices(args) -> dict:
                         str(run_dir), "--class-cond", "--sample-rate", "8000", "--seconds", "1", "--steps",
                         str(args.voice_steps), "--checkpoint-every", str(args.voice_steps), "-q"], check=True)
         print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    run = _load(str(run_dir), COMMON)
+    run = load(str(run_dir), COMMON)
     spec = run.config["data"]
     rate, window, names = spec["sample_rate"], spec["window"], spec["classes"]
     encoder = VoiceEncoder("cpu", verbose=False)
@@ -336,8 +336,7 @@ def voices(args) -> dict:
 
 
 def registers(args) -> dict:
-    from diffkit.text import grammar
-    from diffkit.text.commands import _generate, _load, encode_lines
+    from diffkit.text import grammar, pipeline
 
     run_dir = Path(args.text_run)
     if not (run_dir / "model.safetensors").exists():
@@ -347,7 +346,7 @@ def registers(args) -> dict:
         subprocess.run([sys.executable, "-m", "diffkit", "train", "text", "--class-cond", "--seq-len", "16", "--steps",
                         str(args.text_steps), "--out", str(run_dir), "-q"], check=True)
         print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    run, tok = _load(str(run_dir), COMMON)
+    run, tok = pipeline.load(str(run_dir), COMMON)
     names = run.config["data"]["classes"]
     lines, labels = grammar.labelled_lines(args.per_class * 20, seed=10**9)
     inputs = {k: [line for line, label in zip(lines, labels) if label == k][: args.per_class * 5]
@@ -355,7 +354,7 @@ def registers(args) -> dict:
 
     def generate(labels, sampler="ddpm", **edit):
         sampling = Sampling(sampler=sampler, steps=args.steps, seed=args.seed)
-        ids = _generate(run, len(labels), sampling, COMMON, clamp=edit.pop("clamp"), labels=labels,
+        ids = pipeline.generate(run, len(labels), sampling, COMMON, clamp=edit.pop("clamp"), labels=labels,
                         guidance=args.guidance, **edit)
         return [tok.decode(row) for row in ids]
 
@@ -372,7 +371,7 @@ def registers(args) -> dict:
         for strength in args.strengths:
             accepted, kept, slots = [], [], []
             for source, texts in inputs.items():
-                start = run.model.embed(encode_lines(tok, texts, 16, "held-out", strict=True).to(run.device))
+                start = run.model.embed(pipeline.encode_lines(tok, texts, 16, "held-out", strict=True).to(run.device))
                 for target in range(len(names)):
                     if target == source:
                         continue

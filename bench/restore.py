@@ -194,12 +194,12 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
     from PIL import Image
 
     from diffkit.image import codec
-    from diffkit.image.commands import _load
+    from diffkit.image.pipeline import load
     from diffkit.image.data import open_data, to_tensor
     from diffkit.image.restore import parse_task, restore_images
     from diffkit.options import Common, Sampling
 
-    loaded = _load(str(run), Common(quiet=True))
+    loaded = load(str(run), Common(quiet=True))
     spec = loaded.config["data"]
     originals, _ = open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=10**9).batch(
         torch.arange(count), torch.Generator().manual_seed(0))

@@ -33,7 +33,7 @@ from diffkit.core.diffusion import q_sample
 from diffkit.options import Common
 from diffkit.runs import parameterisation
 from diffkit.text import grammar
-from diffkit.text.commands import _load, encode_lines
+from diffkit.text.pipeline import load, encode_lines
 from diffkit.text.model import clamp_hook
 from diffkit.text.options import TextSampling
 
@@ -70,7 +70,7 @@ class ExactDenoiser(torch.nn.Module):
 
 
 def measure(path: str, sentences: int, seeds: list[int]) -> dict:
-    run, tok = _load(path, Common(quiet=True))
+    run, tok = load(path, Common(quiet=True))
     model, length = run.model, run.config["data"]["seq_len"]
     lines, log_p = every_sentence()
     tokens = encode_lines(tok, lines, length, "builtin:weather", strict=True)

@@ -1,7 +1,8 @@
 """The modality registry: a plain dict from name to the module that implements it.
 
-A modality module provides `COMMANDS` (verb -> Typer command), `build(config) -> nn.Module` and
-`describe(run, config) -> dict` (for `diffkit info`). Modules are imported lazily by name.
+A modality's commands module provides `COMMANDS` (verb -> Typer command) and `describe(run, config) ->
+dict` (for `diffkit info`); its library, `build(config) -> nn.Module` among it, lives beside it in
+pipeline.py. Modules are imported lazily by name.
 """
 
 import importlib

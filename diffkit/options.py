@@ -53,7 +53,7 @@ TrajectoryPath = Annotated[Optional[str], typer.Option(
 # Every modality's eval: how many timesteps estimate the variational bound (each modality its default).
 Strata = Annotated[int, typer.Option(help="Timesteps for the bound, one per stratum (T: exact).")]
 # Every modality's train: its network's size by name, each size option overriding its part.
-Preset = Annotated[str, typer.Option(help="Network size: tiny, small or base (the README's table says what each costs and reaches); a size option given beside it wins.")]
+Preset = Annotated[str, typer.Option(help="Network size: tiny, small or base (docs/training.md says what each costs and reaches); a size option given beside it wins.")]
 
 
 def preset_sizes(preset: str, presets: dict[str, dict], **given) -> dict:
@@ -225,7 +225,7 @@ class Training:
     workers: Annotated[Optional[int], typer.Option(help="Processes that decode batches ahead of the step (0: the training process itself); default: from the cores and the device. Results do not depend on it.")] = None
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure what the training would cost instead (parameters, FLOPs per step and per sample, memory, seconds per step over a few steps on this device), writing nothing.")] = False
     # Not an option: every option of the train command (the modality's too) as the run records them in
-    # its config, so that --resume continues with them (diffkit.runs.resumed_options).
+    # its config, so that --resume continues with them (diffkit.resume).
     record: Optional[dict] = dataclasses.field(default=None, compare=False, metadata={"option": False})
 
     @contextlib.contextmanager
@@ -334,7 +334,7 @@ def with_options(*groups):
             context = kwargs.pop("context", None)
 
             def body():
-                if training is not None and kwargs["resume"]:
+                if training is not None and kwargs["resume"] and not kwargs["dry_run"]:  # scope() refuses both
                     kwargs.update({k: v for k, v in _resumed(context, kwargs).items() if k in kwargs})
                 bundles = {}
                 for name, group in names.items():
@@ -360,10 +360,10 @@ UNRECORDED = {"out", "resume", "dry_run", "record", *(f.name for f in dataclasse
 
 def _resumed(context: typer.Context, kwargs: dict) -> dict:
     """The options a `train --resume` continues with: the run's recorded ones, with those given on this
-    command line that a run may change (diffkit.runs.resumed_options). The CLI names the flag of a
+    command line that a run may change (diffkit.resume). The CLI names the flag of a
     setting that may not change."""
     from diffkit.core.checkpoint import load_config
-    from diffkit.runs import ChangedSetting, recorded_options, resumed_options
+    from diffkit.resume import ChangedSetting, recorded_options, resumed_options
 
     config = load_config(kwargs["out"])
     if config["modality"] != context.info_name:
@@ -415,8 +415,7 @@ def run(action, debug: bool):
 
 
 # Restoration samples ancestrally by default: its fresh noise each step lets the model shed what the
-# projection carried in from a noisy y, where an ODE sampler keeps it (bench/restore.py: ddnm on
-# denoise:0.2, 25.6 dB with ddpm against 18.1 with dpm++2m, 20 steps each; upscale:4 25.3 against 23.3).
+# projection carried in from a noisy y, where an ODE sampler keeps it (docs/measurements/restoration.md).
 RestoreSampling = with_defaults(Sampling, sampler="ddpm")
 # eval samples with dpm++2m, and restores (--restore) with restore's ddpm, unless told otherwise.
 EvalSampling = with_defaults(Sampling, sampler=None)

@@ -145,47 +145,6 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
     return config, data
 
 
-# Options a resumed run may take anew: how long it trains, how often it writes, and how this machine
-# runs it. Any other differs only by mistake, and would silently change what the run learns.
-RESUMABLE = {"steps", "checkpoint_every", "preview_every", "log_every", "max_bad_steps", "workers", "compile",
-             "precision"}
-
-
-class ChangedSetting(DiffkitError):
-    """A resumed run was given a setting other than the one it was trained with."""
-
-    def __init__(self, name: str, recorded, given):
-        super().__init__(f"{name}: the run was trained with {recorded!r}, not {given!r}")
-        self.name, self.recorded, self.given = name, recorded, given
-
-
-def resumed_options(recorded: dict, given: dict) -> dict:
-    """The options a resumed run continues with: its `recorded` ones, and of those `given` anew the
-    RESUMABLE ones. Any other given one must equal its record (ChangedSetting); one the run has no
-    record of (a run made before diffkit recorded it) is taken as given."""
-    for name, value in given.items():
-        if name in recorded and name not in RESUMABLE and value != recorded[name]:
-            raise ChangedSetting(name, recorded[name], value)
-    return {**recorded, **{name: value for name, value in given.items() if name in RESUMABLE}}
-
-
-def recorded_options(out: str | Path, config: dict) -> dict:
-    """The options a run records in config.json's "train". A run made before it recorded them has the
-    trainer's settings in its last checkpoint and the diffusion's in its config: those it is taken at."""
-    if "train" in config:
-        return config["train"]
-    if not (Path(out) / STATE).exists():
-        return {}
-    settings = read_trainer_meta(out)["settings"]
-    diffusion = config["diffusion"]
-    renamed = {"decay": "lr_decay"}
-    kept = {renamed.get(k, k): v for k, v in settings.items() if k != "bits"}
-    return kept | {"schedule": diffusion["schedule"], "timesteps": diffusion["timesteps"],
-                   "prediction": diffusion["prediction"],
-                   "variance": "fixed" if diffusion["variance"] == "fixed_small" else diffusion["variance"],
-                   "self_cond": diffusion.get("self_cond", False)}
-
-
 LOCK = ".lock"  # in the run folder: holds the pid of the process training it
 _held: dict[Path, Any] = {}  # run folder -> its open lock file, held until training ends or the process exits
 

@@ -226,7 +226,7 @@ def test_a_window_of_a_long_recording_is_that_of_the_whole_file_resampled(tmp_pa
 
 
 def test_inpaint_windows_fill_every_masked_sample_with_context_on_both_sides():
-    from diffkit.audio.commands import inpaint_windows
+    from diffkit.audio.pipeline import inpaint_windows
 
     wave = torch.arange(1000, dtype=torch.float32)
     regenerate = torch.zeros(1000, dtype=torch.bool)

@@ -266,7 +266,7 @@ def test_parquet_audio_in_a_binary_column(tmp_path):
 
 
 def test_prepare_text_rows_are_the_encoded_corpus_and_train_reads_them_in_place(tmp_path):
-    from diffkit.text.commands import encode_lines
+    from diffkit.text.pipeline import encode_lines
     from diffkit.text.corpus import TokenRows
     from diffkit.text.grammar import lines
     from diffkit.text.tokenizer import Tokenizer

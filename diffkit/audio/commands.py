@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from diffkit.audio import pipeline
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
                              Preset, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
                              with_defaults, with_options)
@@ -27,16 +28,6 @@ PREVIEW_COUNT = 4
 # --preset: U-Net widths at full rate, multipliers per level and blocks per level.
 PRESETS = {"tiny": {"width": 8, "mults": "1,2,4,8", "blocks": 1}, "small": {"width": 16, "mults": "1,2,4,8,8", "blocks": 2},
            "base": {"width": 32, "mults": "1,2,4,8,8", "blocks": 3}}
-
-
-def build(config: dict):
-    from diffkit.core.nn import UNet, UNetConfig
-
-    return UNet(UNetConfig(**config["model"]))
-
-
-def padded(length: int, multiple: int) -> int:
-    return -(-length // multiple) * multiple
 
 
 @with_options(AudioTraining, Common)
@@ -86,7 +77,7 @@ def train(
                            attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
                            self_cond=diffusion["self_cond"])
         length = round(seconds * sample_rate)
-        window = padded(length, model.downsampling)
+        window = pipeline.padded(length, model.downsampling)
         dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond,
                             column=column, label_column=label_column)
         classes = dataset.classes if class_cond else []
@@ -113,53 +104,13 @@ def train(
 
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        waves = _waves(run, PREVIEW_COUNT, spec["length"], Sampling(), Common(quiet=True), labels=labels)
+        waves = pipeline.waves(run, PREVIEW_COUNT, spec["length"], Sampling(), Common(quiet=True), labels=labels)
         previews.mkdir(exist_ok=True)
         for i, wave in enumerate(waves):
             write_output(str(previews / f"step-{step:07d}-{i}.wav"), codec.wav(wave, spec["sample_rate"]))
         write_output(str(previews / f"step-{step:07d}.png"), codec.spectrogram_png(waves, spec["sample_rate"]))
 
-    train_run(config, build, batch_at, training, common, preview=preview, bits=16)
-
-
-def _load(path: str, common: Common):
-    from diffkit.runs import load_run
-
-    return load_run(path, "audio", build, common)
-
-
-def _waves(run, n: int, length: int, sampling: Sampling, common: Common, *, labels=None, guidance: float = 1.0,
-           **edit):
-    """n clips of `length` samples from a run, float [n, 1, length] on CPU; `edit` tensors (known/mask or
-    start) are [n, 1, length] too and are padded like the clips."""
-    import dataclasses
-
-    import torch.nn.functional as F
-
-    from diffkit.runs import generate
-
-    window = padded(length, run.model.config.downsampling)
-    for key in ("known", "mask", "start"):
-        if key in edit:
-            # Padding is free to generate (mask 0) and starts from silence.
-            edit[key] = F.pad(edit[key], (0, window - length)).to(run.device)
-    if sampling.clip is None:  # waveforms live in [-1, 1]
-        sampling = dataclasses.replace(sampling, clip=1.0)
-    x = generate(run, (n, 1, window), sampling, common, labels=labels, guidance=guidance, **edit)
-    return x[..., :length].float().cpu()
-
-
-def write_trajectory(path: str, trajectory, rate: int, stamp: dict) -> None:
-    """`--trajectory`: the spectrogram strip at `path`, and beside it a WAV per sample of its steps."""
-    from pathlib import Path
-
-    from diffkit.audio import codec
-    from diffkit.trajectory import write_trajectory as write
-
-    picture, waves = codec.trajectory_files(trajectory.rows(), rate)
-    write(path, picture, stamp)
-    for i, data in enumerate(waves):
-        write(f"{Path(path).with_suffix('')}-{i}.wav", data, stamp)
+    train_run(config, pipeline.build, batch_at, training, common, preview=preview, bits=16)
 
 
 def _seconds_to_samples(run, seconds: float | None) -> int:
@@ -190,14 +141,14 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     rate = loaded.config["data"]["sample_rate"]
-    waves = _waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, common,
+    waves = pipeline.waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, common,
                    labels=class_labels(loaded, label, n, guidance), guidance=guidance, trajectory=trajectory)
     stem = f"seed{sampling.seed}"
     stamp = provenance_of(loaded, "sample audio", sampling, label=label, guidance=guidance, seconds=seconds)
     if trajectory is not None:
-        write_trajectory(trajectory_path, trajectory, rate, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, rate, stamp)
     destination = destination.stamped(stamp)
     if destination.kind == "folder":
         destination.write_each((codec.wav(w, rate) for w in waves), stem, common.json, seed=sampling.seed,
@@ -248,27 +199,6 @@ def parse_mask(mask: str, length: int, sample_rate: int):
     return regenerate
 
 
-def inpaint_windows(wave, regenerate, window: int, fill):
-    """Regenerate the True samples of a clip of any length, a model window at a time.
-
-    `fill(known [W], keep [W]) -> [W]` inpaints one window. Each window starts a quarter window before the
-    first sample still to do, so it sees finished audio on its left; unless it reaches the end, only its
-    first three quarters are kept, so the next window sees context on both sides of the seam."""
-    out, pending = wave.clone(), regenerate.clone()
-    length = len(wave)
-    while pending.any():
-        first = int(pending.nonzero()[0])
-        start = max(0, min(first - window // 4, length - window))
-        span = slice(start, start + window)
-        result = fill(out[span], ~pending[span])
-        end = start + window if start + window >= length else start + 3 * window // 4
-        done = pending.clone()
-        done[:start], done[end:] = False, False
-        out[done] = result[done[span]]
-        pending &= ~done
-    return out
-
-
 @with_options(Common, Sampling, Signing)
 def inpaint(run: Model, input: Input,
             mask: Annotated[str, typer.Option(help="Time ranges to regenerate in seconds (0.5-0.75,1.2-1.3), or a .npy / WAV of one value per sample (non-zero = regenerate).")],
@@ -286,24 +216,24 @@ def inpaint(run: Model, input: Input,
 
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     spec = loaded.config["data"]
     rate = spec["sample_rate"]
     wave = read_audio(input, rate)
     regenerate = parse_mask(mask, len(wave), rate)
-    window = min(spec["window"], padded(len(wave), loaded.model.config.downsampling))
+    window = min(spec["window"], pipeline.padded(len(wave), loaded.model.config.downsampling))
     labels = class_labels(loaded, label, 1, guidance)
 
     def fill(known, keep):
-        part = _waves(loaded, 1, len(known), sampling, common, labels=labels, guidance=guidance,
+        part = pipeline.waves(loaded, 1, len(known), sampling, common, labels=labels, guidance=guidance,
                       known=known[None, None], mask=keep.float()[None, None], jump=jump, resample=resample,
                       trajectory=trajectory)
         return part[0, 0]
 
-    result = inpaint_windows(wave, regenerate, window, fill)
+    result = pipeline.inpaint_windows(wave, regenerate, window, fill)
     stamp = provenance_of(loaded, "inpaint audio", sampling, input, label=label, guidance=guidance, mask=mask)
     if trajectory is not None:
-        write_trajectory(trajectory_path, trajectory, rate, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, rate, stamp)
     destination.stamped(stamp).write(codec.wav(result, rate), result_stem(input, "inpainted"), common.json, input=input)
 
 
@@ -323,16 +253,16 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
     rate = loaded.config["data"]["sample_rate"]
     wave = read_audio(input, rate)
     if strength > 0:
-        window = min(loaded.config["data"]["window"], padded(len(wave), loaded.model.config.downsampling))
+        window = min(loaded.config["data"]["window"], pipeline.padded(len(wave), loaded.model.config.downsampling))
 
         def process(windows):
             n = len(windows)
-            return _waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
+            return pipeline.waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
                           guidance=guidance, start=windows, strength=strength,
                           source_labels=class_labels(loaded, source, n, guidance),
                           inversion_iterations=inversion_iterations, trajectory=trajectory)
@@ -341,7 +271,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     stamp = provenance_of(loaded, "style audio", sampling, input, label=label, guidance=guidance, strength=strength,
                           from_class=from_class)
     if trajectory is not None and trajectory.runs:  # strength 0 takes no steps
-        write_trajectory(trajectory_path, trajectory, rate, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, rate, stamp)
     destination.stamped(stamp).write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)
 
 
@@ -350,7 +280,7 @@ def describe(run: str, config: dict) -> dict:
     from diffkit.runs import summary
 
     spec = config["data"]
-    return summary(run, config, build, (1, spec["window"]), sample_rate=spec["sample_rate"],
+    return summary(run, config, pipeline.build, (1, spec["window"]), sample_rate=spec["sample_rate"],
                    seconds=round(spec["length"] / spec["sample_rate"], 4), classes=", ".join(spec["classes"]) or "none")
 
 

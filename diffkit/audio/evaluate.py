@@ -36,11 +36,11 @@ def evaluate(run: Model,
     from diffkit.errors import DiffkitError
     from diffkit.console import log
     from diffkit.metrics.audio import crepe_pitches, mel_frechet, on_pitch_share, pitch_distance, spectral_flatness
-    from diffkit.audio.commands import _load, _waves
+    from diffkit.audio import pipeline
     from diffkit.reports import bound, mean_stderr, report
 
     sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     spec = loaded.config["data"]
     source = data or spec["source"]
     if data is None and not source.startswith("builtin:"):
@@ -85,7 +85,7 @@ def evaluate(run: Model,
         return
     real = clips[:samples]
     sets = [(f"{sampling.sampler}-{sampling.steps}",
-             _waves(loaded, len(real), spec["length"], sampling, common,
+             pipeline.waves(loaded, len(real), spec["length"], sampling, common,
                     labels=labels[:len(real)] if conditional else None, guidance=guidance))]
     real = real[..., :spec["length"]]
     if reference:
@@ -126,7 +126,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     import torch
 
     from diffkit.audio import codec
-    from diffkit.audio.commands import _waves
+    from diffkit.audio import pipeline
     from diffkit.audio.data import open_data
     from diffkit.metrics.audio import clip_features
     from diffkit.reports import check_memorization
@@ -139,7 +139,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
     train_clips, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
     held_out = held_out[..., :length]
-    sets = {f"{sampling.sampler}-{sampling.steps} samples": _waves(run, len(held_out), length, sampling, common,
+    sets = {f"{sampling.sampler}-{sampling.steps} samples": pipeline.waves(run, len(held_out), length, sampling, common,
                                                                     labels=labels, guidance=guidance)}
     if reference:
         noise = torch.randn(held_out.shape, generator=torch.Generator().manual_seed(0)) * held_out.std()

@@ -78,14 +78,14 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
     """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
     consistency ‖A(x) − y‖ of the result over the whole recording."""
     from diffkit.audio import codec
-    from diffkit.audio.commands import _waves, padded
+    from diffkit.audio import pipeline
     from diffkit.windows import overlap_process
 
-    window = min(run.config["data"]["window"], padded(len(wave), run.model.config.downsampling))
+    window = min(run.config["data"]["window"], pipeline.padded(len(wave), run.model.config.downsampling))
 
     def restore_windows(windows):
         batch_labels = None if labels is None else labels[:1].expand(len(windows))
-        return _waves(run, len(windows), window, sampling, common, labels=batch_labels, guidance=guidance,
+        return pipeline.waves(run, len(windows), window, sampling, common, labels=batch_labels, guidance=guidance,
                       observation=task.observe(windows).to(run.device, windows.dtype), method=method, jump=jump,
                       resample=resample, trajectory=trajectory)
 
@@ -103,7 +103,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
             *, common: Common, sampling: RestoreSampling, signing: Signing):
     """Restore a degraded recording: bandwidth extension, denoising, declipping, or a combination."""
     from diffkit.audio import codec
-    from diffkit.audio.commands import _load, write_trajectory
+    from diffkit.audio import pipeline
     from diffkit.audio.data import read_audio
     from diffkit.console import warn
     from diffkit.core.observe import METHODS
@@ -117,7 +117,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
         raise DiffkitError("--jump and --resample must be at least 1")
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     rate = loaded.config["data"]["sample_rate"]
     degradation = parse_task(task, rate)
     wave = read_audio(input, rate)
@@ -130,7 +130,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     stamp = provenance_of(loaded, "restore audio", sampling, input, label=label, guidance=guidance, task=task,
                           method=method)
     if trajectory is not None:
-        write_trajectory(trajectory_path, trajectory, rate, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, rate, stamp)
     destination.stamped(stamp).write(codec.wav(restored, rate), result_stem(input, "restored"), common.json,
                                      input=input, task=task, method=method, consistency_error=error,
                                      consistency_rms=rms)
@@ -143,7 +143,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
     A⁺y."""
     import torch
 
-    from diffkit.audio.commands import _waves
+    from diffkit.audio import pipeline
     from diffkit.metrics.audio import log_spectral_distance, si_sdr
     from diffkit.reports import mean_stderr, report, restoration_label
 
@@ -154,7 +154,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
     for first in range(0, len(clips), batch_size):
         part = degraded[first:first + batch_size]
         obs = task.observe(part)
-        out = _waves(run, len(part), length, sampling, common, guidance=guidance, method=method,
+        out = pipeline.waves(run, len(part), length, sampling, common, guidance=guidance, method=method,
                      labels=None if labels is None else labels[first:first + batch_size],
                      observation=obs.to(run.device, part.dtype), jump=5, resample=resample)
         restored.append(out)

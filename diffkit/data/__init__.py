@@ -11,9 +11,6 @@ do not grow with the number of examples, and under torchrun each process reads o
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -21,47 +18,15 @@ from diffkit.console import warn
 from diffkit.errors import DiffkitError
 
 T = TypeVar("T")
-HF_PREFIX = "hf:"
-MANIFEST = "manifest.json"  # in a folder `diffkit prepare` wrote: its shards, classes and settings
-
-
-def cache_dir() -> Path:
-    """Indices of folders and shards live here ($DIFFKIT_CACHE, else the XDG cache), never beside the
-    user's data, which may be read-only."""
-    root = os.environ.get("DIFFKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "diffkit"
-    return Path(root)
-
-
-def cached(kind: str, key: str, valid: Callable[[dict], bool], build: Callable[[], dict] | None) -> dict | None:
-    """A JSON record kept in cache_dir()/kind/ under `key`'s hash: read back while `valid` says it still
-    describes the data, else rebuilt and stored (or None, with no `build`). An unwritable cache only
-    costs the rebuild."""
-    path = cache_dir() / kind / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".json")
-    try:
-        record = json.loads(path.read_text())
-        if record.get("key") == key and valid(record):
-            return record
-    except (OSError, ValueError):
-        pass
-    if build is None:
-        return None
-    record = {"key": key, **build()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, separators=(",", ":")))
-        tmp.replace(path)
-    except OSError:
-        pass
-    return record
 
 
 def open_source(spec: str, kind: str, suffixes: set[str], class_cond: bool, holding: str, *,
                 column: str | None = None, label_column: str | None = None):
     """--data as a source of `kind` (image, audio, text) examples: `hf:PATH` (a saved Hugging Face dataset or parquet files), tar shards (a
     path or brace pattern ending in .tar, or a folder `diffkit prepare` wrote), or a folder of files."""
+    from diffkit.data.arrow import HF_PREFIX
     from diffkit.data.folder import FolderSource
-    from diffkit.data.shards import TarSource, is_shard_pattern, prepared_shards
+    from diffkit.data.shards import MANIFEST, TarSource, is_shard_pattern, prepared_shards
 
     if spec.startswith(HF_PREFIX):
         from diffkit.data.arrow import ArrowSource

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from diffkit.data import HF_PREFIX, cache_dir, cached
+from diffkit.data.cache import cache_dir, cached
 from diffkit.errors import DiffkitError
+
+HF_PREFIX = "hf:"  # --data hf:PATH
 
 COLUMNS = {"image": ("image", "img", "png", "jpg"), "audio": ("audio", "wav", "flac"), "text": ("text", "sentence")}
 LABEL_COLUMNS = ("label", "labels", "class")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffkit.data import cached
+from diffkit.data.cache import cached
 from diffkit.errors import DiffkitError
 from diffkit.io import data_folder
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from diffkit.console import log, warn
-from diffkit.data import MANIFEST, UNREADABLE, reason
-from diffkit.data.shards import LABEL
+from diffkit.data import UNREADABLE, reason
+from diffkit.data.shards import LABEL, MANIFEST
 from diffkit.errors import DiffkitError
 from diffkit.io import atomic_write
 

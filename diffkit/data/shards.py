@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffkit.data import MANIFEST, cached
+from diffkit.data.cache import cached
 from diffkit.errors import DiffkitError
+
+MANIFEST = "manifest.json"  # in a folder `diffkit prepare` wrote: its shards, classes and settings
 
 LABEL = "cls"
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from diffkit.image import pipeline
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
                              Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
                              with_defaults, with_options)
@@ -18,24 +19,12 @@ Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder 
 Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
 
 PREVIEW_COUNT = 16
-# v-prediction, min-SNR weighting and self-conditioning by default: on MNIST (bench/mnist.py, 10 minutes
-# of training each) they reach FD 17.6 and KID 0.024 over training seeds 0-2, against 22.1 and 0.033
-# without self-conditioning, every seed better; eps with uniform weighting (the defaults before) reached
-# FD 111 and KID 0.125 where v with min-SNR reached 35.6 and 0.057 (seed 0, ~1,200 steps in fp32).
+# v-prediction, min-SNR weighting and self-conditioning by default: each won on MNIST at equal training
+# time, self-conditioning on every training seed (docs/measurements/images.md).
 ImageTraining = with_defaults(Training, prediction="v", weighting="min_snr", self_cond=True)
 # --preset: U-Net widths at full resolution, multipliers per level and blocks per level.
 PRESETS = {"tiny": {"width": 32, "mults": "1,2,2", "blocks": 1}, "small": {"width": 64, "mults": "1,2,2", "blocks": 2},
            "base": {"width": 128, "mults": "1,2,2,2", "blocks": 2}}
-
-
-def build(config: dict):
-    from diffkit.core.nn import UNet, UNetConfig
-
-    if "diffusers" in config["model"]:  # imported by `diffkit import diffusers`
-        from diffkit.image.diffusers import DiffusersUNet
-
-        return DiffusersUNet(config["model"]["diffusers"])
-    return UNet(UNetConfig(**config["model"]))
 
 
 def _attention_levels(resolutions: str | None, size: tuple[int, int], levels: int, factor: int) -> tuple:
@@ -128,33 +117,11 @@ def train(
 
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        images = _images(run, PREVIEW_COUNT, Sampling(), Common(quiet=True), labels=labels)
+        images = pipeline.images(run, PREVIEW_COUNT, Sampling(), Common(quiet=True), labels=labels)
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.png"), codec.png(codec.grid(images)))
 
-    train_run(config, build, batch_at, training, common, preview=preview, bits=8)
-
-
-def _load(path: str, common: Common):
-    from diffkit.runs import load_run
-
-    return load_run(path, "image", build, common)
-
-
-def _images(run, n: int, sampling: Sampling, common: Common, *, labels=None, guidance: float = 1.0, **edit):
-    """n images from a run as uint8 [n, C, H, W]; `edit` (known/mask or start/strength) in uint8 too."""
-    import dataclasses
-
-    from diffkit.image import codec
-    from diffkit.runs import generate
-
-    for key in ("known", "start"):
-        if key in edit:
-            edit[key] = codec.to_model(edit[key]).to(run.device)
-    if sampling.clip is None:  # pixel data live in [-1, 1]
-        sampling = dataclasses.replace(sampling, clip=1.0)
-    shape = (n, run.config["data"]["channels"], *run.config["data"]["image_size"])
-    return codec.to_uint8(generate(run, shape, sampling, common, labels=labels, guidance=guidance, **edit))
+    train_run(config, pipeline.build, batch_at, training, common, preview=preview, bits=8)
 
 
 @with_options(Common, Sampling, Signing)
@@ -173,8 +140,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
-    images = _images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance,
+    loaded = pipeline.load(run, common)
+    images = pipeline.images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance,
                      trajectory=trajectory)
     stem = f"seed{sampling.seed}"
     stamp = provenance_of(loaded, "sample image", sampling, label=label, guidance=guidance)
@@ -232,7 +199,7 @@ def inpaint(run: Model, input: Input,
 
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     spec = loaded.config["data"]
     size = tuple(spec["image_size"])
     image = codec.read_image(input, spec["channels"])
@@ -240,7 +207,7 @@ def inpaint(run: Model, input: Input,
     # Model size: shrink the mask so a pixel is regenerated where any of its area is.
     small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
     keep = (~small).float()[None, None]
-    result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
+    result = pipeline.images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                      known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample,
                      trajectory=trajectory)[0]
     result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
@@ -265,12 +232,12 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.6, guidance)
     spec = loaded.config["data"]
     image = codec.read_image(input, spec["channels"])
     if strength > 0:  # 0 is exactly the input, at its own size
-        result = _images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
+        result = pipeline.images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
                          guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
                          strength=strength,
                          source_labels=class_labels(loaded, source, 1, guidance),
@@ -288,7 +255,7 @@ def describe(run: str, config: dict) -> dict:
     from diffkit.runs import summary
 
     spec = config["data"]
-    return summary(run, config, build, (spec["channels"], *spec["image_size"]),
+    return summary(run, config, pipeline.build, (spec["channels"], *spec["image_size"]),
                    image_size="x".join(map(str, spec["image_size"])),
                    channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
 

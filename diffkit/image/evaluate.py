@@ -36,7 +36,7 @@ def evaluate(run: Model,
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.image.data import open_data
-    from diffkit.image.commands import _images, _load
+    from diffkit.image import pipeline
     from diffkit.reports import bound, report
 
     if memorization and (restore is not None or samples < 2):
@@ -45,7 +45,7 @@ def evaluate(run: Model,
                                    or not Path(neighbours).parent.is_dir()):
         raise DiffkitError("--neighbours names a .png in a folder that exists, and goes with --memorization")
     sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     spec = loaded.config["data"]
     source = data or spec["source"]
     if data is None and not source.startswith("builtin:"):
@@ -96,7 +96,7 @@ def evaluate(run: Model,
         return
     real = features(images[:samples], network)
     # A class-conditional model is scored on the held-out labels: the data's own class distribution.
-    generated = _images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None,
+    generated = pipeline.images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None,
                         guidance=guidance)
     sets = [(f"{sampling.sampler}-{sampling.steps}", generated)]
     if reference:
@@ -118,7 +118,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     import torch
 
     from diffkit.image import codec
-    from diffkit.image.commands import _images
+    from diffkit.image import pipeline
     from diffkit.image.data import open_data
     from diffkit.metrics.image import feature_network, features
     from diffkit.reports import check_memorization
@@ -129,7 +129,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
                          column=spec.get("column") if source == spec["source"] else None)
     count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
     train_images, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
-    generated = _images(run, len(held_out), sampling, common, labels=labels, guidance=guidance)
+    generated = pipeline.images(run, len(held_out), sampling, common, labels=labels, guidance=guidance)
     network = feature_network()
     keys = features(train_images, network)
     sets = {f"{sampling.sampler}-{sampling.steps} samples": generated}

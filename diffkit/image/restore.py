@@ -81,7 +81,7 @@ def restore_images(run, degraded, task: Degradation, sampling: Sampling, common:
     [C, h·f, w·f] in tiles of the model's size; returns it with the consistency ‖A(x) − y‖ of the result."""
     from diffkit.core.observe import Observation
     from diffkit.image import codec
-    from diffkit.image.commands import _images
+    from diffkit.image import pipeline
     from diffkit.windows import overlap_process
 
     size = tuple(run.config["data"]["image_size"])
@@ -91,7 +91,7 @@ def restore_images(run, degraded, task: Degradation, sampling: Sampling, common:
     def tiles(y):
         tile_labels = None if labels is None else labels[:1].expand(len(y))
         obs = Observation(op, y.to(run.device), task.sigma)
-        return codec.to_model(_images(run, len(y), sampling, common, labels=tile_labels, guidance=guidance,
+        return codec.to_model(pipeline.images(run, len(y), sampling, common, labels=tile_labels, guidance=guidance,
                                       observation=obs, method=method, jump=jump, resample=resample,
                                       trajectory=trajectory))
 
@@ -123,7 +123,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.core.observe import METHODS
     from diffkit.errors import DiffkitError, choose
     from diffkit.image import codec
-    from diffkit.image.commands import _load
+    from diffkit.image import pipeline
     from diffkit.io import Destination, result_stem
     from diffkit.runs import class_labels, provenance_of
     from diffkit.trajectory import trajectory_target, write_trajectory
@@ -133,7 +133,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
         raise DiffkitError("--batch-size, --jump and --resample must be at least 1")
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common)
     spec = loaded.config["data"]
     degradation = parse_task(task, spec)
     degraded = codec.read_image(input, 1 if degradation.grey else spec["channels"])
@@ -183,7 +183,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
     from diffkit.core.observe import Observation
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
-    from diffkit.image.commands import _images
+    from diffkit.image import pipeline
     from diffkit.metrics import frechet_distance
     from diffkit.metrics.image import feature_network, features, fidelity
     from diffkit.reports import mean_stderr, report, restoration_label
@@ -201,7 +201,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
         part = codec.to_model(degraded[first:first + batch_size])
         obs = Observation(op, part.to(run.device), task.sigma)
         part_labels = None if labels is None else labels[first:first + batch_size]
-        out = _images(run, len(part), sampling, common, labels=part_labels, guidance=guidance, observation=obs,
+        out = pipeline.images(run, len(part), sampling, common, labels=part_labels, guidance=guidance, observation=obs,
                       method=method, jump=jump, resample=resample)
         restored.append(out)
         consistency.append(obs.to("cpu", torch.float32).residual(codec.to_model(out)) / part[0].numel() ** 0.5)

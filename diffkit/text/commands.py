@@ -13,71 +13,18 @@ import typer
 from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
                              Preset, Strength, StyleMethod, TrajectoryPath, preset_sizes, with_options)
+from diffkit.text import pipeline
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
                                   StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
-from diffkit.text.templates import Template, marker_template, parse_positions, span_template
+from diffkit.text.templates import marker_template, parse_positions, span_template
 
 PREVIEW_COUNT = 8
-# --preset: token embedding size, Transformer width, layers and heads. Text's small is 224 wide, not 256:
-# at batch 96 its step takes as long as 256's at batch 64, and at the text bench's 2,000 steps it reached
-# 90.6% grammatical against 88.8% (README, Text).
+# --preset: token embedding size, Transformer width, layers and heads. Text's small is narrower than a
+# power of two so that its default batch of 96 costs a step no longer than width 256 at batch 64 did
+# (docs/measurements/text.md).
 PRESETS = {"tiny": {"embed_dim": 32, "width": 128, "depth": 2, "heads": 2},
            "small": {"embed_dim": 64, "width": 224, "depth": 4, "heads": 4},
            "base": {"embed_dim": 128, "width": 512, "depth": 6, "heads": 8}}
-
-
-def build(config: dict):
-    from diffkit.text.model import TextConfig, TextDenoiser
-
-    return TextDenoiser(TextConfig(**config["model"]))
-
-
-def encode_lines(tokenizer, lines: list[str], length: int, name: str, *, strict: bool):
-    """Packed token ids [N, length]. A line too long is an error naming it when `strict`, else cut with
-    one warning that counts them."""
-    import torch
-
-    from diffkit.console import warn
-    from diffkit.errors import DiffkitError
-    from diffkit.text.corpus import line_ids
-
-    rows, cut = [], []
-    for number, line in enumerate(lines, 1):
-        ids, count = line_ids(tokenizer, line, length)
-        if count > length - 1:
-            if strict:
-                raise DiffkitError(f"{name}:{number}: {count} tokens, more than the model's {length - 1} "
-                                   f"(--seq-len {length} less the end of sequence)")
-            cut.append(number)
-        rows.append(tokenizer.pack(ids, length))
-    if cut:
-        warn(f"{name}: {len(cut)} of {len(lines)} examples longer than {length - 1} tokens were cut "
-             f"(first: example {cut[0]}); raise --seq-len to keep them whole")
-    return torch.stack(rows)
-
-
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str, *, strict: bool):
-    """Packed pairs "source <sep> target </s> <pad>..." [N, length] and the source mask (source and
-    separator) [N, length]. Targets are cut to fit, sources never: a source must leave room for a target."""
-    import torch
-
-    from diffkit.console import warn
-    from diffkit.errors import DiffkitError
-    from diffkit.text.corpus import pair_ids
-
-    rows, keeps, cut = [], [], 0
-    for number, (source, target) in enumerate(pairs, 1):
-        ids, source_length, target_length = pair_ids(tokenizer, source, target, length, f"{name}:{number}")
-        if target_length > length - 1 - source_length:
-            if strict:
-                raise DiffkitError(f"{name}:{number}: target longer than the {length - 1 - source_length} tokens "
-                                   "left after the source")
-            cut += 1
-        rows.append(tokenizer.pack(ids, length))
-        keeps.append(torch.arange(length) < source_length)
-    if cut:
-        warn(f"{name}: {cut} of {len(pairs)} targets were cut to fit --seq-len {length}")
-    return torch.stack(rows), torch.stack(keeps)
 
 
 @with_options(TextTraining, Common)
@@ -185,7 +132,7 @@ def train(
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         first = torch.arange(min(PREVIEW_COUNT, len(rows)))
         sources = (rows.rows(first), rows.keep(first)) if kind == "pairs" else None
-        texts = _texts(run, tok, len(first), TextSampling(), Common(quiet=True), sources=sources)
+        texts = pipeline.texts(run, tok, len(first), TextSampling(), Common(quiet=True), sources=sources)
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
@@ -193,65 +140,7 @@ def train(
     settings = parameterisation(config)
     objective = text_objective(schedule_of(config), variance=settings["variance"], weighting=training.weighting,
                                self_cond=settings["self_cond"], mse_weight=mse_weight)
-    train_run(config, build, batch_at, training, common, preview=preview, objective=objective)
-
-
-def _load(path: str, common: Common):
-    from diffkit.runs import load_run
-    from diffkit.text.tokenizer import Tokenizer
-
-    return load_run(path, "text", build, common), Tokenizer.load(path)
-
-
-def _generate(run, n: int, sampling: Sampling, common: Common, *, clamp: bool = True, conditions=None, **edit):
-    """Token ids [n, L] sampled from a run; `edit` holds the core's inpainting or partial-noising tensors in
-    model space [n, D, L]."""
-    from diffkit.runs import generate
-    from diffkit.text.model import clamp_hook
-
-    model = run.model
-    hook = clamp_hook(model) if clamp else None
-    shape = (n, model.config.embed_dim, model.config.seq_len)
-    x = generate(run, shape, sampling, common, conditions=conditions, hook=hook, **edit)
-    return model.logits(x).argmax(-1).cpu()
-
-
-def _texts(run, tokenizer, n: int, sampling: Sampling, common: Common, *, sources=None,
-           clamp: bool = True, mbr: int = 1, trajectory=None, **labels) -> list[str]:
-    """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
-    text after it is returned, with `mbr` = K > 1 the minimum-Bayes-risk choice among K samples for it;
-    `labels` (labels, guidance) condition a class-conditional one."""
-    from diffkit.metrics.text import mbr_choice
-
-    conditions = None
-    if sources is not None:
-        tokens, keep = (part.repeat_interleave(mbr, 0) for part in sources)
-        conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
-    ids = _generate(run, n * (mbr if sources is not None else 1), sampling, common, clamp=clamp,
-                    conditions=conditions, trajectory=trajectory, **labels)
-    if sources is None:
-        return [tokenizer.decode(row) for row in ids]
-    texts = [tokenizer.decode(row[~k]) for row, k in zip(ids, keep)]
-    groups = [texts[i * mbr:(i + 1) * mbr] for i in range(n)]
-    return [group[mbr_choice(group)] for group in groups]
-
-
-def write_trajectory(path: str, trajectory, run, tokenizer, stamp: dict) -> None:
-    """`--trajectory`: a JSON line per step, each sample's x̂_0 rounded to its nearest tokens (for a pair
-    model the source with them), as ids and as text."""
-    import json
-
-    import torch
-
-    from diffkit.trajectory import write_trajectory as write
-
-    rows = trajectory.rows()
-    lines = []
-    for step, t in enumerate(trajectory.timesteps()):
-        ids = run.model.logits(torch.stack([row[step] for row in rows]).to(run.device)).argmax(-1).tolist()
-        lines.append(json.dumps({"step": step, "t": t, "texts": [tokenizer.decode(row) for row in ids],
-                                 "tokens": ids}, separators=(",", ":")) + "\n")
-    write(path, "".join(lines).encode(), stamp)
+    train_run(config, pipeline.build, batch_at, training, common, preview=preview, objective=objective)
 
 
 def emit(lines: list[str], destination: Destination, stem: str, common: Common,
@@ -273,18 +162,6 @@ def _read_lines(source: str) -> list[str]:
     return lines
 
 
-def _nll(run, tokens, strata: int = 20) -> list[float]:
-    """Bits per token of each packed sequence under the run's bound (a few strata: an estimate)."""
-    import torch
-
-    from diffkit.runs import parameterisation
-    from diffkit.text.model import bits_per_token
-
-    settings = parameterisation(run.config)
-    return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=settings["variance"], strata=strata,
-                          generator=torch.Generator().manual_seed(0), self_cond=settings["self_cond"]).tolist()
-
-
 @with_options(Common, TextSampling)
 def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts (per --prompt).")] = 8,
            prompt: Annotated[Optional[str], typer.Option(help="Source text for a model trained with --pairs.")] = None,
@@ -304,7 +181,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
         raise DiffkitError("give the sources with --prompt or --input, not both")
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
-    loaded, tok = _load(run, common)
+    loaded, tok = pipeline.load(run, common)
     spec = loaded.config["data"]
     if spec["pairs"] != (prompt is not None or input is not None):
         raise DiffkitError(f"{run} was trained with --pairs: give a source with --prompt or --input" if spec["pairs"]
@@ -313,37 +190,24 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     if spec["pairs"]:
         texts = [prompt] * n if prompt is not None else _read_lines(input)
         name = "--prompt" if prompt is not None else input
-        sources = encode_pairs(tok, [(text, "") for text in texts], spec["seq_len"], name, strict=True)
+        sources = pipeline.encode_pairs(tok, [(text, "") for text in texts], spec["seq_len"], name, strict=True)
         n = len(texts)
     if mbr > 1 and not spec["pairs"]:
         raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     labels = class_labels(loaded, label, n, guidance)
-    lines = _texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
+    lines = pipeline.texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
                    guidance=guidance, trajectory=trajectory)
     records = [{"seed": sampling.seed, "index": i} for i in range(n)]
     if labels is not None:
         records = [{**r, "class": spec["classes"][k]} for r, k in zip(records, labels.tolist())]
     if common.json and not spec["pairs"]:
-        nll = _nll(loaded, encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
+        nll = pipeline.nll(loaded, pipeline.encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
         records = [{**r, "nll_bits_per_token": round(v, 4)} for r, v in zip(records, nll)]
     stamp = provenance_of(loaded, "sample text", sampling, input, label=label, guidance=guidance, prompt=prompt,
                           mbr=mbr)
     if trajectory is not None:
-        write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
     emit(lines, destination.stamped(stamp), f"seed{sampling.seed}", common, records)
-
-
-def fill_templates(run, tokenizer, templates: list[Template], sampling: Sampling, common: Common, *,
-                   clamp: bool, jump: int, resample: int, trajectory=None) -> list[str]:
-    """Generate every template's gaps with the core's known-region conditioning; kept text verbatim."""
-    import torch
-
-    tokens = torch.stack([t.tokens for t in templates])
-    keep = torch.stack([t.keep for t in templates])
-    known = run.model.embed(tokens.to(run.device))
-    ids = _generate(run, len(templates), sampling, common, clamp=clamp, known=known,
-                    mask=keep[:, None].float(), jump=jump, resample=resample, trajectory=trajectory)
-    return [t.fill(row, tokenizer) for t, row in zip(templates, ids)]
 
 
 @with_options(Common, TextSampling)
@@ -365,7 +229,7 @@ def inpaint(run: Model, input: Input,
         raise DiffkitError(f"--span-length must be at least 1, got {span_length}")
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
-    loaded, tok = _load(run, common)
+    loaded, tok = pipeline.load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; inpaint needs a model of plain text")
     length = loaded.config["data"]["seq_len"]
@@ -374,11 +238,11 @@ def inpaint(run: Model, input: Input,
     templates = [span_template(line, positions, length, tok, f"{name}:{i}") if positions is not None
                  else marker_template(line, mask_token, span_length, length, tok, f"{name}:{i}")
                  for i, line in enumerate(_read_lines(input), 1)]
-    lines = fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample,
+    lines = pipeline.fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample,
                            trajectory=trajectory)
     stamp = provenance_of(loaded, "inpaint text", sampling, input, mask=mask, mask_token=None if mask else mask_token)
     if trajectory is not None:
-        write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
     emit(lines, destination.stamped(stamp), result_stem(input, "inpainted"), common)
 
 
@@ -396,7 +260,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
-    loaded, tok = _load(run, common)
+    loaded, tok = pipeline.load(run, common)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
@@ -404,11 +268,11 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     clamp = source is None if clamp is None else clamp
     lines = _read_lines(input)
     if strength > 0:
-        tokens = encode_lines(tok, lines, loaded.config["data"]["seq_len"], display_name(input),
+        tokens = pipeline.encode_lines(tok, lines, loaded.config["data"]["seq_len"], display_name(input),
                               strict=True)
         start = loaded.model.embed(tokens.to(loaded.device))
         n = len(lines)
-        ids = _generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
+        ids = pipeline.generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
                         labels=class_labels(loaded, label, n, guidance), guidance=guidance,
                         source_labels=class_labels(loaded, source, n, guidance),
                         inversion_iterations=inversion_iterations, trajectory=trajectory)
@@ -416,7 +280,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     stamp = provenance_of(loaded, "style text", sampling, input, label=label, guidance=guidance, strength=strength,
                           from_class=from_class)
     if trajectory is not None and trajectory.runs:  # strength 0 takes no steps
-        write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
+        pipeline.write_trajectory(trajectory_path, trajectory, loaded, tok, stamp)
     emit(lines, destination.stamped(stamp), result_stem(input, "styled"), common)
 
 
@@ -426,7 +290,7 @@ def describe(run: str, config: dict) -> dict:
     from diffkit.text.tokenizer import Tokenizer
 
     spec, embed_dim = config["data"], config["model"]["embed_dim"]
-    return summary(run, config, build, (embed_dim, spec["seq_len"]), seq_len=spec["seq_len"],
+    return summary(run, config, pipeline.build, (embed_dim, spec["seq_len"]), seq_len=spec["seq_len"],
                    vocab=len(Tokenizer.load(run)), embed_dim=embed_dim, pairs=spec["pairs"],
                    classes=", ".join(spec.get("classes", [])) or "none")
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from diffkit.console import warn
-from diffkit.data import MANIFEST
+from diffkit.data.shards import MANIFEST
 from diffkit.errors import DiffkitError
 from diffkit.text.tokenizer import SEP
 

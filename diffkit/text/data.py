@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from diffkit.data import HF_PREFIX
+from diffkit.data.arrow import HF_PREFIX
 from diffkit.errors import DiffkitError, choose
 from diffkit.io import decode_utf8, display_name
 from diffkit.text import grammar

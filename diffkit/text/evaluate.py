@@ -80,7 +80,7 @@ def evaluate(run: Model,
     from diffkit.console import log
     from diffkit.errors import DiffkitError
     from diffkit.metrics import frechet_distance
-    from diffkit.text.commands import _load, _nll, _texts, encode_lines, encode_pairs, fill_templates
+    from diffkit.text import pipeline
     from diffkit.metrics.text import (distinct_n, novel_share, sentence_features, translation_scores, unigram_bits,
                                       unigram_tokens)
     from diffkit.reports import mean_stderr, report
@@ -88,7 +88,7 @@ def evaluate(run: Model,
     from diffkit.text.data import load_lines, load_pairs
     from diffkit.text.tokenizer import EOS, PAD, SEP, UNK
 
-    loaded, tok = _load(run, common)
+    loaded, tok = pipeline.load(run, common)
     spec = loaded.config["data"]
     length = spec["seq_len"]
     source = data or spec["source"]
@@ -121,12 +121,12 @@ def evaluate(run: Model,
                                "training lines (its own, or --train-data)")
         return _memorization(loaded, tok, real[:samples], training, sampling, common, clamp=clamp)
     # The unigram baseline's distribution: the training corpus, or the held-out text if it is gone.
-    corpus = encode_lines(tok, training or real, length, "corpus", strict=False) if reference else None
+    corpus = pipeline.encode_lines(tok, training or real, length, "corpus", strict=False) if reference else None
     if spec["pairs"]:
         log("bits per token: not computed for a --pairs model (its bound would mix the given source in)", common.quiet)
     else:
-        tokens = encode_lines(tok, real[:n], length, source, strict=False)
-        values = torch.cat([torch.tensor(_nll(loaded, tokens[i:i + batch_size], strata))
+        tokens = pipeline.encode_lines(tok, real[:n], length, source, strict=False)
+        values = torch.cat([torch.tensor(pipeline.nll(loaded, tokens[i:i + batch_size], strata))
                             for i in range(0, len(tokens), batch_size)])
         bits, stderr = mean_stderr(values)
         report({"metric": "nll_bits_per_token", "value": bits, "stderr": stderr,
@@ -140,13 +140,13 @@ def evaluate(run: Model,
     count = min(samples, len(real))
     scale = f"{sampling.sampler}-{sampling.steps}"
     if spec["pairs"]:
-        sources = encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
+        sources = pipeline.encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
         if mbr > 1:
             scale += f", MBR of {mbr}"
-        sets = [(scale, _texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp, mbr=mbr))]
+        sets = [(scale, pipeline.texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp, mbr=mbr))]
     else:
         labels = torch.arange(count) % len(classes) if classes else None
-        sets = [(scale, _texts(loaded, tok, count, sampling, common, clamp=clamp, labels=labels))]
+        sets = [(scale, pipeline.texts(loaded, tok, count, sampling, common, clamp=clamp, labels=labels))]
     # The register each set's lines are judged by: a class-conditional model's samples by their class's,
     # the unigram baseline's by whichever accepts them.
     judged = {scale: [classes[k] for k in labels.tolist()] if not spec["pairs"] and classes else registers}
@@ -194,7 +194,7 @@ def evaluate(run: Model,
                     "stderr": 0.0, "of": f"{name} vs {count} held-out lines, all-MiniLM-L6-v2"}, common)
     if builtin and not spec["pairs"]:
         templates, values = _slot_templates(real[:count], registers[:count], "[MASK]", tok, length, seed=0)
-        filled = {scale: fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=10,
+        filled = {scale: pipeline.fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=10,
                                         resample=resample)}
         if reference:
             draws = unigram_tokens(corpus, count, torch.tensor([len(t.gaps[0]) for t in templates]),
@@ -215,10 +215,10 @@ def _memorization(run, tokenizer, held_out: list[str], training: list[str], samp
     from diffkit.metrics.memorization import longest_shared_ngrams
     from diffkit.metrics.text import novel_share
     from diffkit.reports import report, report_copying
-    from diffkit.text.commands import _texts
+    from diffkit.text import pipeline
 
     name = f"{sampling.sampler}-{sampling.steps} samples"
-    lines = _texts(run, tokenizer, len(held_out), sampling, common, clamp=clamp)
+    lines = pipeline.texts(run, tokenizer, len(held_out), sampling, common, clamp=clamp)
     # Longer shared n-grams are closer: the distance is minus the length.
     report_copying({name: -longest_shared_ngrams(lines, training)}, -longest_shared_ngrams(held_out, training), common,
                    f"longest word n-gram shared with {len(training)} training lines, {len(held_out)} held-out",

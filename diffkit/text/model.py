@@ -53,8 +53,7 @@ class TextConfig:
     # `train` writes), or "tied", the rounding of one output vector, -‖out - e_w‖² (runs made before,
     # whose config has no such field). The tied logits are linear in a point of the embedding space, so
     # a distribution such as "the temperatures a snowy sky allows" had to be carved out of the geometry
-    # the diffusion loss also shapes; on builtin:weather the linear readout was better on both training
-    # seeds in grammar and bound, and the sum of both readouts no better than the tied one (README, Text).
+    # the diffusion loss also shapes (docs/measurements/text.md compares them).
     # The price: the tied readout reads a clean input's token off its geometry from the first step, the
     # linear one learns each token's identity.
     readout: str = "tied"
@@ -174,9 +173,8 @@ def text_objective(schedule: Schedule, *, variance: str, weighting: str, self_co
     The cross-entropy alone is CDCD's score interpolation; it is what teaches the distribution. The squared
     error constrains only its mean in embedding space, which many distributions share (a vocabulary of
     hundreds in 64 dimensions), so at full weight its noisy gradient competes with the cross-entropy's
-    for what the network learns: on builtin:weather (the warp then on the squared error) weight 1 left 75%
-    of samples grammatical (two training seeds), 0.2 gave 83% (four: three of them 87-92%, one 65%), 0 87%
-    (one; README, Text). It still shapes the embeddings' geometry."""
+    for what the network learns; at a small weight it still shapes the embeddings' geometry
+    (docs/measurements/text.md, the weights tried)."""
 
     def objective(model, tokens: Tensor, kwargs: dict, t: Tensor, generator, shard: tuple[int, int]) -> dict:
         net = getattr(model, "_orig_mod", model)  # the module behind torch.compile and DDP wrappers

@@ -14,25 +14,15 @@ Output = Annotated[str, typer.Option("--output", "-o", help="A .txt file (one li
 Clamp = Annotated[bool, typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step.")]
 Mbr = Annotated[int, typer.Option(help="A --pairs model: draw K samples for each source and keep their consensus, the one with the highest mean chrF against the others (minimum Bayes risk).")]
 
-# Self-conditioning and warped timesteps by default. On builtin:weather at bench/text.py's 2,000 steps,
-# training seeds 0 and 1: self-conditioning 72.8% of samples grammatical (75.8, 69.9) against 67.6% (66.8,
-# 68.4) and 1.49 bits per token against 1.54, each seed better on both, for ~10% more time a step; warped
-# timesteps on top 1.45 bits (1.449, 1.447), each seed better, grammar the same within its noise (70.9%:
-# 68.8, 73.0). Training moves from σ < 1.3, where x̂_0 is already the token, to where tokens are decided
-# (the warp follows the text objective's cross-entropy: README, Text, for the four-seed figures).
-# Batch 96 (with the small preset's width 224): on builtin:weather at 2,000 steps, training seeds 0-3,
-# 90.6% of samples grammatical (89.5-92.2) and 1.328 bits per token, where width 256 at batch 64 gave 88.8%
-# and 1.365 in about as long a step (3.3 steps/s on a thread, against 3.4 now). Width 256 at batch 96 gave
-# 91.7% for 20% more time a step, width 192 at batch 128 91.6% for 11% more, width 192 at batch 96 90.3%
-# for 26% less (README, Text).
+# Self-conditioning, warped timesteps and batch 96 by default: each won on builtin:weather in grammar
+# and bound over training seeds (docs/measurements/text.md). The warp moves training from where x̂_0 is
+# already the token to where tokens are decided.
 TextTraining = with_defaults(Training, steps=3000, batch_size=96, lr=1e-3, lr_decay="cosine", schedule="sqrt",
                              prediction="x0", ema_decay=0.995, checkpoint_every=500, self_cond=True,
                              timestep_sampling="warped")
 # Ancestral sampling by default: its fresh noise at every step lets later steps undo an early choice of
-# token, which deterministic solvers keep (builtin:weather after 2,000 steps, 20 steps each: 66% of
-# samples grammatical with ddpm against 49% with dpm++2m). Levels evenly spaced in log σ, not squeezed
-# above σ = 5: tokens are still being decided up there (the same run, 2 seeds of 256 samples each: 65%
-# grammatical, squeezed 55%; infilling 86% and 85%).
+# token, which deterministic solvers keep. Levels evenly spaced in log σ, not squeezed above σ = 5:
+# tokens are still being decided up there (docs/measurements/samplers.md).
 TextSampling = with_defaults(Sampling, sampler="ddpm", spacing="logsnr")
 # style: ddpm for SDEdit, dpm++2m for the bridge (which needs a deterministic sampler), unless told.
 StyleSampling = with_defaults(Sampling, sampler=None, spacing="logsnr")

@@ -15,7 +15,7 @@ def prepare(data: Data = "builtin:weather", pairs: Pairs = None, split: Split = 
     import json
 
     from diffkit.console import log
-    from diffkit.data import MANIFEST
+    from diffkit.data.shards import MANIFEST
     from diffkit.data.prepare import new_folder
     from diffkit.io import atomic_write, display_name, write_output
     from diffkit.text.corpus import FORMAT, check_corpus_options, tokenise

@@ -1,0 +1,78 @@
+"""The audio modality's library: a run's network, loading a run, drawing clips from it (plain sampling,
+or any edit of diffkit.core.sample) as float [n, 1, length], inpainting a clip of any length a model
+window at a time, and writing a denoising trajectory. The commands in commands.py, restore.py and
+evaluate.py are written over these.
+
+Only the standard library at import time; torch and the core load inside the functions.
+"""
+
+
+def build(config: dict):
+    from diffkit.core.nn import UNet, UNetConfig
+
+    return UNet(UNetConfig(**config["model"]))
+
+
+def padded(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+def load(path: str, common):
+    from diffkit.runs import load_run
+
+    return load_run(path, "audio", build, common)
+
+
+def waves(run, n: int, length: int, sampling, common, *, labels=None, guidance: float = 1.0,
+           **edit):
+    """n clips of `length` samples from a run, float [n, 1, length] on CPU; `edit` tensors (known/mask or
+    start) are [n, 1, length] too and are padded like the clips."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from diffkit.runs import generate
+
+    window = padded(length, run.model.config.downsampling)
+    for key in ("known", "mask", "start"):
+        if key in edit:
+            # Padding is free to generate (mask 0) and starts from silence.
+            edit[key] = F.pad(edit[key], (0, window - length)).to(run.device)
+    if sampling.clip is None:  # waveforms live in [-1, 1]
+        sampling = dataclasses.replace(sampling, clip=1.0)
+    x = generate(run, (n, 1, window), sampling, common, labels=labels, guidance=guidance, **edit)
+    return x[..., :length].float().cpu()
+
+
+def write_trajectory(path: str, trajectory, rate: int, stamp: dict) -> None:
+    """`--trajectory`: the spectrogram strip at `path`, and beside it a WAV per sample of its steps."""
+    from pathlib import Path
+
+    from diffkit.audio import codec
+    from diffkit.trajectory import write_trajectory as write
+
+    picture, waves = codec.trajectory_files(trajectory.rows(), rate)
+    write(path, picture, stamp)
+    for i, data in enumerate(waves):
+        write(f"{Path(path).with_suffix('')}-{i}.wav", data, stamp)
+
+
+def inpaint_windows(wave, regenerate, window: int, fill):
+    """Regenerate the True samples of a clip of any length, a model window at a time.
+
+    `fill(known [W], keep [W]) -> [W]` inpaints one window. Each window starts a quarter window before the
+    first sample still to do, so it sees finished audio on its left; unless it reaches the end, only its
+    first three quarters are kept, so the next window sees context on both sides of the seam."""
+    out, pending = wave.clone(), regenerate.clone()
+    length = len(wave)
+    while pending.any():
+        first = int(pending.nonzero()[0])
+        start = max(0, min(first - window // 4, length - window))
+        span = slice(start, start + window)
+        result = fill(out[span], ~pending[span])
+        end = start + window if start + window >= length else start + 3 * window // 4
+        done = pending.clone()
+        done[:start], done[end:] = False, False
+        out[done] = result[done[span]]
+        pending &= ~done
+    return out
