@@ -10,24 +10,45 @@ import typer
 
 from diffkit.options import Common, with_options
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Gaussian diffusion for images, audio and text. Data goes to stdout, logs to stderr.")
+# Plain help (click's): Typer's rich panels label every flag with a <bool> type it takes no value of.
+HELP = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, **HELP,
+                  help="Gaussian diffusion for images, audio, text and points. Data goes to stdout, logs to stderr.")
 
 VERBS = {
     "prepare": "Convert data once into shards (images resized, audio resampled, text tokenised) that train reads fast.",
     "train": "Train a model into a run directory.",
     "sample": "Draw new samples from a trained model.",
     "inpaint": "Regenerate masked parts of an input, keeping the rest exactly.",
-    "style": "Partially noise an input and denoise it toward the model's data (SDEdit).",
+    "style": "Redraw an input: noise it part way and regenerate it toward the model's data (SDEdit), or "
+             "convert it from its class to another (the bridge: --from-class A --class B).",
     "restore": "Restore a degraded input: super-resolution, colourisation, deblurring, denoising (images); "
                "bandwidth extension, denoising, declipping (audio).",
     "eval": "Likelihood (variational bound) and sample quality of a trained model.",
 }
-GROUPS = {verb: typer.Typer(help=text, no_args_is_help=True) for verb, text in VERBS.items()}
+GROUPS = {verb: typer.Typer(help=text, **HELP) for verb, text in VERBS.items()}
 for verb, group in GROUPS.items():
     app.add_typer(group, name=verb)
-importer = typer.Typer(help="Bring a model made elsewhere in as a diffkit run.", no_args_is_help=True)
+importer = typer.Typer(help="Bring a model made elsewhere in as a diffkit run.", **HELP)
 app.add_typer(importer, name="import")
+
+
+def _version(shown: bool) -> None:
+    if not shown:
+        return
+    import torch
+
+    from diffkit import __version__
+
+    device = "cuda (" + torch.cuda.get_device_name() + ")" if torch.cuda.is_available() else "cpu"
+    print(f"diffkit {__version__}, torch {torch.__version__}, device {device}")
+    raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                  help="diffkit's version, torch's, and the device it would use.")] = False):
+    """Gaussian diffusion for images, audio, text and points. Data goes to stdout, logs to stderr."""
 
 
 @importer.command("diffusers")

@@ -314,7 +314,8 @@ def _options(group) -> list:
 
 
 def _parameters(group) -> list:
-    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.type,
+                              default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
             for f in _options(group)]
 
 
