@@ -40,10 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffkit.options import Common, Sampling
+from diffkit.core.spec import SamplingSpec
 
 RESULTS = Path("bench/results")
-COMMON = Common(quiet=True)
 
 
 def logistic(features: torch.Tensor, labels: torch.Tensor):
@@ -86,8 +85,8 @@ def clips_of(run, window: int, args):
     """generate(n, **edit) -> n clips [n, 1, window] of an audio run, as `style audio` draws them."""
     from diffkit.audio.pipeline import waves
 
-    sampling = Sampling(sampler=args.sampler, steps=args.steps, seed=args.seed)
-    return lambda n, **edit: waves(run, n, window, sampling, COMMON, **edit)
+    sampling = SamplingSpec(sampler=args.sampler, steps=args.steps, seed=args.seed)
+    return lambda n, **edit: waves(run, n, window, sampling, **edit)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -99,7 +98,7 @@ def shapes(args) -> dict:
     from diffkit.image.data import open_data
     from diffkit.metrics.image import feature_network, features
 
-    run = pipeline.load(str(args.demo_run), COMMON)
+    run = pipeline.load(str(args.demo_run))
     spec = run.config["data"]
     classes, size = spec["classes"], tuple(spec["image_size"])
     network = feature_network()
@@ -112,8 +111,8 @@ def shapes(args) -> dict:
     print(f"shapes: classifier accuracy on held-out real images {floor:.3f}", flush=True)
 
     def generate(n, **edit):
-        sampling = Sampling(sampler=args.sampler, steps=args.steps, seed=args.seed)
-        return pipeline.images(run, n, sampling, COMMON, **edit)
+        sampling = SamplingSpec(sampler=args.sampler, steps=args.steps, seed=args.seed)
+        return pipeline.images(run, n, sampling, **edit)
 
     rows = []
     for method in ("bridge", "sdedit"):
@@ -153,15 +152,15 @@ def round_trips(args) -> list[dict]:
     input, for dpm++2m and ddim, the latter also with exact (fixed-point) inversion."""
     from diffkit.image import pipeline
 
-    run = pipeline.load(str(args.demo_run), COMMON)
+    run = pipeline.load(str(args.demo_run))
     pool, pool_labels = held_out_shapes(tuple(run.config["data"]["image_size"]), args.per_class)
     images = torch.cat([pool[pool_labels == k][: args.per_class] for k in range(len(run.config["data"]["classes"]))])
     labels = torch.cat([torch.full((args.per_class,), k) for k in range(len(run.config["data"]["classes"]))])
     trips = []
     for sampler, iterations in (("dpm++2m", 0), ("ddim", 0), ("ddim", 3)):
         for steps in (20, 50, 100):
-            sampling = Sampling(sampler=sampler, steps=steps, seed=args.seed)
-            back = pipeline.images(run, len(images), sampling, COMMON, labels=labels, start=images, strength=1.0,
+            sampling = SamplingSpec(sampler=sampler, steps=steps, seed=args.seed)
+            back = pipeline.images(run, len(images), sampling, labels=labels, start=images, strength=1.0,
                            source_labels=labels, inversion_iterations=iterations)
             # One PSNR over every value: 8-bit results often come back exact, which a per-image mean cannot hold.
             difference = (back.float() - images.float()).flatten(1)
@@ -183,7 +182,7 @@ def tones(args) -> dict:
     from diffkit.audio.data import open_data
     from diffkit.metrics.audio import crepe_pitches, log_mel
 
-    run = load(str(args.audio_run), COMMON)
+    run = load(str(args.audio_run))
     spec = run.config["data"]
     rate, window, classes = spec["sample_rate"], spec["window"], spec["classes"]
 
@@ -274,7 +273,7 @@ def voices(args) -> dict:
                         str(run_dir), "--class-cond", "--sample-rate", "8000", "--seconds", "1", "--steps",
                         str(args.voice_steps), "--checkpoint-every", str(args.voice_steps), "-q"], check=True)
         print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    run = load(str(run_dir), COMMON)
+    run = load(str(run_dir))
     spec = run.config["data"]
     rate, window, names = spec["sample_rate"], spec["window"], spec["classes"]
     encoder = VoiceEncoder("cpu", verbose=False)
@@ -346,15 +345,15 @@ def registers(args) -> dict:
         subprocess.run([sys.executable, "-m", "diffkit", "train", "text", "--class-cond", "--seq-len", "16", "--steps",
                         str(args.text_steps), "--out", str(run_dir), "-q"], check=True)
         print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    run, tok = pipeline.load(str(run_dir), COMMON)
+    run, tok = pipeline.load(str(run_dir))
     names = run.config["data"]["classes"]
     lines, labels = grammar.labelled_lines(args.per_class * 20, seed=10**9)
     inputs = {k: [line for line, label in zip(lines, labels) if label == k][: args.per_class * 5]
               for k in range(len(names))}
 
     def generate(labels, sampler="ddpm", **edit):
-        sampling = Sampling(sampler=sampler, steps=args.steps, seed=args.seed)
-        ids = pipeline.generate(run, len(labels), sampling, COMMON, clamp=edit.pop("clamp"), labels=labels,
+        sampling = SamplingSpec(sampler=sampler, steps=args.steps, seed=args.seed)
+        ids = pipeline.generate(run, len(labels), sampling, clamp=edit.pop("clamp"), labels=labels,
                         guidance=args.guidance, **edit)
         return [tok.decode(row) for row in ids]
 

@@ -197,9 +197,9 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
     from diffkit.image.pipeline import load
     from diffkit.image.data import open_data, to_tensor
     from diffkit.image.restore import parse_task, restore_images
-    from diffkit.options import Common, Sampling
+    from diffkit.core.spec import SamplingSpec
 
-    loaded = load(str(run), Common(quiet=True))
+    loaded = load(str(run))
     spec = loaded.config["data"]
     originals, _ = open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=10**9).batch(
         torch.arange(count), torch.Generator().manual_seed(0))
@@ -210,7 +210,7 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
             task = parse_task(text, spec)
             y = task.operator()(codec.to_model(original)[None])[0]
             degraded = codec.to_uint8(y + task.noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(i)))
-            restored, _, _ = restore_images(loaded, degraded, task, Sampling(sampler="ddpm", seed=i), Common(quiet=True),
+            restored, _, _ = restore_images(loaded, degraded, task, SamplingSpec(sampler="ddpm", seed=i),
                                             method="ddnm")
             shown = degraded.expand(3, -1, -1) if degraded.shape[0] == 1 else degraded
             if task.factor > 1:

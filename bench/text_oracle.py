@@ -30,7 +30,6 @@ import torch
 
 from diffkit.core import sample
 from diffkit.core.diffusion import q_sample
-from diffkit.options import Common
 from diffkit.runs import parameterisation
 from diffkit.text import grammar
 from diffkit.text.pipeline import load, encode_lines
@@ -70,7 +69,7 @@ class ExactDenoiser(torch.nn.Module):
 
 
 def measure(path: str, sentences: int, seeds: list[int]) -> dict:
-    run, tok = load(path, Common(quiet=True))
+    run, tok = load(path)
     model, length = run.model, run.config["data"]["seq_len"]
     lines, log_p = every_sentence()
     tokens = encode_lines(tok, lines, length, "builtin:weather", strict=True)

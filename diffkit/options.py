@@ -12,12 +12,14 @@ import inspect
 import os
 import sys
 import tempfile
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
-from diffkit.errors import DiffkitError, Interrupted
+from diffkit.core.spec import SamplingSpec
+from diffkit.errors import DiffkitError, Interrupted, Resumable, SettingError
 
 
 # Options of every class-conditional modality's sample / inpaint / style / eval.
@@ -123,49 +125,30 @@ class Common:
     json: Annotated[bool, typer.Option("--json", help="One JSON object per result line on stdout.")] = False
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False
 
-    def torch_device(self):
-        import torch
 
-        from diffkit.core.distributed import local_rank
-
-        wanted = self.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            device = torch.device(wanted)
-        except RuntimeError:
-            raise DiffkitError(f"--device: unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise DiffkitError("--device cuda: no CUDA device is available here")
-        if device.type == "cuda":
-            if device.index is None:  # under torchrun: this process's own GPU
-                device = torch.device("cuda", local_rank())
-            # TF32 tensor cores for what runs outside bf16 autocast (fp32 runs, the optimiser's matmuls).
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        return device
+def as_options(spec, name: str, **helps):
+    """The library's dataclass `spec` as a group of options, each field a flag with its help (which
+    `helps` gives for every field): the settings are declared once, where the library takes them."""
+    types = typing.get_type_hints(spec)
+    fields = [(f.name, Annotated[types[f.name], typer.Option(help=helps[f.name])], dataclasses.field(default=f.default))
+              for f in dataclasses.fields(spec)]
+    return dataclasses.make_dataclass(name, fields, bases=(spec,), frozen=True)
 
 
-@dataclass(frozen=True)
-class Sampling:
-    sampler: Annotated[str, typer.Option(help="ddpm, ddim, dpm++2m, dpm++3m, dpm++2m-sde, heun or unipc.")] = "dpm++2m"
-    steps: Annotated[int, typer.Option(help="Sampler steps (heun calls the model about twice a step).")] = 20
-    spacing: Annotated[str, typer.Option(help="Timesteps: squeezed (log σ, its quiet top counted short below 40 steps), logsnr (evenly in log σ), warped (by the run's learned time warp), trailing, leading, linspace or karras.")] = "squeezed"
-    eta: Annotated[Optional[float], typer.Option(help="DDIM noise: 0 deterministic, 1 ancestral.")] = None
-    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0
-    clip: Annotated[Optional[float], typer.Option(help="Clip predicted data to ±CLIP at every step.")] = None
+Sampling = as_options(
+    SamplingSpec, "Sampling",
+    sampler="ddpm, ddim, dpm++2m, dpm++3m, dpm++2m-sde, heun or unipc.",
+    steps="Sampler steps (heun calls the model about twice a step).",
+    spacing="Timesteps: squeezed (log σ, its quiet top counted short below 40 steps), logsnr (evenly in log σ), "
+            "warped (by the run's learned time warp), trailing, leading, linspace or karras.",
+    eta="DDIM noise: 0 deterministic, 1 ancestral.",
+    seed="Same seed, same samples.",
+    clip="Clip predicted data to ±CLIP at every step.")
 
-    def or_sampler(self, default: str) -> "Sampling":
-        """This group with `default` where the command leaves --sampler unset (None) to decide later."""
-        return self if self.sampler is not None else dataclasses.replace(self, sampler=default)
 
-    def kwargs(self) -> dict:
-        """Keyword arguments for diffkit.core.sample."""
-        import torch
-
-        if self.steps < 1:
-            raise DiffkitError(f"--steps must be at least 1, got {self.steps}")
-        return dict(sampler=self.sampler, steps=self.steps, spacing=self.spacing, eta=self.eta, clip=self.clip,
-                    generator=torch.Generator().manual_seed(self.seed))
+def or_sampler(sampling: SamplingSpec, default: str) -> SamplingSpec:
+    """`sampling` with `default` where the command leaves --sampler unset (None) to decide later."""
+    return sampling if sampling.sampler is not None else dataclasses.replace(sampling, sampler=default)
 
 
 @dataclass(frozen=True)
@@ -400,10 +383,11 @@ def run(action, debug: bool):
         if debug:
             raise
         if os.environ.get("RANK", "0") == "0":  # under torchrun the main process speaks for all
-            print(f"error: {e}", file=sys.stderr)
+            message = f"--{e.setting.replace('_', '-')}{e.rest}" if isinstance(e, SettingError) else str(e)
+            print(f"error: {message}{', continue with --resume' if isinstance(e, Resumable) else ''}", file=sys.stderr)
         raise typer.Exit(2)
     except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        print(f"interrupted: {e}; continue with --resume", file=sys.stderr)
         raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

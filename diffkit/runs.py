@@ -21,6 +21,7 @@ from torch import nn
 
 from diffkit.console import log, progress_bar, warn
 from diffkit.core import make_schedule, sample
+from diffkit.core.spec import SamplingSpec
 from diffkit.core.checkpoint import (CONFIG, STATE, WEIGHTS, load_config, load_weights, read_trainer_meta, read_warp,
                                      write_config)
 from diffkit.core.generate import classifier_free
@@ -31,7 +32,7 @@ from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, 
 from diffkit.errors import DiffkitError, choose
 from diffkit.io import json_line
 from diffkit.loader import Prefetcher
-from diffkit.options import Common, Sampling, Training
+from diffkit.options import Training
 from diffkit.trajectory import Trajectory
 
 
@@ -43,7 +44,7 @@ class Run(NamedTuple):
     device: torch.device
 
 
-def provenance_of(run: Run, command: str, sampling: Sampling, input: str | None = None, **details) -> dict:
+def provenance_of(run: Run, command: str, sampling: SamplingSpec, input: str | None = None, **details) -> dict:
     """What a command's results carry (diffkit.provenance): the run's weights by digest, how they were
     sampled, and for an edit the digest of the input it read."""
     import hashlib
@@ -203,69 +204,71 @@ def enough_disk(out: Path, parameters: int) -> None:
                            f"{needed / 2**20:.0f} MiB")
 
 
-def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchAt, training: Training,
-              common: Common, *, preview: Callable[[nn.Module, int], None] | None = None,
-              objective: Objective | None = None, **settings) -> nn.Module:
-    """Build the network from its seed and train (or resume) it into --out with a progress bar;
-    returns the EMA model."""
-    device = common.torch_device()
+def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchAt, training: Training, *,
+              device: str = "auto", quiet: bool = False, json_out: bool = False,
+              preview: Callable[[nn.Module, int], None] | None = None, objective: Objective | None = None,
+              **settings) -> nn.Module:
+    """Build the network from its seed and train (or resume) it into the run with a progress bar (on
+    stderr, unless `quiet`; `json_out`: a JSON line on stdout saying where it saved); returns the EMA model."""
     world = distributed.current()
-    common = dataclasses.replace(common, quiet=common.quiet or not world.main, json=common.json and world.main)
+    device = distributed.resolve_device(device)
+    quiet, json_out = quiet or not world.main, json_out and world.main  # the main process speaks for all
     torch.manual_seed(training.seed)
     model = build(config)
     trainer = Trainer(model.to(device), schedule_of(config), training.settings(**settings),
                       **parameterisation(config), run=training.out, objective=objective, world=world)
     if training.resume and (Path(training.out) / STATE).exists():
         trainer.restore()
-        log(f"resuming {training.out} at step {trainer.step}", common.quiet)
+        log(f"resuming {training.out} at step {trainer.step}", quiet)
     elif training.resume:  # stopped before its first checkpoint: its config stands, training restarts
         if world.main:
             trainer.trim_metrics()
-        log(f"{training.out} has no checkpoint yet: training from step 0", common.quiet)
+        log(f"{training.out} has no checkpoint yet: training from step 0", quiet)
     if training.dry_run:
-        return _report_cost(trainer, batch_at, training, common)
+        return _report_cost(trainer, batch_at, training, quiet=quiet, json_out=json_out)
     size = sum(p.numel() for p in model.parameters())
     if world.main:
         enough_disk(Path(training.out), size)
     processes = f" x {world.size} processes" if world.size > 1 else ""
     log(f"training {size:,} parameters on {device}{processes} for {training.steps} steps into {training.out}",
-        common.quiet)
+        quiet)
     workers = training.loader_workers(device.type, world.size)
     loader = Prefetcher(batch_at, workers, training.accumulate) if workers else batch_at
     try:
-        with progress_bar(f"train {config['modality']}", common.quiet) as update:
+        with progress_bar(f"train {config['modality']}", quiet) as update:
             ema = trainer.fit(loader, preview=preview,
                               on_step=lambda r: update(r["step"], training.steps, loss=r["loss"], it_s=r["it_s"]))
     finally:
         if workers:
             loader.close()
         release_run(Path(training.out))
-    if common.json:
+    if json_out:
         json_line({"run": training.out, "step": trainer.step})
-    log(f"saved {training.out} at step {trainer.step}", common.quiet)
+    log(f"saved {training.out} at step {trainer.step}", quiet)
     return ema
 
 
-def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, common: Common) -> nn.Module:
+def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, *, quiet: bool, json_out: bool) -> nn.Module:
     """--dry-run: what training and sampling this network cost, measured on a few real steps."""
     from diffkit.cost import print_cost, training_cost
 
-    log(f"timing {TIMED_STEPS} steps after a counted one (nothing is written)", common.quiet)
+    log(f"timing {TIMED_STEPS} steps after a counted one (nothing is written)", quiet)
     try:
         cost = training_cost(trainer, batch_at, TIMED_STEPS)
     finally:
         release_run(Path(training.out))
     cost["projected_minutes"] = cost["seconds_per_step"] * training.steps / 60
     cost["steps"] = training.steps
-    print_cost(cost, common.json)
+    print_cost(cost, json_out)
     return trainer.ema
 
 
 TIMED_STEPS = 3
 
 
-def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], common: Common) -> Run:
-    """A run directory's config and EMA weights, checked against each other."""
+def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], device: str = "auto") -> Run:
+    """A run directory's config and EMA weights, checked against each other, on `device` (auto, cpu,
+    cuda or cuda:N)."""
     config = load_config(path)
     if config["modality"] != modality:
         raise DiffkitError(f"{path}: holds a run of modality {config['modality']}, not {modality}")
@@ -274,7 +277,7 @@ def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], commo
         schedule = schedule_of(config)
     except (KeyError, TypeError) as e:
         raise DiffkitError(f"{path}/{CONFIG}: missing or unexpected setting ({e})") from None
-    device = common.torch_device()
+    device = distributed.resolve_device(device)
     model = load_weights(path, model).to(device).eval()
     return Run(Path(path), config, model, dataclasses.replace(schedule, warp=read_warp(path)), device)
 
@@ -292,10 +295,10 @@ def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditi
     return classifier_free(run.model, guidance, kwargs, null, run.config["diffusion"]["variance"]), None
 
 
-def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labels: torch.Tensor | None = None,
+def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = True, labels: torch.Tensor | None = None,
              guidance: float = 1.0, conditions: dict | None = None, source_labels: torch.Tensor | None = None,
              trajectory: Trajectory | None = None, **edit) -> torch.Tensor:
-    """core.sample on a loaded run with a progress bar, under class `labels` (see _conditioned) or other
+    """core.sample on a loaded run with a progress bar (unless `quiet`), under class `labels` (see _conditioned) or other
     `conditions` of the network (text: a pair's source). With `source_labels`, `start` is bridged from
     those classes to `labels`; a `trajectory` records every step's x̂_0."""
     if trajectory is not None:
@@ -303,7 +306,7 @@ def generate(run: Run, shape: tuple, sampling: Sampling, common: Common, *, labe
     model, kwargs = _conditioned(run, labels, guidance, conditions)
     if source_labels is not None:
         edit["source_model"], edit["source_kwargs"] = _conditioned(run, source_labels, guidance)
-    with progress_bar(f"sample {sampling.sampler}", common.quiet) as update:
+    with progress_bar(f"sample {sampling.sampler}", quiet) as update:
         return sample(model, shape, run.schedule, **parameterisation(run.config), device=run.device,
                       model_kwargs=kwargs, progress=update, **sampling.kwargs(), **edit)
 

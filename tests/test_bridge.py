@@ -94,6 +94,6 @@ def test_exact_ddim_inversion_closes_the_round_trip_by_iterating():
                       source_kwargs=labels, model_kwargs=labels, inversion_iterations=k) - INPUT).abs().max().item()
               for k in (0, 3, 10)]
     assert errors[0] > 0.5 and errors[1] < 0.03 and errors[2] < 1e-3, errors
-    with pytest.raises(DiffkitError, match="apply to a bridge with --sampler ddim"):
+    with pytest.raises(DiffkitError, match="apply to a bridge with the ddim sampler"):
         sample(EXACT, tuple(INPUT.shape), LINEAR, sampler="dpm++2m", steps=10, start=INPUT, source_model=EXACT,
                source_kwargs=labels, model_kwargs=labels, inversion_iterations=3)

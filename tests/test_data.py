@@ -366,7 +366,7 @@ def test_data_that_fail_mid_run_stop_it_with_a_checkpoint_of_every_step_trained(
             raise DiffkitError("photos/: the data has gone")
         return data, {}
 
-    with pytest.raises(DiffkitError, match="data has gone; checkpoint saved at step 7, continue with --resume"):
+    with pytest.raises(DiffkitError, match="data has gone; checkpoint saved at step 7$"):
         trainer.fit(batch_at)
     assert read_state(tmp_path)[1]["step"] == 7
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 from diffkit.core import sample
 from diffkit.image.pipeline import load
-from diffkit.options import Common
 
 diffusers = pytest.importorskip("diffusers")  # diffkit[diffusers], which `make test` installs
 
@@ -37,7 +36,7 @@ def imported(tmp_path_factory):
 
 def test_the_denoiser_is_diffusers_forward(imported):
     folder, unet = imported
-    run = load(str(folder / "run"), Common(quiet=True))
+    run = load(str(folder / "run"))
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0, 417, 999])
     with torch.no_grad():
@@ -47,7 +46,7 @@ def test_the_denoiser_is_diffusers_forward(imported):
 
 def test_ddim_from_the_same_noise_retraces_ddim_pipeline(imported):
     folder, unet = imported
-    run = load(str(folder / "run"), Common(quiet=True))
+    run = load(str(folder / "run"))
     # Unclipped: with clip_sample, diffusers keeps the network's ε̂ beside the clipped x̂_0, where diffkit
     # re-derives ε̂ from it (as improved DDPM does), so clipped steps differ by design.
     scheduler = diffusers.DDIMScheduler.from_config(diffusers.DDPMScheduler().config, clip_sample=False)

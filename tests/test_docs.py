@@ -9,6 +9,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import torch
 from cli import run_here
 from PIL import Image
 
@@ -92,7 +93,8 @@ def _tiny(args: list[str]) -> list:
     return [*args, *extra]
 
 
-def test_every_diffkit_command_of_the_readme_runs(tmp_path, monkeypatch):
+def test_every_diffkit_command_and_the_python_of_the_readme_run(tmp_path, monkeypatch):
+    """In order, as a reader would: the commands train the runs that the Python then loads."""
     monkeypatch.chdir(tmp_path)
     _inputs(tmp_path)
     commands = readme_commands()
@@ -105,15 +107,13 @@ def test_every_diffkit_command_of_the_readme_runs(tmp_path, monkeypatch):
             args = _tiny(words[1:])
         code, stderr = run_here(*args)
         assert code == 0, f"{line}\n{stderr}"
-
-
-def test_the_readme_python_runs():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert blocks
-    for block in blocks:
-        namespace = {}
-        exec(compile(block, str(README), "exec"), namespace)
-        assert namespace["x"].shape == (1000, 2)
+    assert len(blocks) == 1
+    namespace = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    assert namespace["x"].shape == (1000, 2) and namespace["ring"].shape == (1000, 2)
+    assert namespace["grid"].shape == (16, 3, 32, 32) and namespace["grid"].dtype == torch.uint8
+    assert namespace["clips"].shape[:2] == (4, 1) and len(namespace["lines"]) == 8
 
 
 def test_the_readme_is_a_short_page():

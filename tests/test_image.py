@@ -330,5 +330,5 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert [round(cosine.lr_at(s), 6) for s in (0, 99, 100, 550)] == [0.01, 1.0, 1.0, 0.5]
     assert 0 < cosine.lr_at(999) < 1e-5  # the last step's update is nearly, not exactly, zero
     assert TrainSettings(steps=1000, warmup=100, lr=1.0).lr_at(999) == 1.0
-    with pytest.raises(DiffkitError, match="lr-decay"):
+    with pytest.raises(DiffkitError, match="lr_decay must be constant or cosine"):
         TrainSettings(decay="linear")

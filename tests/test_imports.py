@@ -3,6 +3,7 @@ imports inside functions included), no private name imported from another module
 imports no modality, prints nothing and knows no CLI."""
 
 import ast
+import re
 from pathlib import Path
 
 import diffkit
@@ -91,3 +92,17 @@ def test_the_core_imports_no_modality_no_cli_and_prints_nothing():
         calls = [node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
         assert "print" not in calls, f"{name} prints"
         assert "import typer" not in ast.unparse(tree), f"{name} knows the CLI"
+
+
+def test_the_core_names_no_flag():
+    """The core's messages are in its own words ("steps must be at least 1"); the CLI names the flag."""
+    flag = re.compile(r"--[a-z]")
+    for name, tree in _modules().items():
+        if not name.startswith("diffkit.core"):
+            continue
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        said = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docstrings and flag.search(node.value)]
+        assert not said, f"{name}: {said}"

@@ -124,8 +124,8 @@ def test_projection_meets_a_noiseless_observation_with_every_sampler(sampler, me
 
 def test_particles_need_ddpm_and_a_batch_of_whole_groups():
     obs = Observation(Identity(), torch.zeros(6, 4), 0.1)
-    for options, message in (({"sampler": "dpm++2m"}, "needs --sampler ddpm"),
-                             ({"sampler": "ddpm", "resample": 2}, "no --resample"),
+    for options, message in (({"sampler": "dpm++2m"}, "needs the ddpm sampler"),
+                             ({"sampler": "ddpm", "resample": 2}, "no resampling"),
                              ({"sampler": "ddpm", "particles": 4}, "divide the batch of 6")):
         with pytest.raises(DiffkitError, match=message):
             sample(PRIOR.denoiser(LINEAR), (6, 4), LINEAR, observation=obs, method="smc", **options)

@@ -18,7 +18,7 @@ from test_contract import TRAIN
 OWN = {"image": ["--weighting", "uniform", "--no-self-cond"], "audio": ["--weighting", "uniform", "--self-cond"],
        "text": ["--weighting", "min_snr", "--no-self-cond"]}
 SETTINGS = ["--lr", 5e-4, "--batch-size", 3, "--seed", 3, "--ema-decay", 0.99]
-STEPS = 40
+STEPS = 24
 
 
 def _stopped_early(out, args) -> int:

@@ -221,7 +221,7 @@ def test_the_trajectory_reports_every_call_and_ends_at_the_result(sampler):
 def test_sampler_errors_name_the_choices():
     with pytest.raises(DiffkitError, match="unknown sampler 'euler'; choose one of: ddim, ddpm, dpm\\+\\+2m"):
         sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, sampler="euler")
-    with pytest.raises(DiffkitError, match="--eta applies to the ddim sampler"):
+    with pytest.raises(DiffkitError, match="eta applies to the ddim sampler"):
         sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, sampler="dpm++2m", eta=0.5)
     with pytest.raises(DiffkitError, match="strength"):
         sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, start=torch.zeros(2, 2), strength=1.5)

@@ -72,7 +72,7 @@ def test_the_warped_grid_spends_its_levels_where_the_error_grows():
     assert between >= 10 and between > sum(1.0 < sigma_at(t) < 9.0 for t in timesteps(LINEAR, 20, "logsnr"))
     # partial noising starts at t_start and keeps the shape below it
     assert timesteps(schedule, 5, "warped", t_start=400)[0] == 400
-    with pytest.raises(DiffkitError, match="--timestep-sampling warped"):
+    with pytest.raises(DiffkitError, match="spacing warped needs a run trained on warped timesteps"):
         timesteps(LINEAR, 10, "warped")
 
 
@@ -99,7 +99,7 @@ def test_a_run_without_a_warp_cannot_sample_warped(tmp_path):
     assert run_here("train", "points", "--out", out, "--steps", 1, *TRAIN["points"])[0] == 0
     assert read_warp(out) is None
     code, stderr = run_here("sample", "points", "-m", out, "-n", 2, "--spacing", "warped", "-o", tmp_path / "s.csv")
-    assert code == 2 and stderr.startswith("error: ") and "--timestep-sampling warped" in stderr
+    assert code == 2 and stderr.startswith("error: ") and "--spacing warped needs a run trained on warped timesteps" in stderr
 
 
 def test_too_few_timesteps_for_the_bins_is_one_error_and_no_run(tmp_path):

@@ -104,13 +104,13 @@ def train(
 
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        waves = pipeline.waves(run, PREVIEW_COUNT, spec["length"], Sampling(), Common(quiet=True), labels=labels)
+        waves = pipeline.waves(run, PREVIEW_COUNT, spec["length"], Sampling(), labels=labels)
         previews.mkdir(exist_ok=True)
         for i, wave in enumerate(waves):
             write_output(str(previews / f"step-{step:07d}-{i}.wav"), codec.wav(wave, spec["sample_rate"]))
         write_output(str(previews / f"step-{step:07d}.png"), codec.spectrogram_png(waves, spec["sample_rate"]))
 
-    train_run(config, pipeline.build, batch_at, training, common, preview=preview, bits=16)
+    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, bits=16)
 
 
 def _seconds_to_samples(run, seconds: float | None) -> int:
@@ -141,9 +141,9 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     rate = loaded.config["data"]["sample_rate"]
-    waves = pipeline.waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, common,
+    waves = pipeline.waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, quiet=common.quiet,
                    labels=class_labels(loaded, label, n, guidance), guidance=guidance, trajectory=trajectory)
     stem = f"seed{sampling.seed}"
     stamp = provenance_of(loaded, "sample audio", sampling, label=label, guidance=guidance, seconds=seconds)
@@ -216,7 +216,7 @@ def inpaint(run: Model, input: Input,
 
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     rate = spec["sample_rate"]
     wave = read_audio(input, rate)
@@ -225,7 +225,7 @@ def inpaint(run: Model, input: Input,
     labels = class_labels(loaded, label, 1, guidance)
 
     def fill(known, keep):
-        part = pipeline.waves(loaded, 1, len(known), sampling, common, labels=labels, guidance=guidance,
+        part = pipeline.waves(loaded, 1, len(known), sampling, quiet=common.quiet, labels=labels, guidance=guidance,
                       known=known[None, None], mask=keep.float()[None, None], jump=jump, resample=resample,
                       trajectory=trajectory)
         return part[0, 0]
@@ -253,7 +253,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
     rate = loaded.config["data"]["sample_rate"]
     wave = read_audio(input, rate)
@@ -262,7 +262,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
         def process(windows):
             n = len(windows)
-            return pipeline.waves(loaded, n, window, sampling, common, labels=class_labels(loaded, label, n, guidance),
+            return pipeline.waves(loaded, n, window, sampling, quiet=common.quiet, labels=class_labels(loaded, label, n, guidance),
                           guidance=guidance, start=windows, strength=strength,
                           source_labels=class_labels(loaded, source, n, guidance),
                           inversion_iterations=inversion_iterations, trajectory=trajectory)

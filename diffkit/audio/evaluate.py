@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, Strata, TrainData,
-                             with_options)
+                             or_sampler, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 
@@ -39,8 +39,8 @@ def evaluate(run: Model,
     from diffkit.audio import pipeline
     from diffkit.reports import bound, mean_stderr, report
 
-    sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
-    loaded = pipeline.load(run, common)
+    sampling = or_sampler(sampling, "ddpm" if restore is not None else "dpm++2m")
+    loaded = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     source = data or spec["source"]
     if data is None and not source.startswith("builtin:"):
@@ -85,7 +85,7 @@ def evaluate(run: Model,
         return
     real = clips[:samples]
     sets = [(f"{sampling.sampler}-{sampling.steps}",
-             pipeline.waves(loaded, len(real), spec["length"], sampling, common,
+             pipeline.waves(loaded, len(real), spec["length"], sampling, quiet=common.quiet,
                     labels=labels[:len(real)] if conditional else None, guidance=guidance))]
     real = real[..., :spec["length"]]
     if reference:
@@ -139,7 +139,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
     train_clips, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
     held_out = held_out[..., :length]
-    sets = {f"{sampling.sampler}-{sampling.steps} samples": pipeline.waves(run, len(held_out), length, sampling, common,
+    sets = {f"{sampling.sampler}-{sampling.steps} samples": pipeline.waves(run, len(held_out), length, sampling, quiet=common.quiet,
                                                                     labels=labels, guidance=guidance)}
     if reference:
         noise = torch.randn(held_out.shape, generator=torch.Generator().manual_seed(0)) * held_out.std()

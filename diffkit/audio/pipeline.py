@@ -17,13 +17,13 @@ def padded(length: int, multiple: int) -> int:
     return -(-length // multiple) * multiple
 
 
-def load(path: str, common):
+def load(path: str, device: str = "auto"):
     from diffkit.runs import load_run
 
-    return load_run(path, "audio", build, common)
+    return load_run(path, "audio", build, device)
 
 
-def waves(run, n: int, length: int, sampling, common, *, labels=None, guidance: float = 1.0,
+def waves(run, n: int, length: int, sampling, *, quiet: bool = True, labels=None, guidance: float = 1.0,
            **edit):
     """n clips of `length` samples from a run, float [n, 1, length] on CPU; `edit` tensors (known/mask or
     start) are [n, 1, length] too and are padded like the clips."""
@@ -40,7 +40,7 @@ def waves(run, n: int, length: int, sampling, common, *, labels=None, guidance: 
             edit[key] = F.pad(edit[key], (0, window - length)).to(run.device)
     if sampling.clip is None:  # waveforms live in [-1, 1]
         sampling = dataclasses.replace(sampling, clip=1.0)
-    x = generate(run, (n, 1, window), sampling, common, labels=labels, guidance=guidance, **edit)
+    x = generate(run, (n, 1, window), sampling, quiet=quiet, labels=labels, guidance=guidance, **edit)
     return x[..., :length].float().cpu()
 
 

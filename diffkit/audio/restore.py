@@ -11,7 +11,8 @@ from typing import Annotated, NamedTuple
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, TrajectoryPath,
+from diffkit.core.spec import SamplingSpec
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, TrajectoryPath,
                              Signing, task_list, task_number, with_options)
 
 TASKS = {"bandwidth": "HZ", "denoise": "SIGMA", "declip": "LEVEL"}
@@ -73,7 +74,7 @@ def parse_task(text: str, sample_rate: int) -> Degradation:
     return Degradation(cutoff, noise, clip)
 
 
-def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Common, *, method: str, labels=None,
+def restore_wave(run, wave, task: Degradation, sampling: SamplingSpec, *, quiet: bool = True, method: str, labels=None,
                  guidance: float = 1.0, jump: int = 5, resample: int = 1, trajectory=None):
     """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
     consistency ‖A(x) − y‖ of the result over the whole recording."""
@@ -85,7 +86,7 @@ def restore_wave(run, wave, task: Degradation, sampling: Sampling, common: Commo
 
     def restore_windows(windows):
         batch_labels = None if labels is None else labels[:1].expand(len(windows))
-        return pipeline.waves(run, len(windows), window, sampling, common, labels=batch_labels, guidance=guidance,
+        return pipeline.waves(run, len(windows), window, sampling, quiet=quiet, labels=batch_labels, guidance=guidance,
                       observation=task.observe(windows).to(run.device, windows.dtype), method=method, jump=jump,
                       resample=resample, trajectory=trajectory)
 
@@ -117,14 +118,14 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
         raise DiffkitError("--jump and --resample must be at least 1")
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     rate = loaded.config["data"]["sample_rate"]
     degradation = parse_task(task, rate)
     wave = read_audio(input, rate)
     if degradation.clip is not None and not degradation.clipped(wave).any():
         warn(f"{display_name(input)}: no sample reaches ±{degradation.clip:g} (its peak is {wave.abs().max():.4f}), "
              "so declip:LEVEL has nothing to restore")
-    restored, error, rms = restore_wave(loaded, wave, degradation, sampling, common, method=method,
+    restored, error, rms = restore_wave(loaded, wave, degradation, sampling, quiet=common.quiet, method=method,
                                         labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                                         jump=jump, resample=resample, trajectory=trajectory)
     stamp = provenance_of(loaded, "restore audio", sampling, input, label=label, guidance=guidance, task=task,
@@ -136,7 +137,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
                                      consistency_rms=rms)
 
 
-def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling: Sampling, common: Common,
+def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling: SamplingSpec, common: Common,
                          guidance: float, batch_size: int, resample: int = 1) -> None:
     """Degrade held-out clips [N, 1, L] as --task says (noise from seed 0, rounded to 16 bits), restore them,
     and report SI-SDR and log-spectral distance against the originals for diffkit, the degraded input and
@@ -154,7 +155,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
     for first in range(0, len(clips), batch_size):
         part = degraded[first:first + batch_size]
         obs = task.observe(part)
-        out = pipeline.waves(run, len(part), length, sampling, common, guidance=guidance, method=method,
+        out = pipeline.waves(run, len(part), length, sampling, quiet=common.quiet, guidance=guidance, method=method,
                      labels=None if labels is None else labels[first:first + batch_size],
                      observation=obs.to(run.device, part.dtype), jump=5, resample=resample)
         restored.append(out)

@@ -1,25 +1,27 @@
-"""The modality-agnostic diffusion core: schedules, forward and reverse processes, bound, samplers."""
+"""The modality-agnostic diffusion core: schedules, forward and reverse processes, bound, samplers.
 
-from diffkit.core.diffusion import (
-    PREDICTIONS,
-    VARIANCES,
-    p_mean_variance,
-    q_posterior,
-    q_sample,
-    q_step_sample,
-    split_x0_eps,
-    training_losses,
-    variational_bound,
-)
-from diffkit.core.editing import resampling_plan, strength_to_timestep
-from diffkit.core.generate import make_denoiser, sample
-from diffkit.core.mixture import GaussianMixture
-from diffkit.core.samplers import SAMPLERS
-from diffkit.core.schedule import SCHEDULES, SPACINGS, Grid, Schedule, make_grid, make_schedule, timesteps
+Its names load on first use, so that the light module the CLI imports (spec.py) does not bring torch
+with it: `from diffkit.core import sample` works as from any package.
+"""
 
-__all__ = [
-    "GaussianMixture", "Grid", "PREDICTIONS", "SAMPLERS", "SCHEDULES", "SPACINGS", "Schedule", "VARIANCES",
-    "make_denoiser", "make_grid", "make_schedule", "p_mean_variance", "q_posterior", "q_sample",
-    "q_step_sample", "resampling_plan", "sample", "split_x0_eps", "strength_to_timestep", "timesteps",
-    "training_losses", "variational_bound",
-]
+import importlib
+
+_WHERE = {
+    "PREDICTIONS": "diffusion", "VARIANCES": "diffusion", "p_mean_variance": "diffusion", "q_posterior": "diffusion",
+    "q_sample": "diffusion", "q_step_sample": "diffusion", "split_x0_eps": "diffusion",
+    "training_losses": "diffusion", "variational_bound": "diffusion",
+    "resampling_plan": "editing", "strength_to_timestep": "editing",
+    "make_denoiser": "generate", "sample": "generate",
+    "GaussianMixture": "mixture",
+    "SAMPLERS": "samplers",
+    "SamplingSpec": "spec",
+    "SCHEDULES": "schedule", "SPACINGS": "schedule", "Grid": "schedule", "Schedule": "schedule",
+    "make_grid": "schedule", "make_schedule": "schedule", "timesteps": "schedule",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'diffkit.core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"diffkit.core.{_WHERE[name]}"), name)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from diffkit.errors import SettingError
+
 
 @dataclass(frozen=True)
 class World:
@@ -31,6 +33,24 @@ class World:
     @property
     def shard(self) -> tuple[int, int]:
         return self.rank, self.size
+
+
+def resolve_device(wanted: str = "auto") -> torch.device:
+    """auto (CUDA where there is one, else the CPU), cpu, cuda or cuda:N; under torchrun a bare cuda is
+    this process's own GPU. On CUDA, TF32 tensor cores serve what runs outside bf16 autocast (fp32 runs,
+    the optimiser's matmuls)."""
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingError("device", f": unknown device {wanted!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingError("device", f" {wanted}: no CUDA device is available here")
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank())
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
 
 
 def join() -> World:

@@ -15,7 +15,7 @@ from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Observat
 from diffkit.core.operators import Mask
 from diffkit.core.samplers import SAMPLERS, STOCHASTIC, Denoise, Denoised, model_calls
 from diffkit.core.schedule import Schedule, make_grid
-from diffkit.errors import DiffkitError, choose
+from diffkit.errors import DiffkitError, SettingError, choose
 
 X0Hook = Callable[[Tensor, int], Tensor]
 X0Report = Callable[[Tensor, int], None]
@@ -143,17 +143,17 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     options = {}
     if eta is not None:
         if "eta" not in inspect.signature(solver).parameters:
-            raise DiffkitError(f"--eta applies to the ddim sampler, not {sampler}")
+            raise SettingError("eta", f" applies to the ddim sampler, not {sampler}")
         options["eta"] = eta
     if not 0 <= strength <= 1:
         raise DiffkitError(f"strength must be in [0, 1], got {strength}")
     bridge = source_model is not None
     if bridge and (start is None or sampler in STOCHASTIC or (eta or 0) > 0):
-        raise DiffkitError("a bridge inverts its input deterministically: it needs the input and --sampler "
-                           "ddim (η 0), dpm++2m, dpm++3m, heun or unipc, not a stochastic sampler")
+        raise SettingError("sampler", f" {sampler}: a bridge inverts its input deterministically; it needs the "
+                           "input and the sampler ddim (η 0), dpm++2m, dpm++3m, heun or unipc, not a stochastic sampler")
     if inversion_iterations and (not bridge or sampler != "ddim" or inversion_iterations < 0):
-        raise DiffkitError("--inversion-iterations (at least 0) apply to a bridge with --sampler ddim, whose "
-                           "decoding step they turn around")
+        raise SettingError("inversion_iterations", " (at least 0) apply to a bridge with the ddim sampler, "
+                           "whose decoding step they turn around")
     if (known is None) != (mask is None):
         raise DiffkitError("inpainting needs both the known data and its mask")
     if known is not None:
@@ -161,10 +161,10 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
     choose("restoration method", method, METHODS + PARTICLE_METHODS)
     if observation is not None and method == "smc":
         if sampler != "ddpm" or resample > 1 or variance == "learned":
-            raise DiffkitError("the smc method weighs ddpm's own steps: it needs --sampler ddpm, a fixed "
-                               "variance and no --resample")
+            raise DiffkitError("the smc method weighs ddpm's own steps: it needs the ddpm sampler, a fixed "
+                               "variance and no resampling")
         if particles < 1 or shape[0] % particles:
-            raise DiffkitError(f"--particles must be at least 1 and divide the batch of {shape[0]}, got {particles}")
+            raise SettingError("particles", f" must be at least 1 and divide the batch of {shape[0]}, got {particles}")
     device = torch.device(device) if device is not None else _model_device(model)
 
     partial = start is not None and (strength < 1 or bridge)

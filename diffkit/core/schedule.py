@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from diffkit.core import warp
-from diffkit.errors import DiffkitError, choose
+from diffkit.errors import DiffkitError, SettingError, choose
 
 # β_t may not reach 1 except at a zero-terminal-SNR end: improved DDPM clips at 0.999 (Nichol & Dhariwal 2021, §3.2).
 MAX_BETA = 0.999
@@ -214,7 +214,7 @@ def _warped_timesteps(schedule: Schedule, steps: int, t_start: int) -> torch.Ten
     """`steps` intervals evenly spaced in warped time from t_start down to t = 0, the model called at the
     top of each (as logsnr's: the last call's x̂_0 is the result)."""
     if schedule.warp is None:
-        raise DiffkitError("--spacing warped needs a run trained with --timestep-sampling warped")
+        raise SettingError("spacing", " warped needs a run trained on warped timesteps")
     top = warp.t_to_warped(schedule.warp, t_start + 1, schedule.T)
     ramp = torch.linspace(top, 0, steps + 1, dtype=torch.float64)[:-1]
     ts = warp.warped_to_t(schedule.warp, ramp, schedule.T).floor().clamp(max=t_start)

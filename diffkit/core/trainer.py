@@ -34,7 +34,7 @@ from diffkit.core.checkpoint import read_state, write_state, write_weights
 from diffkit.core.diffusion import sample_timesteps, training_losses
 from diffkit.core.distributed import World
 from diffkit.core.schedule import Schedule
-from diffkit.errors import DiffkitError, Interrupted
+from diffkit.errors import DiffkitError, Interrupted, Resumable, SettingError
 
 Batch = tuple[Tensor, dict]            # x0 [B, ...] and the model's keyword arguments (labels, ...)
 BatchAt = Callable[[int, int], Batch]  # (step, micro-batch) -> Batch, a pure function of its arguments
@@ -68,15 +68,18 @@ class TrainSettings:
     max_bad_steps: int = 20      # consecutive non-finite losses (each step skipped) before the run stops
 
     def __post_init__(self):
-        if min(self.steps, self.accumulate, self.checkpoint_every, self.log_every, self.max_bad_steps) < 1:
-            raise DiffkitError("--steps, --accumulate, --checkpoint-every, --log-every and --max-bad-steps must "
-                               "be at least 1")
+        for name in ("steps", "accumulate", "checkpoint_every", "log_every", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f" must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup", "preview_every"):
+            if getattr(self, name) < 0:
+                raise SettingError(name, f" must not be negative, got {getattr(self, name)}")
         if self.decay not in ("constant", "cosine"):
-            raise DiffkitError(f"--lr-decay must be constant or cosine, got {self.decay!r}")
+            raise SettingError("lr_decay", f" must be constant or cosine, got {self.decay!r}")
         if self.precision not in PRECISIONS:
-            raise DiffkitError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not self.lr > 0 or self.warmup < 0 or self.preview_every < 0:
-            raise DiffkitError("--lr must be positive, --warmup and --preview-every not negative")
+            raise SettingError("precision", f" must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not self.lr > 0:
+            raise SettingError("lr", f" must be positive, got {self.lr}")
 
     def lr_at(self, step: int) -> float:
         """A pure function of the step, so resuming needs no scheduler state. Cosine decay follows the
@@ -267,7 +270,7 @@ class Trainer:
                 x0, kwargs = batch_at(self.step, micro)
             except DiffkitError as e:  # the data failed (gone, unreadable): keep every step trained so far
                 self._checkpoint()
-                raise DiffkitError(f"{e}; checkpoint saved at step {self.step}, continue with --resume") from None
+                raise Resumable(f"{e}; checkpoint saved at step {self.step}") from None
             x0 = self._to_device(x0)
             kwargs = {k: self._to_device(v) for k, v in kwargs.items()}
             if self.channels_last and x0.dim() == 4:
@@ -287,7 +290,7 @@ class Trainer:
             self.skipped += 1
             if self.skipped >= s.max_bad_steps:
                 raise DiffkitError(f"{self.skipped} steps in a row had a non-finite loss; stopped at step "
-                                   f"{self.step} (the last checkpoint is intact; try a lower --lr)")
+                                   f"{self.step} (the last checkpoint is intact; try a lower learning rate)")
             record["skipped"] = True
         else:
             self.skipped = 0
@@ -320,7 +323,7 @@ class Trainer:
                     if distributed.any_true(stop[0] is not None, self.world):
                         self._checkpoint()
                         raise Interrupted(stop[0] or signal.SIGTERM,
-                                          f"checkpoint saved at step {self.step}; continue with --resume")
+                                          f"checkpoint saved at step {self.step}")
                     record = self.train_step(batch_at)
                     record["it_s"] = (self.step - first) / (time.perf_counter() - start)
                     if metrics is not None and (self.step % s.log_every == 0 or self.step == s.steps):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffkit.errors import DiffkitError
+from diffkit.errors import SettingError
 
 BINS = 50
 DECAY = 0.99          # a window of ~100 steps: the curve follows the network as it learns
@@ -31,7 +31,7 @@ UNIFORM_SHARE = 0.5   # of the timestep density, spread evenly over 0..T-1
 def check_timesteps(T: int) -> None:
     """Every bin must hold a timestep, or the curve stays unseen (and the draws uniform) for good."""
     if T < BINS:
-        raise DiffkitError(f"warped timesteps need --timesteps of at least {BINS}, got {T}")
+        raise SettingError("timesteps", f" must be at least {BINS}, got {T}, for warped timesteps")
 
 
 def empty_curve() -> Tensor:

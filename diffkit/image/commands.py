@@ -117,11 +117,11 @@ def train(
 
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        images = pipeline.images(run, PREVIEW_COUNT, Sampling(), Common(quiet=True), labels=labels)
+        images = pipeline.images(run, PREVIEW_COUNT, Sampling(), labels=labels)
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.png"), codec.png(codec.grid(images)))
 
-    train_run(config, pipeline.build, batch_at, training, common, preview=preview, bits=8)
+    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, bits=8)
 
 
 @with_options(Common, Sampling, Signing)
@@ -140,8 +140,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
-    images = pipeline.images(loaded, n, sampling, common, labels=class_labels(loaded, label, n, guidance), guidance=guidance,
+    loaded = pipeline.load(run, common.device)
+    images = pipeline.images(loaded, n, sampling, quiet=common.quiet, labels=class_labels(loaded, label, n, guidance), guidance=guidance,
                      trajectory=trajectory)
     stem = f"seed{sampling.seed}"
     stamp = provenance_of(loaded, "sample image", sampling, label=label, guidance=guidance)
@@ -199,7 +199,7 @@ def inpaint(run: Model, input: Input,
 
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     size = tuple(spec["image_size"])
     image = codec.read_image(input, spec["channels"])
@@ -207,7 +207,7 @@ def inpaint(run: Model, input: Input,
     # Model size: shrink the mask so a pixel is regenerated where any of its area is.
     small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
     keep = (~small).float()[None, None]
-    result = pipeline.images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
+    result = pipeline.images(loaded, 1, sampling, quiet=common.quiet, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
                      known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample,
                      trajectory=trajectory)[0]
     result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
@@ -232,12 +232,12 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.6, guidance)
     spec = loaded.config["data"]
     image = codec.read_image(input, spec["channels"])
     if strength > 0:  # 0 is exactly the input, at its own size
-        result = pipeline.images(loaded, 1, sampling, common, labels=class_labels(loaded, label, 1, guidance),
+        result = pipeline.images(loaded, 1, sampling, quiet=common.quiet, labels=class_labels(loaded, label, 1, guidance),
                          guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
                          strength=strength,
                          source_labels=class_labels(loaded, source, 1, guidance),

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import (DEFAULT_METHOD, Common, EvalSampling, Guidance, Memorization, Method, Strata, TrainData,
-                             with_options)
+                             or_sampler, with_options)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 
@@ -44,8 +44,8 @@ def evaluate(run: Model,
     if neighbours is not None and (not memorization or not neighbours.lower().endswith(".png")
                                    or not Path(neighbours).parent.is_dir()):
         raise DiffkitError("--neighbours names a .png in a folder that exists, and goes with --memorization")
-    sampling = sampling.or_sampler("ddpm" if restore is not None else "dpm++2m")
-    loaded = pipeline.load(run, common)
+    sampling = or_sampler(sampling, "ddpm" if restore is not None else "dpm++2m")
+    loaded = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     source = data or spec["source"]
     if data is None and not source.startswith("builtin:"):
@@ -96,7 +96,7 @@ def evaluate(run: Model,
         return
     real = features(images[:samples], network)
     # A class-conditional model is scored on the held-out labels: the data's own class distribution.
-    generated = pipeline.images(loaded, len(real), sampling, common, labels=labels[:len(real)] if conditional else None,
+    generated = pipeline.images(loaded, len(real), sampling, quiet=common.quiet, labels=labels[:len(real)] if conditional else None,
                         guidance=guidance)
     sets = [(f"{sampling.sampler}-{sampling.steps}", generated)]
     if reference:
@@ -129,7 +129,7 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
                          column=spec.get("column") if source == spec["source"] else None)
     count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
     train_images, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
-    generated = pipeline.images(run, len(held_out), sampling, common, labels=labels, guidance=guidance)
+    generated = pipeline.images(run, len(held_out), sampling, quiet=common.quiet, labels=labels, guidance=guidance)
     network = feature_network()
     keys = features(train_images, network)
     sets = {f"{sampling.sampler}-{sampling.steps} samples": generated}

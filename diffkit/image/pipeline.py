@@ -16,13 +16,13 @@ def build(config: dict):
     return UNet(UNetConfig(**config["model"]))
 
 
-def load(path: str, common):
+def load(path: str, device: str = "auto"):
     from diffkit.runs import load_run
 
-    return load_run(path, "image", build, common)
+    return load_run(path, "image", build, device)
 
 
-def images(run, n: int, sampling, common, *, labels=None, guidance: float = 1.0, **edit):
+def images(run, n: int, sampling, *, quiet: bool = True, labels=None, guidance: float = 1.0, **edit):
     """n images from a run as uint8 [n, C, H, W]; `edit` (known/mask or start/strength) in uint8 too."""
     import dataclasses
 
@@ -35,4 +35,4 @@ def images(run, n: int, sampling, common, *, labels=None, guidance: float = 1.0,
     if sampling.clip is None:  # pixel data live in [-1, 1]
         sampling = dataclasses.replace(sampling, clip=1.0)
     shape = (n, run.config["data"]["channels"], *run.config["data"]["image_size"])
-    return codec.to_uint8(generate(run, shape, sampling, common, labels=labels, guidance=guidance, **edit))
+    return codec.to_uint8(generate(run, shape, sampling, quiet=quiet, labels=labels, guidance=guidance, **edit))

@@ -11,7 +11,8 @@ from typing import Annotated, NamedTuple
 
 import typer
 
-from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, Sampling, TrajectoryPath,
+from diffkit.core.spec import SamplingSpec
+from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, TrajectoryPath,
                              Signing, task_list, task_number, with_options)
 
 TASKS = {"upscale": "FACTOR", "colorize": None, "deblur": "SIGMA_PX", "denoise": "SIGMA"}
@@ -74,7 +75,7 @@ def parse_task(text: str, spec: dict) -> Degradation:
     return Degradation(operators, sigma, factor, grey)
 
 
-def restore_images(run, degraded, task: Degradation, sampling: Sampling, common: Common, *, method: str,
+def restore_images(run, degraded, task: Degradation, sampling: SamplingSpec, *, quiet: bool = True, method: str,
                    labels=None, guidance: float = 1.0, jump: int = 5, resample: int = 1, batch_size: int = 16,
                    trajectory=None):
     """Restore one degraded image (uint8 [C_in, h, w], at least the model's size once up-scaled) to uint8
@@ -91,7 +92,7 @@ def restore_images(run, degraded, task: Degradation, sampling: Sampling, common:
     def tiles(y):
         tile_labels = None if labels is None else labels[:1].expand(len(y))
         obs = Observation(op, y.to(run.device), task.sigma)
-        return codec.to_model(pipeline.images(run, len(y), sampling, common, labels=tile_labels, guidance=guidance,
+        return codec.to_model(pipeline.images(run, len(y), sampling, quiet=quiet, labels=tile_labels, guidance=guidance,
                                       observation=obs, method=method, jump=jump, resample=resample,
                                       trajectory=trajectory))
 
@@ -133,13 +134,13 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
         raise DiffkitError("--batch-size, --jump and --resample must be at least 1")
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
-    loaded = pipeline.load(run, common)
+    loaded = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     degradation = parse_task(task, spec)
     degraded = codec.read_image(input, 1 if degradation.grey else spec["channels"])
     _check_size(degraded, degradation, spec["image_size"], input)
     labels = class_labels(loaded, label, 1, guidance)
-    restored, error, rms = restore_images(loaded, degraded, degradation, sampling, common, method=method,
+    restored, error, rms = restore_images(loaded, degraded, degradation, sampling, quiet=common.quiet, method=method,
                                           labels=labels, guidance=guidance, jump=jump, resample=resample,
                                           batch_size=batch_size, trajectory=trajectory)
     stamp = provenance_of(loaded, "restore image", sampling, input, label=label, guidance=guidance, task=task,
@@ -172,7 +173,7 @@ def _baselines(degraded, task: Degradation, size, channels: int) -> dict:
             for name, images in sets.items()}
 
 
-def evaluate_restoration(run, text: str, images, labels, *, method: str, sampling: Sampling, common: Common,
+def evaluate_restoration(run, text: str, images, labels, *, method: str, sampling: SamplingSpec, common: Common,
                          guidance: float, jump: int, resample: int, batch_size: int, count: int) -> None:
     """Degrade `count` held-out images (uint8, the model's size) as --task says (noise drawn from seed 0,
     then rounded to 8 bits as a file would be), restore them, and report PSNR, SSIM and FD against the
@@ -201,7 +202,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
         part = codec.to_model(degraded[first:first + batch_size])
         obs = Observation(op, part.to(run.device), task.sigma)
         part_labels = None if labels is None else labels[first:first + batch_size]
-        out = pipeline.images(run, len(part), sampling, common, labels=part_labels, guidance=guidance, observation=obs,
+        out = pipeline.images(run, len(part), sampling, quiet=common.quiet, labels=part_labels, guidance=guidance, observation=obs,
                       method=method, jump=jump, resample=resample)
         restored.append(out)
         consistency.append(obs.to("cpu", torch.float32).residual(codec.to_model(out)) / part[0].numel() ** 0.5)

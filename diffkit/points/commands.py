@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from diffkit.io import Destination, result_stem
+from diffkit.points import pipeline
 from diffkit.options import Common, Preset, Sampling, Strata, Training, preset_sizes, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
@@ -21,12 +22,6 @@ PRESETS = {"tiny": {"hidden": 64}, "small": {"hidden": 256}, "base": {"hidden": 
 # by σ/α, and points have no ±1 range to clip to, unlike pixels. The shared cosine schedule: more of
 # builtin:ring's samples land on the ring with it than with the linear one (docs/training.md).
 PointsTraining = with_defaults(Training, steps=3000, batch_size=256, lr=1e-3, prediction="v", checkpoint_every=1000)
-
-
-def build(config: dict):
-    from diffkit.points.model import PointsConfig, PointsDenoiser
-
-    return PointsDenoiser(PointsConfig(**config["model"]))
 
 
 @with_options(PointsTraining, Common)
@@ -56,35 +51,12 @@ def train(
     config, points = start_run(training, "points", make_config,
                                lambda config: points_data.load(config["data"]["source"], 20_000, training.seed))
     spec = config["data"]
-    standard = (points - torch_tensor(spec["mean"])) / torch_tensor(spec["std"])
+    standard = (points - pipeline.torch_tensor(spec["mean"])) / pipeline.torch_tensor(spec["std"])
 
     def batch_at(step, micro):
         return standard[batch_indices(step, micro, len(standard), training)], {}
 
-    train_run(config, build, batch_at, training, common)
-
-
-def torch_tensor(values):
-    import torch
-
-    return torch.tensor(values, dtype=torch.float32)
-
-
-def _load(path: str, common: Common):
-    from diffkit.runs import load_run
-
-    return load_run(path, "points", build, common)
-
-
-def _generate(run, n, sampling: Sampling, common: Common, **edit):
-    """Sample in standardised units and map back; `edit` carries known/mask or start/strength in data units."""
-    from diffkit.runs import generate
-
-    mean, std = (torch_tensor(run.config["data"][k]).to(run.device) for k in ("mean", "std"))
-    for key in ("known", "start"):
-        if key in edit:
-            edit[key] = (edit[key].to(run.device) - mean) / std
-    return generate(run, (n, len(mean)), sampling, common, **edit) * std + mean
+    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json)
 
 
 def _write(points, destination, stem: str, common: Common) -> None:
@@ -117,8 +89,8 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many point
     if n < 1:
         raise DiffkitError(f"-n must be at least 1, got {n}")
     destination = Destination.of(output, ".csv")
-    loaded = _load(run, common)
-    points = _generate(loaded, n, sampling, common)
+    loaded = pipeline.load(run, common.device)
+    points = pipeline.generate(loaded, n, sampling, quiet=common.quiet)
     _write(points, destination.stamped(provenance_of(loaded, "sample points", sampling)), f"seed{sampling.seed}", common)
 
 
@@ -130,10 +102,10 @@ def style(run: Model, input: Input,
     from diffkit.runs import provenance_of
 
     destination = Destination.of(output, ".csv")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common.device)
     start = _read_points(input, loaded.config["data"]["dim"])
     stamp = provenance_of(loaded, "style points", sampling, input, strength=strength)
-    _write(_generate(loaded, len(start), sampling, common, start=start, strength=strength), destination.stamped(stamp),
+    _write(pipeline.generate(loaded, len(start), sampling, quiet=common.quiet, start=start, strength=strength), destination.stamped(stamp),
            result_stem(input, "styled"), common)
 
 
@@ -150,7 +122,7 @@ def inpaint(run: Model, input: Input,
     from diffkit.runs import provenance_of
 
     destination = Destination.of(output, ".csv")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common.device)
     dim = loaded.config["data"]["dim"]
     known = _read_points(input, dim)
     try:
@@ -162,7 +134,7 @@ def inpaint(run: Model, input: Input,
     mask = torch.zeros(dim)
     mask[columns] = 1
     stamp = provenance_of(loaded, "inpaint points", sampling, input, keep=keep)
-    _write(_generate(loaded, len(known), sampling, common, known=known, mask=mask, jump=jump, resample=resample),
+    _write(pipeline.generate(loaded, len(known), sampling, quiet=common.quiet, known=known, mask=mask, jump=jump, resample=resample),
            destination.stamped(stamp), result_stem(input, "inpainted"), common)
 
 
@@ -190,9 +162,9 @@ def evaluate(run: Model,
 
     if n < 1 or strata < 1:
         raise DiffkitError(f"-n and --strata must be at least 1, got {n} and {strata}")
-    loaded = _load(run, common)
+    loaded = pipeline.load(run, common.device)
     spec = loaded.config["data"]
-    mean, std = (torch_tensor(spec[k]).to(loaded.device) for k in ("mean", "std"))
+    mean, std = (pipeline.torch_tensor(spec[k]).to(loaded.device) for k in ("mean", "std"))
     source = data or spec["source"]
     if not source.startswith("builtin:") and data is None:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out points with --data")
@@ -222,7 +194,7 @@ def describe(run: str, config: dict) -> dict:
     """`diffkit info` for a points run."""
     from diffkit.runs import summary
 
-    return summary(run, config, build, (config["data"]["dim"],), dim=config["data"]["dim"],
+    return summary(run, config, pipeline.build, (config["data"]["dim"],), dim=config["data"]["dim"],
                    hidden=config["model"]["hidden"])
 
 

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.io import Destination, display_name, result_stem
-from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
-                             Preset, Strength, StyleMethod, TrajectoryPath, preset_sizes, with_options)
+from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
+                             Sampling, Strength, StyleMethod, TrajectoryPath, or_sampler, preset_sizes, with_options)
 from diffkit.text import pipeline
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
                                   StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
@@ -132,7 +132,7 @@ def train(
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         first = torch.arange(min(PREVIEW_COUNT, len(rows)))
         sources = (rows.rows(first), rows.keep(first)) if kind == "pairs" else None
-        texts = pipeline.texts(run, tok, len(first), TextSampling(), Common(quiet=True), sources=sources)
+        texts = pipeline.texts(run, tok, len(first), TextSampling(), sources=sources)
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
@@ -140,7 +140,7 @@ def train(
     settings = parameterisation(config)
     objective = text_objective(schedule_of(config), variance=settings["variance"], weighting=training.weighting,
                                self_cond=settings["self_cond"], mse_weight=mse_weight)
-    train_run(config, pipeline.build, batch_at, training, common, preview=preview, objective=objective)
+    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, objective=objective)
 
 
 def emit(lines: list[str], destination: Destination, stem: str, common: Common,
@@ -181,7 +181,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
         raise DiffkitError("give the sources with --prompt or --input, not both")
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
-    loaded, tok = pipeline.load(run, common)
+    loaded, tok = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     if spec["pairs"] != (prompt is not None or input is not None):
         raise DiffkitError(f"{run} was trained with --pairs: give a source with --prompt or --input" if spec["pairs"]
@@ -195,7 +195,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     if mbr > 1 and not spec["pairs"]:
         raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     labels = class_labels(loaded, label, n, guidance)
-    lines = pipeline.texts(loaded, tok, n, sampling, common, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
+    lines = pipeline.texts(loaded, tok, n, sampling, quiet=common.quiet, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
                    guidance=guidance, trajectory=trajectory)
     records = [{"seed": sampling.seed, "index": i} for i in range(n)]
     if labels is not None:
@@ -229,7 +229,7 @@ def inpaint(run: Model, input: Input,
         raise DiffkitError(f"--span-length must be at least 1, got {span_length}")
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
-    loaded, tok = pipeline.load(run, common)
+    loaded, tok = pipeline.load(run, common.device)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; inpaint needs a model of plain text")
     length = loaded.config["data"]["seq_len"]
@@ -238,7 +238,7 @@ def inpaint(run: Model, input: Input,
     templates = [span_template(line, positions, length, tok, f"{name}:{i}") if positions is not None
                  else marker_template(line, mask_token, span_length, length, tok, f"{name}:{i}")
                  for i, line in enumerate(_read_lines(input), 1)]
-    lines = pipeline.fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=jump, resample=resample,
+    lines = pipeline.fill_templates(loaded, tok, templates, sampling, quiet=common.quiet, clamp=clamp, jump=jump, resample=resample,
                            trajectory=trajectory)
     stamp = provenance_of(loaded, "inpaint text", sampling, input, mask=mask, mask_token=None if mask else mask_token)
     if trajectory is not None:
@@ -260,11 +260,11 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
-    loaded, tok = pipeline.load(run, common)
+    loaded, tok = pipeline.load(run, common.device)
     if loaded.config["data"]["pairs"]:
         raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
-    sampling = sampling.or_sampler("dpm++2m" if source else "ddpm")
+    sampling = or_sampler(sampling, "dpm++2m" if source else "ddpm")
     clamp = source is None if clamp is None else clamp
     lines = _read_lines(input)
     if strength > 0:
@@ -272,7 +272,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
                               strict=True)
         start = loaded.model.embed(tokens.to(loaded.device))
         n = len(lines)
-        ids = pipeline.generate(loaded, n, sampling, common, clamp=clamp, start=start, strength=strength,
+        ids = pipeline.generate(loaded, n, sampling, quiet=common.quiet, clamp=clamp, start=start, strength=strength,
                         labels=class_labels(loaded, label, n, guidance), guidance=guidance,
                         source_labels=class_labels(loaded, source, n, guidance),
                         inversion_iterations=inversion_iterations, trajectory=trajectory)

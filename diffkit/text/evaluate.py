@@ -88,7 +88,7 @@ def evaluate(run: Model,
     from diffkit.text.data import load_lines, load_pairs
     from diffkit.text.tokenizer import EOS, PAD, SEP, UNK
 
-    loaded, tok = pipeline.load(run, common)
+    loaded, tok = pipeline.load(run, common.device)
     spec = loaded.config["data"]
     length = spec["seq_len"]
     source = data or spec["source"]
@@ -143,10 +143,10 @@ def evaluate(run: Model,
         sources = pipeline.encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
         if mbr > 1:
             scale += f", MBR of {mbr}"
-        sets = [(scale, pipeline.texts(loaded, tok, count, sampling, common, sources=sources, clamp=clamp, mbr=mbr))]
+        sets = [(scale, pipeline.texts(loaded, tok, count, sampling, quiet=common.quiet, sources=sources, clamp=clamp, mbr=mbr))]
     else:
         labels = torch.arange(count) % len(classes) if classes else None
-        sets = [(scale, pipeline.texts(loaded, tok, count, sampling, common, clamp=clamp, labels=labels))]
+        sets = [(scale, pipeline.texts(loaded, tok, count, sampling, quiet=common.quiet, clamp=clamp, labels=labels))]
     # The register each set's lines are judged by: a class-conditional model's samples by their class's,
     # the unigram baseline's by whichever accepts them.
     judged = {scale: [classes[k] for k in labels.tolist()] if not spec["pairs"] and classes else registers}
@@ -194,7 +194,7 @@ def evaluate(run: Model,
                     "stderr": 0.0, "of": f"{name} vs {count} held-out lines, all-MiniLM-L6-v2"}, common)
     if builtin and not spec["pairs"]:
         templates, values = _slot_templates(real[:count], registers[:count], "[MASK]", tok, length, seed=0)
-        filled = {scale: pipeline.fill_templates(loaded, tok, templates, sampling, common, clamp=clamp, jump=10,
+        filled = {scale: pipeline.fill_templates(loaded, tok, templates, sampling, quiet=common.quiet, clamp=clamp, jump=10,
                                         resample=resample)}
         if reference:
             draws = unigram_tokens(corpus, count, torch.tensor([len(t.gaps[0]) for t in templates]),
@@ -218,7 +218,7 @@ def _memorization(run, tokenizer, held_out: list[str], training: list[str], samp
     from diffkit.text import pipeline
 
     name = f"{sampling.sampler}-{sampling.steps} samples"
-    lines = pipeline.texts(run, tokenizer, len(held_out), sampling, common, clamp=clamp)
+    lines = pipeline.texts(run, tokenizer, len(held_out), sampling, quiet=common.quiet, clamp=clamp)
     # Longer shared n-grams are closer: the distance is minus the length.
     report_copying({name: -longest_shared_ngrams(lines, training)}, -longest_shared_ngrams(held_out, training), common,
                    f"longest word n-gram shared with {len(training)} training lines, {len(held_out)} held-out",

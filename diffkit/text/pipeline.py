@@ -61,14 +61,14 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str
     return torch.stack(rows), torch.stack(keeps)
 
 
-def load(path: str, common):
+def load(path: str, device: str = "auto"):
     from diffkit.runs import load_run
     from diffkit.text.tokenizer import Tokenizer
 
-    return load_run(path, "text", build, common), Tokenizer.load(path)
+    return load_run(path, "text", build, device), Tokenizer.load(path)
 
 
-def generate(run, n: int, sampling, common, *, clamp: bool = True, conditions=None, **edit):
+def generate(run, n: int, sampling, *, quiet: bool = True, clamp: bool = True, conditions=None, **edit):
     """Token ids [n, L] sampled from a run; `edit` holds the core's inpainting or partial-noising tensors in
     model space [n, D, L]."""
     from diffkit import runs
@@ -77,11 +77,11 @@ def generate(run, n: int, sampling, common, *, clamp: bool = True, conditions=No
     model = run.model
     hook = clamp_hook(model) if clamp else None
     shape = (n, model.config.embed_dim, model.config.seq_len)
-    x = runs.generate(run, shape, sampling, common, conditions=conditions, hook=hook, **edit)
+    x = runs.generate(run, shape, sampling, quiet=quiet, conditions=conditions, hook=hook, **edit)
     return model.logits(x).argmax(-1).cpu()
 
 
-def texts(run, tokenizer, n: int, sampling, common, *, sources=None,
+def texts(run, tokenizer, n: int, sampling, *, quiet: bool = True, sources=None,
            clamp: bool = True, mbr: int = 1, trajectory=None, **labels) -> list[str]:
     """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
     text after it is returned, with `mbr` = K > 1 the minimum-Bayes-risk choice among K samples for it;
@@ -92,7 +92,7 @@ def texts(run, tokenizer, n: int, sampling, common, *, sources=None,
     if sources is not None:
         tokens, keep = (part.repeat_interleave(mbr, 0) for part in sources)
         conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
-    ids = generate(run, n * (mbr if sources is not None else 1), sampling, common, clamp=clamp,
+    ids = generate(run, n * (mbr if sources is not None else 1), sampling, quiet=quiet, clamp=clamp,
                     conditions=conditions, trajectory=trajectory, **labels)
     if sources is None:
         return [tokenizer.decode(row) for row in ids]
@@ -131,7 +131,7 @@ def nll(run, tokens, strata: int = 20) -> list[float]:
                           generator=torch.Generator().manual_seed(0), self_cond=settings["self_cond"]).tolist()
 
 
-def fill_templates(run, tokenizer, templates: list, sampling, common, *,
+def fill_templates(run, tokenizer, templates: list, sampling, *, quiet: bool = True,
                    clamp: bool, jump: int, resample: int, trajectory=None) -> list[str]:
     """Generate every template's gaps with the core's known-region conditioning; kept text verbatim."""
     import torch
@@ -139,6 +139,6 @@ def fill_templates(run, tokenizer, templates: list, sampling, common, *,
     tokens = torch.stack([t.tokens for t in templates])
     keep = torch.stack([t.keep for t in templates])
     known = run.model.embed(tokens.to(run.device))
-    ids = generate(run, len(templates), sampling, common, clamp=clamp, known=known,
+    ids = generate(run, len(templates), sampling, quiet=quiet, clamp=clamp, known=known,
                     mask=keep[:, None].float(), jump=jump, resample=resample, trajectory=trajectory)
     return [t.fill(row, tokenizer) for t, row in zip(templates, ids)]

@@ -1,0 +1,35 @@
+"""The points modality's library: a run's network, loading a run, and drawing points from it in data
+units (plain sampling, or any edit of diffkit.core.sample). The commands in commands.py are written over
+these.
+
+Only the standard library at import time; torch and the core load inside the functions.
+"""
+
+
+def build(config: dict):
+    from diffkit.points.model import PointsConfig, PointsDenoiser
+
+    return PointsDenoiser(PointsConfig(**config["model"]))
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def load(path: str, device: str = "auto"):
+    from diffkit.runs import load_run
+
+    return load_run(path, "points", build, device)
+
+
+def generate(run, n: int, sampling, *, quiet: bool = True, **edit):
+    """Sample in standardised units and map back; `edit` carries known/mask or start/strength in data units."""
+    from diffkit import runs
+
+    mean, std = (torch_tensor(run.config["data"][k]).to(run.device) for k in ("mean", "std"))
+    for key in ("known", "start"):
+        if key in edit:
+            edit[key] = (edit[key].to(run.device) - mean) / std
+    return runs.generate(run, (n, len(mean)), sampling, quiet=quiet, **edit) * std + mean
