@@ -36,7 +36,7 @@ def resumed_options(recorded: dict, given: dict) -> dict:
 def recorded_options(out: str | Path, config: dict) -> dict:
     """The options a run records in config.json's "train". A run made before it recorded them has the
     trainer's settings in its last checkpoint and the diffusion's in its config: those it is taken at."""
-    if "train" in config:
+    if config["train"] is not None:
         return config["train"]
     if not (Path(out) / STATE).exists():
         return {}
@@ -47,4 +47,4 @@ def recorded_options(out: str | Path, config: dict) -> dict:
     return kept | {"schedule": diffusion["schedule"], "timesteps": diffusion["timesteps"],
                    "prediction": diffusion["prediction"],
                    "variance": "fixed" if diffusion["variance"] == "fixed_small" else diffusion["variance"],
-                   "self_cond": diffusion.get("self_cond", False)}
+                   "self_cond": diffusion["self_cond"]}

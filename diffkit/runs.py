@@ -4,7 +4,7 @@ with a progress bar, loading it back, and sampling from it.
 config.json holds four parts that rebuild everything: "modality", "model" (the network's config),
 "diffusion" (schedule, T, parameterisation, variance) and "data" (the modality's codec: sizes,
 channels, class names, ...), plus "train": every option the run was trained with, which --resume
-continues with.
+continues with (None where unknown). Runs of an older format load through core.checkpoint's migrations.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def provenance_of(run: Run, command: str, sampling: SamplingSpec, input: str | N
 
 def parameterisation(config: dict) -> dict:
     """How the run's network answers, as the core's functions take it: prediction, variance and
-    self-conditioning (absent from runs made before it existed)."""
+    self-conditioning."""
     diffusion = config["diffusion"]
     return {"prediction": diffusion["prediction"], "variance": diffusion["variance"],
-            "self_cond": diffusion.get("self_cond", False)}
+            "self_cond": diffusion["self_cond"]}
 
 
 def schedule_of(config: dict) -> Schedule:
@@ -120,11 +120,11 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         trained = read_trainer_meta(out)["step"] if (out / STATE).exists() else 0
         if trained > training.steps:
             raise DiffkitError(f"--steps {training.steps}: {out} has trained {trained} steps already")
-        recorded = config.get("train", {}).get("steps", training.steps)
+        recorded = (config["train"] or {}).get("steps", training.steps)
         if training.steps != recorded and training.lr_decay == "cosine":
             warn(f"--steps {training.steps}: the cosine learning-rate decay now follows this total, not the run's "
                  f"{recorded} steps")
-        if training.record is not None and config.get("train") != training.record:  # a new --steps, ...
+        if training.record is not None and config["train"] != training.record:  # a new --steps, ...
             config = {**config, "train": training.record}
             write_config(out, config)
         return config, open_data(config)

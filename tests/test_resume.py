@@ -3,9 +3,11 @@
 by name."""
 
 import json
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,10 +98,38 @@ def test_a_run_made_before_runs_recorded_their_options_resumes_with_its_checkpoi
     out = tmp_path / "old"
     run("train", "points", "--out", out, *POINTS, "--steps", 3)
     config = json.loads((out / "config.json").read_text())
-    del config["train"]  # as today's runs were written
+    del config["train"]  # as runs of format 1 were written
+    config["format_version"] = 1
     (out / "config.json").write_text(json.dumps(config))
     run("train", "points", "--out", out, "--resume", "--steps", 5, *TRAIN["points"])
     assert json.loads((out / "config.json").read_text())["train"]["lr"] == 5e-4
     run("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 5)
     a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run-format-1-points"
+
+
+def test_a_run_directory_of_format_1_loads_samples_and_resumes(tmp_path):
+    """A points run made by diffkit before config.json had a version 2 (trained with --lr 5e-4 --seed 2
+    --batch-size 16 --hidden 16 --timesteps 50, 3 steps): it loads through the migration, samples, and
+    resumed to 5 steps ends as a run trained 5 steps at once by today's code."""
+    from diffkit.core.checkpoint import FORMAT_VERSION, load_config
+
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURE, old)
+    config = load_config(old)
+    assert json.loads((FIXTURE / "config.json").read_text())["format_version"] == 1
+    assert config["format_version"] == FORMAT_VERSION and config["train"] is None
+    assert config["diffusion"]["self_cond"] is False
+    run("sample", "points", "-m", old, "-n", 4, "-o", tmp_path / "points.csv")
+    assert len((tmp_path / "points.csv").read_text().splitlines()) == 4
+    run("train", "points", "--out", old, "--resume", "--steps", 5, "--batch-size", 16, "-q")
+    recorded = json.loads((old / "config.json").read_text())
+    assert recorded["format_version"] == FORMAT_VERSION
+    assert recorded["train"]["lr"] == 5e-4 and recorded["train"]["seed"] == 2 and recorded["train"]["steps"] == 5
+    run("train", "points", "--out", tmp_path / "whole", "--data", "builtin:ring", "--hidden", 16, "--batch-size", 16,
+        "--timesteps", 50, "--lr", 5e-4, "--seed", 2, "--steps", 5, "-q")
+    a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (old, tmp_path / "whole"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

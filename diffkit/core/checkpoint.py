@@ -20,8 +20,23 @@ from diffkit.core.warp import BINS
 from diffkit.errors import DiffkitError
 from diffkit.io import atomic_write, read_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "state/trainer.safetensors"
+
+
+def _from_format_1(config: dict) -> dict:
+    """Format 2 records the options a run was trained with ("train", diffkit.resume; None where unknown)
+    and always says whether the network is self-conditioned. A format-1 run predates the record, and
+    one made before self-conditioning was not."""
+    migrated = {**config, "train": None}
+    if isinstance(config.get("diffusion"), dict):  # else the run is refused where its parts are read
+        migrated["diffusion"] = {"self_cond": False, **config["diffusion"]}
+    return migrated
+
+
+# A run directory's config of format N is carried to N + 1 by MIGRATIONS[N]; load_config applies them in
+# turn, so that a run of any past format loads as one of today's.
+MIGRATIONS = {1: _from_format_1}
 
 
 def write_config(run: str | Path, config: dict) -> None:
@@ -100,9 +115,13 @@ def load_config(run: str | Path) -> dict:
     config = read_json(path, f"{run}: not a diffkit run (no {CONFIG})")
     if not isinstance(config, dict) or "modality" not in config:
         raise DiffkitError(f"{path}: missing the 'modality' key")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise DiffkitError(f"{path}: written by a newer diffkit (format {config['format_version']})")
-    return config
+    version = config.get("format_version", 1)
+    if version > FORMAT_VERSION:
+        raise DiffkitError(f"{path}: written by a newer diffkit (format {version})")
+    while version < FORMAT_VERSION:
+        config = MIGRATIONS[version](config)
+        version += 1
+    return {**config, "format_version": version}
 
 
 def load_weights(run: str | Path, model: torch.nn.Module) -> torch.nn.Module:

@@ -137,7 +137,7 @@ def import_run(source: str, out: str) -> dict:
         network.unet.load_state_dict(state)
     except RuntimeError as e:
         raise DiffkitError(f"{weights}: weights do not fit its config.json ({str(e).strip().splitlines()[-1].strip()})") from None
-    run_config = {"modality": "image", "model": {"diffusers": config}, "diffusion": diffusion,
+    run_config = {"modality": "image", "model": {"diffusers": config}, "diffusion": diffusion, "train": None,
                   "data": {"source": f"diffusers:{folder}", "image_size": size, "channels": config.get("in_channels", 3),
                            "classes": [], "crop": "center", "flip": False, "column": None, "label_column": None,
                            "label_dropout": 0.0}}
