@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import DIFFKIT, assert_bad_input, run, run_here
+from cli import DIFFKIT, assert_bad_input, run_here
 from safetensors.torch import load_file
 
 from test_contract import TRAIN
@@ -38,13 +38,20 @@ def _stopped_early(out, args) -> int:
     return int(stderr.decode().split("checkpoint saved at step ")[1].split(";")[0])
 
 
+def _trained(*args) -> str:
+    """The command run in this process (no fresh interpreter for each); its stderr."""
+    code, stderr = run_here(*args)
+    assert code == 0, stderr
+    return stderr
+
+
 @pytest.mark.parametrize("modality", ["image", "audio", "text"])
 def test_a_stopped_run_resumed_by_out_alone_ends_as_an_uninterrupted_one(modality, tmp_path):
     args = [*TRAIN[modality], *SETTINGS, *OWN[modality], "--steps", STEPS]
-    run("train", modality, "--out", tmp_path / "whole", *args, "--log-every", 1)
+    _trained("train", modality, "--out", tmp_path / "whole", *args, "--log-every", 1)
     step = _stopped_early(tmp_path / "split", [modality, "--out", tmp_path / "split", *args])
     assert 0 < step < STEPS, step
-    run("train", modality, "--out", tmp_path / "split", "--resume", "-q")
+    _trained("train", modality, "--out", tmp_path / "split", "--resume", "-q")
     for name in ("model.safetensors", "state/trainer.safetensors"):
         a, b = (load_file(tmp_path / folder / name) for folder in ("whole", "split"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -83,27 +90,26 @@ def test_a_setting_given_anew_that_differs_is_refused_by_its_flag(trained, tmp_p
 
 def test_the_same_command_again_with_resume_and_more_steps_goes_on_with_a_warning(tmp_path):
     out = tmp_path / "run"
-    run("train", "points", "--out", out, *POINTS, "--steps", 4)
-    result = run("train", "points", "--out", out, *POINTS, "--steps", 6, "--resume", "--log-every", 1)
-    assert "warning: --steps 6: the cosine learning-rate decay now follows this total, not the run's 4 steps" \
-        in result.stderr.decode()
+    _trained("train", "points", "--out", out, *POINTS, "--steps", 4)
+    stderr = _trained("train", "points", "--out", out, *POINTS, "--steps", 6, "--resume", "--log-every", 1)
+    assert "warning: --steps 6: the cosine learning-rate decay now follows this total, not the run's 4 steps" in stderr
     recorded = json.loads((out / "config.json").read_text())["train"]
     assert recorded["steps"] == 6 and recorded["log_every"] == 1 and recorded["lr"] == 5e-4
-    run("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 6)
+    _trained("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 6)
     a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_run_made_before_runs_recorded_their_options_resumes_with_its_checkpoints_settings(tmp_path):
     out = tmp_path / "old"
-    run("train", "points", "--out", out, *POINTS, "--steps", 3)
+    _trained("train", "points", "--out", out, *POINTS, "--steps", 3)
     config = json.loads((out / "config.json").read_text())
     del config["train"]  # as runs of format 1 were written
     config["format_version"] = 1
     (out / "config.json").write_text(json.dumps(config))
-    run("train", "points", "--out", out, "--resume", "--steps", 5, *TRAIN["points"])
+    _trained("train", "points", "--out", out, "--resume", "--steps", 5, *TRAIN["points"])
     assert json.loads((out / "config.json").read_text())["train"]["lr"] == 5e-4
-    run("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 5)
+    _trained("train", "points", "--out", tmp_path / "whole", *POINTS, "--steps", 5)
     a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (out, tmp_path / "whole"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -123,13 +129,13 @@ def test_a_run_directory_of_format_1_loads_samples_and_resumes(tmp_path):
     assert json.loads((FIXTURE / "config.json").read_text())["format_version"] == 1
     assert config["format_version"] == FORMAT_VERSION and config["train"] is None
     assert config["diffusion"]["self_cond"] is False
-    run("sample", "points", "-m", old, "-n", 4, "-o", tmp_path / "points.csv")
+    _trained("sample", "points", "-m", old, "-n", 4, "-o", tmp_path / "points.csv")
     assert len((tmp_path / "points.csv").read_text().splitlines()) == 4
-    run("train", "points", "--out", old, "--resume", "--steps", 5, "--batch-size", 16, "-q")
+    _trained("train", "points", "--out", old, "--resume", "--steps", 5, "--batch-size", 16, "-q")
     recorded = json.loads((old / "config.json").read_text())
     assert recorded["format_version"] == FORMAT_VERSION
     assert recorded["train"]["lr"] == 5e-4 and recorded["train"]["seed"] == 2 and recorded["train"]["steps"] == 5
-    run("train", "points", "--out", tmp_path / "whole", "--data", "builtin:ring", "--hidden", 16, "--batch-size", 16,
+    _trained("train", "points", "--out", tmp_path / "whole", "--data", "builtin:ring", "--hidden", 16, "--batch-size", 16,
         "--timesteps", 50, "--lr", 5e-4, "--seed", 2, "--steps", 5, "-q")
     a, b = (load_file(folder / "state" / "trainer.safetensors") for folder in (old, tmp_path / "whole"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
