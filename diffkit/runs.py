@@ -124,10 +124,11 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
         if training.steps != recorded and training.lr_decay == "cosine":
             warn(f"--steps {training.steps}: the cosine learning-rate decay now follows this total, not the run's "
                  f"{recorded} steps")
+        data = open_data(config)  # before the record changes: data that fail to open leave the run as it was
         if training.record is not None and config["train"] != training.record:  # a new --steps, ...
             config = {**config, "train": training.record}
             write_config(out, config)
-        return config, open_data(config)
+        return config, data
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
         hold_run(out)  # before anything is read or written there (text writes its tokenizer in make_config)
