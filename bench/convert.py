@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffkit.core.editing import Bridge, Noised
 from diffkit.core.spec import SamplingSpec
 
 RESULTS = Path("bench/results")
@@ -76,9 +77,11 @@ def shape_content(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def converted(generate, inputs, source: int, target: int, method: str, strength: float, args):
     labels = torch.full((len(inputs),), target, dtype=torch.long)
-    bridge = {"source_labels": torch.full((len(inputs),), source, dtype=torch.long),
-              "inversion_iterations": args.inversion_iterations} if method == "bridge" else {}
-    return generate(len(inputs), labels=labels, start=inputs, strength=strength, guidance=args.guidance, **bridge)
+    if method == "bridge":
+        return generate(len(inputs), labels=labels, guidance=args.guidance,
+                        start=Bridge(inputs, strength, inversion_iterations=args.inversion_iterations),
+                        source_labels=torch.full((len(inputs),), source, dtype=torch.long))
+    return generate(len(inputs), labels=labels, guidance=args.guidance, start=Noised(inputs, strength))
 
 
 def clips_of(run, window: int, args):
@@ -160,8 +163,8 @@ def round_trips(args) -> list[dict]:
     for sampler, iterations in (("dpm++2m", 0), ("ddim", 0), ("ddim", 3)):
         for steps in (20, 50, 100):
             sampling = SamplingSpec(sampler=sampler, steps=steps, seed=args.seed)
-            back = pipeline.images(run, len(images), sampling, labels=labels, start=images, strength=1.0,
-                           source_labels=labels, inversion_iterations=iterations)
+            back = pipeline.images(run, len(images), sampling, labels=labels, source_labels=labels,
+                                   start=Bridge(images, 1.0, inversion_iterations=iterations))
             # One PSNR over every value: 8-bit results often come back exact, which a per-image mean cannot hold.
             difference = (back.float() - images.float()).flatten(1)
             per_image = difference.abs().mean(1)
@@ -351,10 +354,10 @@ def registers(args) -> dict:
     inputs = {k: [line for line, label in zip(lines, labels) if label == k][: args.per_class * 5]
               for k in range(len(names))}
 
-    def generate(labels, sampler="ddpm", **edit):
+    def generate(labels, sampler="ddpm", clamp=True, start=None, source_labels=None):
         sampling = SamplingSpec(sampler=sampler, steps=args.steps, seed=args.seed)
-        ids = pipeline.generate(run, len(labels), sampling, clamp=edit.pop("clamp"), labels=labels,
-                        guidance=args.guidance, **edit)
+        ids = pipeline.generate(run, len(labels), sampling, clamp=clamp, labels=labels, guidance=args.guidance,
+                                start=start, source_labels=source_labels)
         return [tok.decode(row) for row in ids]
 
     # The floor of target accuracy: the share of the model's own samples (ddpm, clamped, as `sample text`
@@ -375,11 +378,11 @@ def registers(args) -> dict:
                     if target == source:
                         continue
                     # each as `style text` runs it: SDEdit with ddpm and clamping, the bridge with --sampler unclamped
-                    edit = {"start": start, "strength": strength, "clamp": method == "sdedit",
-                            "sampler": args.sampler if method == "bridge" else "ddpm"}
                     if method == "bridge":
-                        edit["source_labels"] = torch.full((len(texts),), source)
-                    out = generate(torch.full((len(texts),), target), **edit)
+                        out = generate(torch.full((len(texts),), target), args.sampler, clamp=False,
+                                       start=Bridge(start, strength), source_labels=torch.full((len(texts),), source))
+                    else:
+                        out = generate(torch.full((len(texts),), target), start=Noised(start, strength))
                     for before, after in zip(texts, out):
                         parsed = grammar.parse(after, names[target])
                         accepted.append(parsed is not None)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
+from diffkit.core import SAMPLERS, GaussianMixture, Restore, SamplingSpec, make_schedule, sample
 from diffkit.core.observe import Observation
 from diffkit.core.operators import AveragePool, Mask, as_matrix
 from diffkit.metrics import sliced_wasserstein
@@ -67,12 +67,14 @@ def problems(data: GaussianMixture, op, sigma: float, n: int, seeds: int) -> lis
     return made
 
 
-def sw2_over_seeds(model, schedule, made, dim: int, **options) -> tuple[float, float, float]:
-    """Mean and standard error of sliced W2 over the seeds' problems, and seconds per run."""
+def sw2_over_seeds(model, schedule, made, dim: int, sampler: str, steps: int, method: str,
+                   **restore) -> tuple[float, float, float]:
+    """Mean and standard error of sliced W2 over the seeds' problems, and seconds per run; `restore`: the
+    rest of core.editing.Restore (jump, resample, particles)."""
     sw2, start = [], time.perf_counter()
     for s, (obs, reference, _) in enumerate(made):
-        x = sample(model, (len(reference), dim), schedule, observation=obs, generator=torch.Generator().manual_seed(s),
-                   **options)
+        x = sample(model, (len(reference), dim), schedule, SamplingSpec(sampler, steps, seed=s),
+                   condition=Restore(obs, method, **restore))
         sw2.append(sliced_wasserstein(x, reference))
     spread = statistics.stdev(sw2) / len(sw2) ** 0.5 if len(sw2) > 1 else 0.0
     return statistics.mean(sw2), spread, (time.perf_counter() - start) / len(made)
@@ -98,8 +100,8 @@ def time_travel(sizes: dict, seeds: int) -> dict:
         rows = []
         for method in ("ddnm", "repaint"):
             for repeats in (1, 5, 10):
-                sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, sampler="ddpm", steps=50, jump=5,
-                                                      resample=repeats, method=method)
+                sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, "ddpm", 50, method, jump=5,
+                                                      resample=repeats)
                 rows.append({"method": method, "resample": repeats, "nfe": 50 * repeats,
                              "sw2": sw2, "stderr": spread, "seconds": seconds})
         report[f"{label}: {task}"] = {"floor": floor, "rows": rows}
@@ -119,8 +121,7 @@ def particles(sizes: dict, seeds: int, nfes, groups=(1, 10, 100)) -> dict:
         print(f"\n{label}, {task}, smc (ddpm): floor {floor:.3f}", flush=True)
         for k in groups:
             for nfe in nfes:
-                sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, sampler="ddpm", steps=nfe,
-                                                      method="smc", particles=k)
+                sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, "ddpm", nfe, "smc", particles=k)
                 rows.append({"method": "smc", "particles": k, "nfe": nfe, "sw2": sw2, "stderr": spread,
                              "seconds": seconds})
             cells = " ".join(f"{r['sw2']:6.3f} ± {r['stderr']:.3f}" for r in rows[-len(nfes):])
@@ -137,8 +138,7 @@ def oracle(sizes: dict, seeds: int, nfes, samplers, tmpd_samplers) -> dict:
         for method in METHODS:
             for name in tmpd_samplers if method == "tmpd" else samplers:
                 for nfe in nfes:
-                    sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, sampler=name,
-                                                          steps=steps_for(name, nfe), method=method)
+                    sw2, spread, seconds = sw2_over_seeds(model, SCHEDULE, made, dim, name, steps_for(name, nfe), method)
                     rows.append({"method": method, "sampler": name, "nfe": nfe, "sw2": sw2, "stderr": spread,
                                  "seconds": seconds})
         report[f"{label}: {task}"] = {"floor": floor, "rows": rows}

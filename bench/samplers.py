@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from diffkit.core import SAMPLERS, GaussianMixture, make_schedule, sample
+from diffkit.core import SAMPLERS, GaussianMixture, SamplingSpec, make_schedule, sample
 from diffkit.core.samplers import model_calls
 from diffkit.core.schedule import make_grid
 from diffkit.metrics import sliced_wasserstein
@@ -55,8 +55,7 @@ def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
             for s in range(seeds):
                 reference = data.sample(n, torch.Generator().manual_seed(100 + s))[0]
                 start = time.perf_counter()
-                x = sample(model, (n, data.dim), schedule, sampler=name, steps=steps, spacing=spacing,
-                           generator=torch.Generator().manual_seed(s))
+                x = sample(model, (n, data.dim), schedule, SamplingSpec(name, steps, spacing, seed=s))
                 seconds.append(time.perf_counter() - start)
                 sw2.append(sliced_wasserstein(x, reference))
                 loglik.append(data.log_prob(x).mean().item())
@@ -78,7 +77,7 @@ def overhead(repeats: int = 3, steps: int = 50):
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            sample(free_model, fixed.shape, schedule, sampler=name, steps=steps, generator=torch.Generator().manual_seed(0))
+            sample(free_model, fixed.shape, schedule, SamplingSpec(name, steps))
             times.append((time.perf_counter() - start) / steps)
         results[name] = 1e6 * statistics.median(times)
     a, b = 0.3, 0.7

@@ -41,7 +41,7 @@ def tokens_per_second(run: Path | None, seq_len: int, threads: int, batch: int =
     weights when `run` is given, else a fresh one of the default size at `seq_len`."""
     import torch
 
-    from diffkit.core import make_schedule, sample
+    from diffkit.core import SamplingSpec, make_schedule, sample
     from diffkit.core.checkpoint import load_weights
     from diffkit.text.model import TextConfig, TextDenoiser, clamp_hook
 
@@ -56,8 +56,8 @@ def tokens_per_second(run: Path | None, seq_len: int, threads: int, batch: int =
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        sample(model, (batch, model.config.embed_dim, seq_len), schedule, prediction="x0", steps=20,
-               hook=clamp_hook(model), generator=torch.Generator().manual_seed(0))
+        sample(model, (batch, model.config.embed_dim, seq_len), schedule, SamplingSpec(steps=20), prediction="x0",
+               hook=clamp_hook(model))
         times.append(time.perf_counter() - start)
     return batch * seq_len / sorted(times)[len(times) // 2]
 

@@ -79,8 +79,8 @@ def measure(path: str, sentences: int, seeds: list[int]) -> dict:
     shares = {}
     for clamp in (True, False):
         for seed in seeds:
-            x = sample(exact, (256, model.config.embed_dim, length), run.schedule, prediction="x0",
-                       hook=clamp_hook(model) if clamp else None, **TextSampling(seed=seed).kwargs())
+            x = sample(exact, (256, model.config.embed_dim, length), run.schedule, TextSampling(seed=seed),
+                       prediction="x0", hook=clamp_hook(model) if clamp else None)
             texts = [tok.decode(row) for row in model.logits(x).argmax(-1)]
             share = sum(grammar.parse(text) is not None for text in texts) / len(texts)
             shares.setdefault("clamped" if clamp else "unclamped", []).append(share)

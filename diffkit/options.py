@@ -143,7 +143,9 @@ Sampling = as_options(
             "warped (by the run's learned time warp), trailing, leading, linspace or karras.",
     eta="DDIM noise: 0 deterministic, 1 ancestral.",
     seed="Same seed, same samples.",
-    clip="Clip predicted data to ±CLIP at every step.")
+    clip="Clip predicted data to ±CLIP at every step.",
+    threshold="Dynamic thresholding (Imagen): at every step scale predicted data by this percentile of its "
+              "absolute values (e.g. 0.995) where that exceeds 1; default: none.")
 
 
 def or_sampler(sampling: SamplingSpec, default: str) -> SamplingSpec:

@@ -24,12 +24,13 @@ from diffkit.core import make_schedule, sample
 from diffkit.core.spec import SamplingSpec
 from diffkit.core.checkpoint import (CONFIG, STATE, WEIGHTS, load_config, load_weights, read_trainer_meta, read_warp,
                                      write_config)
+from diffkit.core.editing import Bridge, Inpaint, Noised, Restore
 from diffkit.core.generate import classifier_free
 from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
 from diffkit.core import distributed
 from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, seeded, shuffled_batch
-from diffkit.errors import DiffkitError, choose
+from diffkit.errors import DiffkitError, SettingError, choose
 from diffkit.io import json_line
 from diffkit.loader import Prefetcher
 from diffkit.options import Training
@@ -297,19 +298,21 @@ def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditi
 
 
 def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = True, labels: torch.Tensor | None = None,
-             guidance: float = 1.0, conditions: dict | None = None, source_labels: torch.Tensor | None = None,
-             trajectory: Trajectory | None = None, **edit) -> torch.Tensor:
+             guidance: float = 1.0, conditions: dict | None = None, start: Noised | Bridge | None = None,
+             source_labels: torch.Tensor | None = None, condition: Inpaint | Restore | None = None,
+             hook=None, trajectory: Trajectory | None = None) -> torch.Tensor:
     """core.sample on a loaded run with a progress bar (unless `quiet`), under class `labels` (see _conditioned) or other
-    `conditions` of the network (text: a pair's source). With `source_labels`, `start` is bridged from
-    those classes to `labels`; a `trajectory` records every step's x̂_0."""
-    if trajectory is not None:
-        edit["on_denoised"] = trajectory.recorder()
+    `conditions` of the network (text: a pair's source), from a `start` and under a `condition` of
+    core.editing in the model's units. A `Bridge` start inverts from classes `source_labels` (None: the same
+    condition); a `trajectory` records every step's x̂_0."""
     model, kwargs = _conditioned(run, labels, guidance, conditions)
-    if source_labels is not None:
-        edit["source_model"], edit["source_kwargs"] = _conditioned(run, source_labels, guidance)
+    if isinstance(start, Bridge) and source_labels is not None:
+        source_model, source_kwargs = _conditioned(run, source_labels, guidance)
+        start = dataclasses.replace(start, source_model=source_model, source_kwargs=source_kwargs)
     with progress_bar(f"sample {sampling.sampler}", quiet) as update:
-        return sample(model, shape, run.schedule, **parameterisation(run.config), device=run.device,
-                      model_kwargs=kwargs, progress=update, **sampling.kwargs(), **edit)
+        return sample(model, shape, run.schedule, sampling, **parameterisation(run.config), model_kwargs=kwargs,
+                      start=start, condition=condition, hook=hook, progress=update,
+                      on_denoised=trajectory.recorder() if trajectory is not None else None, device=run.device)
 
 
 def style_plan(run: Run, method: str | None, from_class: str | None, label: str | None, strength: float | None,
@@ -330,6 +333,16 @@ def style_plan(run: Run, method: str | None, from_class: str | None, label: str 
     if not 0 <= strength <= 1:
         raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
     return strength, from_class if method == "bridge" else None
+
+
+def style_start(x: torch.Tensor, strength: float, source: str | None, inversion_iterations: int) -> Noised | Bridge:
+    """Where `style` starts from its input `x` (model units): the bridge's inversion when it has the
+    input's class `source` (see style_plan), else SDEdit's partial noising."""
+    if source is None:
+        if inversion_iterations:
+            raise SettingError("inversion_iterations", " apply to the bridge, not SDEdit")
+        return Noised(x, strength)
+    return Bridge(x, strength, inversion_iterations=inversion_iterations)
 
 
 def class_labels(run: Run, wanted: str | None, n: int, guidance: float, option: str = "--class") -> torch.Tensor | None:

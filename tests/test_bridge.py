@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from diffkit.core import GaussianMixture, make_schedule, sample, strength_to_timestep
+from diffkit.core import Bridge, GaussianMixture, SamplingSpec, make_schedule, sample, strength_to_timestep
 from diffkit.core.mixture import class_denoiser
 from diffkit.errors import DiffkitError
 from diffkit.metrics import sliced_wasserstein
@@ -21,8 +21,8 @@ INPUT = GAUSSIANS[0].sample(500, torch.Generator().manual_seed(0))[0].float()
 
 def bridged(model, x, source: int, target: int, sampler: str, steps: int, strength: float = 1.0):
     labels = lambda k: {"y": torch.full((len(x),), k, dtype=torch.long)}
-    return sample(model, tuple(x.shape), LINEAR, sampler=sampler, steps=steps, start=x, strength=strength,
-                  source_model=model, source_kwargs=labels(source), model_kwargs=labels(target), dtype=x.dtype)
+    return sample(model, tuple(x.shape), LINEAR, SamplingSpec(sampler, steps), model_kwargs=labels(target),
+                  start=Bridge(x, strength, source_model=model, source_kwargs=labels(source)), dtype=x.dtype)
 
 
 def affine_bridge(x, strength):
@@ -79,21 +79,21 @@ def test_bridged_samples_follow_the_target_class_of_a_mixture():
 
 
 def test_bridge_refuses_a_stochastic_sampler():
-    for options in ({"sampler": "ddpm"}, {"sampler": "ddim", "eta": 1.0}):
+    start = Bridge(INPUT[:4], source_model=EXACT, source_kwargs={"y": torch.zeros(4, dtype=torch.long)})
+    for spec in (SamplingSpec("ddpm"), SamplingSpec("ddim", eta=1.0)):
         with pytest.raises(DiffkitError, match="dpm\\+\\+3m, heun or unipc, not a stochastic sampler"):
-            sample(EXACT, (4, 3), LINEAR, start=INPUT[:4], source_model=EXACT,
-                   source_kwargs={"y": torch.zeros(4, dtype=torch.long)},
-                   model_kwargs={"y": torch.ones(4, dtype=torch.long)}, **options)
+            sample(EXACT, (4, 3), LINEAR, spec, model_kwargs={"y": torch.ones(4, dtype=torch.long)}, start=start)
 
 
 def test_exact_ddim_inversion_closes_the_round_trip_by_iterating():
     # Explicit DDIM inversion at 10 steps misses the input by 0.65; each step solved for the answer at its
     # destination, ddim's decoding retraces it (measured: 0.09, 0.009, 1e-5 after 1, 3, 10 iterations).
     labels = {"y": torch.zeros(len(INPUT), dtype=torch.long)}
-    errors = [(sample(EXACT, tuple(INPUT.shape), LINEAR, sampler="ddim", steps=10, start=INPUT, source_model=EXACT,
-                      source_kwargs=labels, model_kwargs=labels, inversion_iterations=k) - INPUT).abs().max().item()
-              for k in (0, 3, 10)]
+    def round_trip(sampler, iterations):
+        start = Bridge(INPUT, source_model=EXACT, source_kwargs=labels, inversion_iterations=iterations)
+        return sample(EXACT, tuple(INPUT.shape), LINEAR, SamplingSpec(sampler, 10), model_kwargs=labels, start=start)
+
+    errors = [(round_trip("ddim", k) - INPUT).abs().max().item() for k in (0, 3, 10)]
     assert errors[0] > 0.5 and errors[1] < 0.03 and errors[2] < 1e-3, errors
     with pytest.raises(DiffkitError, match="apply to a bridge with the ddim sampler"):
-        sample(EXACT, tuple(INPUT.shape), LINEAR, sampler="dpm++2m", steps=10, start=INPUT, source_model=EXACT,
-               source_kwargs=labels, model_kwargs=labels, inversion_iterations=3)
+        round_trip("dpm++2m", 3)

@@ -10,7 +10,7 @@ import torch
 from cli import assert_bad_input, run_here
 from PIL import Image
 
-from diffkit.core import sample
+from diffkit.core import SamplingSpec, sample
 from diffkit.image.pipeline import load
 
 diffusers = pytest.importorskip("diffusers")  # diffkit[diffusers], which `make test` installs
@@ -53,8 +53,7 @@ def test_ddim_from_the_same_noise_retraces_ddim_pipeline(imported):
     theirs = diffusers.DDIMPipeline(unet=unet, scheduler=scheduler)(
         batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=10, eta=0.0, output_type="pt",
         return_dict=False)[0]  # (x / 2 + 0.5).clamp(0, 1)
-    ours = sample(run.model, (2, 3, 16, 16), run.schedule, sampler="ddim", steps=10, spacing="leading",
-                  generator=torch.Generator().manual_seed(3))
+    ours = sample(run.model, (2, 3, 16, 16), run.schedule, SamplingSpec("ddim", 10, "leading", seed=3))
     assert torch.allclose((ours / 2 + 0.5).clamp(0, 1), theirs.float(), atol=1e-4)
     # and before the pipeline's clamp, in model space (a random network's samples lie far outside ±1)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))

@@ -116,6 +116,15 @@ def test_every_diffkit_command_and_the_python_of_the_readme_run(tmp_path, monkey
     assert namespace["clips"].shape[:2] == (4, 1) and len(namespace["lines"]) == 8
 
 
+def test_the_library_page_runs_and_its_restoration_meets_the_observation():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "library.md").read_text(), re.S)
+    namespace = {}
+    exec(compile(blocks[0], "docs/library.md", "exec"), namespace)
+    x, y = namespace["x"], namespace["y"]
+    assert x.shape == (1000, 2) and namespace["steps"]
+    assert (namespace["op"](x) - y).abs().max() < 1e-5  # ddnm meets a noiseless observation exactly
+
+
 def test_the_readme_is_a_short_page():
     assert len(README.read_text().splitlines()) <= 250
     for link in re.findall(r"\]\(([^)#]+)\)", README.read_text()):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from diffkit.core import GaussianMixture, make_schedule, sample
+from diffkit.core import GaussianMixture, SamplingSpec, make_schedule, sample
 from diffkit.core.diffusion import sample_timesteps, split_x0_eps, target
 
 DATA = GaussianMixture.ring(modes=4, radius=1.0, std=0.2)
@@ -35,8 +35,8 @@ def test_velocity_and_eps_convert_into_each_other_exactly():
 @pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "ddpm"])
 def test_a_velocity_network_samples_as_the_same_eps_network_does(sampler):
     schedule = make_schedule("flow", 1000)
-    runs = {prediction: sample(DATA.denoiser(schedule, prediction), (256, 2), schedule, sampler=sampler, steps=15,
-                               prediction=prediction, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    runs = {prediction: sample(DATA.denoiser(schedule, prediction), (256, 2), schedule, SamplingSpec(sampler, 15),
+                               prediction=prediction, dtype=torch.float64)
             for prediction in ("flow", "v")}
     assert torch.allclose(runs["flow"], runs["v"], atol=1e-8)
 
@@ -69,13 +69,13 @@ def _flow_ode_solution(noise: torch.Tensor, schedule, steps: int = 2000) -> torc
 @pytest.mark.parametrize("sampler, order", [("ddim", 1), ("dpm++2m", 2), ("heun", 2), ("unipc", 3)])
 def test_sampling_a_velocity_network_converges_to_the_flow_ode_at_the_samplers_order(sampler, order):
     schedule = make_schedule("flow", 1000)
-    # sample() draws its starting noise first from its generator: the same draw starts the reference.
+    # sample() draws its starting noise first from its seed's generator: the same draw starts the reference.
     noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     reference = _flow_ode_solution(noise, schedule)
     errors = []
     for steps in (40, 80, 160):  # the default grid is evenly spaced from 40 steps on
-        out = sample(DATA.denoiser(schedule, "flow"), (64, 2), schedule, sampler=sampler, steps=steps,
-                     prediction="flow", dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        out = sample(DATA.denoiser(schedule, "flow"), (64, 2), schedule, SamplingSpec(sampler, steps, seed=1),
+                     prediction="flow", dtype=torch.float64)
         errors.append((out - reference).norm(dim=1).mean().item())
     # the mean slope of log error over log steps: ddim 1.0, dpm++2m 2.04, heun 2.07, unipc 2.75
     slope = math.log2(errors[0] / errors[-1]) / (len(errors) - 1)

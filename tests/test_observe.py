@@ -5,7 +5,7 @@ import pytest
 import torch
 from oracles import GEN, LINEAR, PRIOR, observed
 
-from diffkit.core import SAMPLERS, GaussianMixture, sample
+from diffkit.core import SAMPLERS, GaussianMixture, Inpaint, Restore, SamplingSpec, sample
 from diffkit.core.observe import METHODS, Observation, beyond_threshold
 from diffkit.core.operators import AveragePool, ChannelMix, GaussianBlur, Identity, LowPass, Mask, as_matrix, compose
 from diffkit.errors import DiffkitError
@@ -117,18 +117,18 @@ def test_projection_meets_a_noiseless_observation_with_every_sampler(sampler, me
     for op in (Mask(torch.tensor([1.0, 0.0, 1.0, 0.0])), AveragePool((2,)), LowPass(0.3)):
         y, _ = observed(op, 0.0, torch.tensor([0.8, 0.4, 0.9, 1.2]))
         obs = Observation(op, y.float().expand(64, *y.shape))
-        x = sample(PRIOR.denoiser(LINEAR), (64, 4), LINEAR, sampler=sampler, steps=10, observation=obs,
-                   method=method, generator=GEN())
+        x = sample(PRIOR.denoiser(LINEAR), (64, 4), LINEAR, SamplingSpec(sampler, 10), condition=Restore(obs, method))
         assert obs.residual(x).max() < 1e-5
 
 
 def test_particles_need_ddpm_and_a_batch_of_whole_groups():
     obs = Observation(Identity(), torch.zeros(6, 4), 0.1)
-    for options, message in (({"sampler": "dpm++2m"}, "needs the ddpm sampler"),
-                             ({"sampler": "ddpm", "resample": 2}, "no resampling"),
-                             ({"sampler": "ddpm", "particles": 4}, "divide the batch of 6")):
-        with pytest.raises(DiffkitError, match=message):
-            sample(PRIOR.denoiser(LINEAR), (6, 4), LINEAR, observation=obs, method="smc", **options)
+    with pytest.raises(DiffkitError, match="needs the ddpm sampler"):
+        sample(PRIOR.denoiser(LINEAR), (6, 4), LINEAR, SamplingSpec("dpm++2m"), condition=Restore(obs, "smc"))
+    with pytest.raises(DiffkitError, match="no resampling"):
+        Restore(obs, "smc", resample=2)
+    with pytest.raises(DiffkitError, match="divide the batch of 6"):
+        sample(PRIOR.denoiser(LINEAR), (6, 4), LINEAR, SamplingSpec("ddpm"), condition=Restore(obs, "smc", particles=4))
 
 
 def test_gradient_methods_work_with_every_sampler():
@@ -139,8 +139,9 @@ def test_gradient_methods_work_with_every_sampler():
     prior_gap = ((PRIOR.weights[:, None] * PRIOR.means).sum(0) - target).norm()
     for sampler in SAMPLERS:
         for method in ("pigdm", "tmpd", "dps"):
-            x = sample(PRIOR.denoiser(LINEAR), (500, 4), LINEAR, sampler=sampler, steps=10, method=method,
-                       observation=Observation(AveragePool((2,)), y.float().expand(500, 2), 0.1), generator=GEN())
+            observation = Observation(AveragePool((2,)), y.float().expand(500, 2), 0.1)
+            x = sample(PRIOR.denoiser(LINEAR), (500, 4), LINEAR, SamplingSpec(sampler, 10),
+                       condition=Restore(observation, method))
             assert torch.isfinite(x).all()
             # measured: tmpd within 1% of the gap, pigdm and dps 3-28%
             assert (x.double().mean(0) - target).norm() < (0.05 if method == "tmpd" else 0.35) * prior_gap, (sampler, method)
@@ -149,10 +150,10 @@ def test_gradient_methods_work_with_every_sampler():
 def test_inpainting_is_the_mask_observation_with_repaint():
     known = torch.tensor([0.7, 0.2, 0.0, 0.0]).expand(300, 4)
     keep = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    kw = dict(sampler="ddim", steps=20, jump=5, resample=3)
-    a = sample(PRIOR.denoiser(LINEAR), (300, 4), LINEAR, known=known, mask=keep, generator=GEN(), **kw)
-    b = sample(PRIOR.denoiser(LINEAR), (300, 4), LINEAR, observation=Observation(Mask(keep), known * keep),
-               method="repaint", generator=GEN(), **kw)
+    spec = SamplingSpec("ddim", 20)
+    a = sample(PRIOR.denoiser(LINEAR), (300, 4), LINEAR, spec, condition=Inpaint(known, keep, jump=5, resample=3))
+    b = sample(PRIOR.denoiser(LINEAR), (300, 4), LINEAR, spec,
+               condition=Restore(Observation(Mask(keep), known * keep), "repaint", jump=5, resample=3))
     assert torch.equal(a, b)
 
 
@@ -163,7 +164,7 @@ def test_declipping_keeps_clipped_samples_beyond_the_threshold():
     keep = (clipped.abs() < level).float()
     obs = Observation(Mask(keep), clipped * keep, project=beyond_threshold(clipped, level))
     for method, consistency in (("ddnm", 1e-6), ("pigdm", 0.01)):  # the gradient method meets y approximately
-        x = sample(PRIOR.denoiser(LINEAR), truth.shape, LINEAR, steps=20, observation=obs, method=method, generator=GEN())
+        x = sample(PRIOR.denoiser(LINEAR), truth.shape, LINEAR, SamplingSpec(steps=20), condition=Restore(obs, method))
         beyond = keep == 0
         assert torch.allclose(x[~beyond], clipped[~beyond], atol=consistency)
         assert (x[beyond].abs() >= level - 1e-6).all() and torch.equal(x[beyond].sign(), clipped[beyond].sign())
@@ -173,6 +174,5 @@ def test_declipping_keeps_clipped_samples_beyond_the_threshold():
 
 def test_unknown_method_names_the_choices():
     with pytest.raises(DiffkitError, match="unknown restoration method 'nope'; choose one of: ddnm, dps"):
-        sample(PRIOR.denoiser(LINEAR), (2, 4), LINEAR, observation=Observation(Identity(), torch.zeros(2, 4)),
-               method="nope")
+        Restore(Observation(Identity(), torch.zeros(2, 4)), "nope")
     assert set(METHODS) == {"ddnm", "pigdm", "tmpd", "dps", "repaint"}

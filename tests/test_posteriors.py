@@ -3,9 +3,9 @@ exactly, and a two-mode mixture where only resampling or particles get the mode 
 
 import pytest
 import torch
-from oracles import GEN, LINEAR, PRIOR, observed
+from oracles import LINEAR, PRIOR, observed
 
-from diffkit.core import SAMPLERS, GaussianMixture, sample
+from diffkit.core import SAMPLERS, GaussianMixture, Restore, SamplingSpec, sample
 from diffkit.core.observe import Observation
 from diffkit.core.operators import AveragePool, Mask, as_matrix
 
@@ -16,9 +16,9 @@ AMBIGUOUS = torch.tensor([0.1, 0.1, 0.0, -0.2])  # under a 2x average, posterior
 def _posterior_error(method, op, sigma, n=4000, sampler="ddpm", steps=100, resample=10):
     """(largest mode-weight error, largest mean distance, largest relative covariance error) over the two modes."""
     y, post = observed(op, sigma, AMBIGUOUS)
-    x = sample(PRIOR.denoiser(LINEAR), (n, 4), LINEAR, sampler=sampler, steps=steps, jump=5, resample=resample,
-               observation=Observation(op, y.float().expand(n, *y.shape), sigma), method=method,
-               generator=GEN()).double()
+    observation = Observation(op, y.float().expand(n, *y.shape), sigma)
+    x = sample(PRIOR.denoiser(LINEAR), (n, 4), LINEAR, SamplingSpec(sampler, steps),
+               condition=Restore(observation, method, jump=5, resample=resample)).double()
     mode = PRIOR.responsibilities(x).argmax(1)
     errors = []
     for k in range(2):
@@ -45,8 +45,8 @@ def test_gaussian_methods_are_exact_for_a_unit_gaussian_prior(method, sigma):
         y = op(truth)[0]
         post = UNIT.observe(as_matrix(op, 4), y, sigma)
         for sampler in samplers:
-            x = sample(UNIT.denoiser(LINEAR), (n, 4), LINEAR, sampler=sampler, steps=50, method=method,
-                       observation=Observation(op, y.float().expand(n, *y.shape), sigma), generator=GEN()).double()
+            x = sample(UNIT.denoiser(LINEAR), (n, 4), LINEAR, SamplingSpec(sampler, 50),
+                       condition=Restore(Observation(op, y.float().expand(n, *y.shape), sigma), method)).double()
             cov_error = ((torch.cov(x.T) - post.covs[0]).norm() / post.covs[0].norm()).item()
             assert (x.mean(0) - post.means[0]).norm() < 0.03
             # first-order samplers at 50 steps still carry their discretisation error in the spread, and
@@ -70,8 +70,8 @@ def test_moment_matching_is_exact_for_a_gaussian_prior_of_any_covariance():
     post = one.observe(as_matrix(op, 4), y, sigma)
     errors = {}
     for method in ("tmpd", "ddnm", "pigdm"):
-        x = sample(one.denoiser(LINEAR), (n, 4), LINEAR, sampler="dpm++2m", steps=50, method=method,
-                   observation=Observation(op, y.float().expand(n, 2), sigma), generator=GEN()).double()
+        x = sample(one.denoiser(LINEAR), (n, 4), LINEAR, SamplingSpec("dpm++2m", 50),
+                   condition=Restore(Observation(op, y.float().expand(n, 2), sigma), method)).double()
         errors[method] = ((x.mean(0) - post.means[0]).norm().item(),
                           ((torch.cov(x.T) - post.covs[0]).norm() / post.covs[0].norm()).item())
     # (mean distance, relative covariance error); 20,000 of them reach (0.003, 0.008), (0.013, 0.04), (0.05, 0.16)
@@ -97,8 +97,8 @@ def test_particles_converge_to_the_posterior_mode_weights(sigma, particles, boun
     obs = Observation(op, y.float().expand(n, *y.shape), sigma)
     share = {}
     for k in (1, particles):
-        x = sample(PRIOR.denoiser(LINEAR), (n, 4), LINEAR, sampler="ddpm", steps=200, observation=obs,
-                   method="smc", particles=k, generator=GEN()).double()
+        x = sample(PRIOR.denoiser(LINEAR), (n, 4), LINEAR, SamplingSpec("ddpm", 200),
+                   condition=Restore(obs, "smc", particles=k)).double()
         share[k] = ((PRIOR.responsibilities(x).argmax(1) == 0).double().mean() - post.weights[0]).abs().item()
         if sigma == 0:
             assert obs.residual(x.float()).max() < 1e-5

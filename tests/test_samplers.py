@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from diffkit.core import SAMPLERS, GaussianMixture, Grid, make_denoiser, make_schedule, sample
+from diffkit.core import (SAMPLERS, Bridge, GaussianMixture, Grid, Inpaint, Noised, Restore, SamplingSpec, make_denoiser,
+                          make_schedule, sample)
 from diffkit.core.samplers import STOCHASTIC, half_log_snr, multistep_update
 from diffkit.errors import DiffkitError
 
@@ -30,8 +31,7 @@ TOLERANCE = {1000: (0.03, 0.04, 0.15), 50: (0.05, 0.05, 0.3), 20: (0.1, 0.1, 0.6
 @pytest.mark.parametrize("steps", [10, 20, 50, pytest.param(1000, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_sampler_recovers_the_mixture(sampler, steps):
-    x = sample(MIX.denoiser(LINEAR), (4000, 2), LINEAR, sampler=sampler, steps=steps,
-               generator=torch.Generator().manual_seed(0))
+    x = sample(MIX.denoiser(LINEAR), (4000, 2), LINEAR, SamplingSpec(sampler, steps))
     weights, means, covs = _mode_stats(MIX, x)
     w_tol, m_tol, c_tol = TOLERANCE[steps]
     assert (weights - REFERENCE[0]).abs().max() < w_tol
@@ -41,10 +41,9 @@ def test_sampler_recovers_the_mixture(sampler, steps):
 
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_every_parameterisation_samples_alike(prediction):
-    kw = dict(sampler="dpm++2m", steps=20, generator=torch.Generator().manual_seed(0))
-    eps = sample(MIX.denoiser(LINEAR), (500, 2), LINEAR, **kw)
-    kw["generator"] = torch.Generator().manual_seed(0)
-    other = sample(MIX.denoiser(LINEAR, prediction), (500, 2), LINEAR, prediction=prediction, **kw)
+    spec = SamplingSpec("dpm++2m", 20)
+    eps = sample(MIX.denoiser(LINEAR), (500, 2), LINEAR, spec)
+    other = sample(MIX.denoiser(LINEAR, prediction), (500, 2), LINEAR, spec, prediction=prediction)
     assert torch.allclose(eps, other, atol=1e-3)
 
 
@@ -52,9 +51,8 @@ def test_ddpm_and_ddim_with_eta_one_take_the_same_steps():
     # DDIM at η = 1 is ancestral sampling with variance β̃: same transitions, same draws, same samples.
     # In float64: the two formulas round differently, and a point near a boundary between modes
     # amplifies that (float32: 4e-4 at worst of 2,000).
-    kw = {"steps": 50, "dtype": torch.float64}
-    ddpm = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, sampler="ddpm", generator=torch.Generator().manual_seed(3), **kw)
-    ddim = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, sampler="ddim", eta=1.0, generator=torch.Generator().manual_seed(3), **kw)
+    ddpm = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, SamplingSpec("ddpm", 50, seed=3), dtype=torch.float64)
+    ddim = sample(MIX.denoiser(LINEAR), (2000, 2), LINEAR, SamplingSpec("ddim", 50, eta=1.0, seed=3), dtype=torch.float64)
     assert torch.allclose(ddpm, ddim, atol=1e-5)
 
 
@@ -108,8 +106,8 @@ KEEP = torch.tensor([True, True, False, False])
 def _inpaint(sampler, steps, jump, resample, n=4000):
     known = torch.zeros(n, 4)
     known[:, :2] = torch.tensor([0.7, 0.2])
-    x = sample(INPAINT.denoiser(LINEAR), (n, 4), LINEAR, sampler=sampler, steps=steps, known=known,
-               mask=KEEP.float().expand(n, 4), jump=jump, resample=resample, generator=torch.Generator().manual_seed(0))
+    x = sample(INPAINT.denoiser(LINEAR), (n, 4), LINEAR, SamplingSpec(sampler, steps),
+               condition=Inpaint(known, KEEP.float().expand(n, 4), jump, resample))
     assert torch.equal(x[:, :2], known[:, :2]), "the kept region is returned exactly"
     cond = INPAINT.condition(torch.tensor([0.7, 0.2]), KEEP)  # all its weight is on mode 0
     free = x[:, 2:].double()
@@ -134,21 +132,18 @@ def test_inpainting_works_with_every_sampler(sampler):
 
 def test_partial_noising_at_full_strength_is_plain_sampling():
     start = torch.full((300, 2), 5.0)
-    plain = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, steps=10, generator=torch.Generator().manual_seed(1))
-    edited = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, steps=10, start=start, strength=1.0,
-                    generator=torch.Generator().manual_seed(1))
+    plain = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, SamplingSpec(steps=10, seed=1))
+    edited = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, SamplingSpec(steps=10, seed=1), start=Noised(start, 1.0))
     assert torch.equal(plain, edited)
 
 
 def test_partial_noising_at_vanishing_strength_returns_the_input():
     start = MIX.sample(300, torch.Generator().manual_seed(2))[0].float()
-    same = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, start=start, strength=0.0)
+    same = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, start=Noised(start, 0.0))
     assert torch.equal(same, start)
-    near = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, steps=10, start=start, strength=1e-4,
-                  generator=torch.Generator().manual_seed(1))
+    near = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, SamplingSpec(steps=10, seed=1), start=Noised(start, 1e-4))
     assert (near - start).abs().max() < 0.05
-    halfway = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, steps=10, start=start, strength=0.5,
-                     generator=torch.Generator().manual_seed(1))
+    halfway = sample(MIX.denoiser(LINEAR), (300, 2), LINEAR, SamplingSpec(steps=10, seed=1), start=Noised(start, 0.5))
     assert 0.05 < (halfway - start).abs().mean() < 1.0
 
 
@@ -161,15 +156,14 @@ def test_x0_hook_sees_every_step_and_shapes_the_result():
 
     for name in SAMPLERS:
         seen.clear()
-        x = sample(MIX.denoiser(LINEAR), (50, 2), LINEAR, sampler=name, steps=8, hook=snap_to_grid,
-                   generator=torch.Generator().manual_seed(0))
+        x = sample(MIX.denoiser(LINEAR), (50, 2), LINEAR, SamplingSpec(name, 8), hook=snap_to_grid)
         assert torch.equal(x, x.round()) and len(seen) >= 8 and seen == sorted(seen, reverse=True)
 
 
 def test_clipping_and_thresholding_bound_the_prediction():
     far = GaussianMixture(torch.ones(1), torch.tensor([[3.0, -3.0]]), 0.01 * torch.eye(2).unsqueeze(0))
     for kw in ({"clip": 1.0}, {"threshold": 0.995}):
-        x = sample(far.denoiser(LINEAR), (100, 2), LINEAR, steps=10, generator=torch.Generator().manual_seed(0), **kw)
+        x = sample(far.denoiser(LINEAR), (100, 2), LINEAR, SamplingSpec(steps=10, **kw))
         assert x.abs().max() <= 1.0 + 1e-5
 
 
@@ -183,14 +177,14 @@ def test_progress_counts_every_model_call(sampler):
         made.append(t)
         return oracle(x, t)
 
-    cases = [{"steps": n} for n in (1, 2, 5, 10, 20)]
-    cases.append({"steps": 12, "known": torch.zeros(10, 2), "mask": torch.ones(10, 2), "resample": 2, "jump": 3})
+    cases = [(n, {}) for n in (1, 2, 5, 10, 20)]
+    cases.append((12, {"condition": Inpaint(torch.zeros(10, 2), torch.ones(10, 2), jump=3, resample=2)}))
     if sampler not in STOCHASTIC:
-        cases.append({"steps": 7, "start": torch.zeros(10, 2), "source_model": counted, "strength": 0.8})
-    for case in cases:
+        cases.append((7, {"start": Bridge(torch.zeros(10, 2), 0.8, source_model=counted)}))
+    for steps, case in cases:
         made.clear()
         reports = []
-        sample(counted, (10, 2), LINEAR, sampler=sampler, progress=lambda d, t: reports.append((d, t)), **case)
+        sample(counted, (10, 2), LINEAR, SamplingSpec(sampler, steps), progress=lambda d, t: reports.append((d, t)), **case)
         assert reports == [(i + 1, len(made)) for i in range(len(made))], case
 
 
@@ -207,24 +201,22 @@ def test_the_trajectory_reports_every_call_and_ends_at_the_result(sampler):
         made.append(int(t[0]))
         return MIX.denoiser(LINEAR)(x, t)
 
-    x = sample(counted, (10, 2), LINEAR, sampler=sampler, steps=6, on_denoised=lambda x0, t: seen.append((t, x0)),
-               generator=torch.Generator().manual_seed(0))
+    x = sample(counted, (10, 2), LINEAR, SamplingSpec(sampler, 6), on_denoised=lambda x0, t: seen.append((t, x0)))
     assert [t for t, _ in seen] == made and torch.equal(seen[-1][1], x)
     keep, known = torch.tensor([1.0, 0.0]), torch.full((10, 2), 0.7)
     seen.clear()
-    sample(MIX.denoiser(LINEAR), (10, 2), LINEAR, sampler=sampler, steps=6, method="ddnm",
-           observation=Observation(Mask(keep), known * keep), on_denoised=lambda x0, t: seen.append(x0),
-           generator=torch.Generator().manual_seed(0))
+    sample(MIX.denoiser(LINEAR), (10, 2), LINEAR, SamplingSpec(sampler, 6),
+           condition=Restore(Observation(Mask(keep), known * keep), "ddnm"), on_denoised=lambda x0, t: seen.append(x0))
     assert all(torch.allclose(x0[:, 0], known[:, 0], atol=1e-5) for x0 in seen)
 
 
 def test_sampler_errors_name_the_choices():
     with pytest.raises(DiffkitError, match="unknown sampler 'euler'; choose one of: ddim, ddpm, dpm\\+\\+2m"):
-        sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, sampler="euler")
+        sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, SamplingSpec("euler"))
     with pytest.raises(DiffkitError, match="eta applies to the ddim sampler"):
-        sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, sampler="dpm++2m", eta=0.5)
+        sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, SamplingSpec("dpm++2m", eta=0.5))
     with pytest.raises(DiffkitError, match="strength"):
-        sample(MIX.denoiser(LINEAR), (2, 2), LINEAR, start=torch.zeros(2, 2), strength=1.5)
+        Noised(torch.zeros(2, 2), 1.5)
     zero_snr = make_schedule("linear", 1000, zero_terminal_snr=True)
     with pytest.raises(DiffkitError, match="zero terminal SNR"):
         sample(MIX.denoiser(zero_snr), (2, 2), zero_snr)
@@ -233,7 +225,6 @@ def test_sampler_errors_name_the_choices():
 def test_zero_terminal_snr_samples_with_v_prediction():
     s = make_schedule("cosine", 1000, zero_terminal_snr=True)
     for name in ("ddim", "dpm++2m", "ddpm"):
-        x = sample(MIX.denoiser(s, "v"), (2000, 2), s, sampler=name, steps=50, prediction="v",
-                   generator=torch.Generator().manual_seed(0))
+        x = sample(MIX.denoiser(s, "v"), (2000, 2), s, SamplingSpec(name, 50), prediction="v")
         assert torch.isfinite(x).all()
         assert (_mode_stats(MIX, x)[0] - REFERENCE[0]).abs().max() < 0.05

@@ -8,7 +8,7 @@ import torch
 from cli import run_here
 from oracles import GEN, LINEAR, gaussian
 
-from diffkit.core import GaussianMixture, make_schedule
+from diffkit.core import GaussianMixture, SamplingSpec, make_schedule
 from diffkit.core.diffusion import eps_from_x0, gather, split_x0_eps, training_losses, variational_bound
 from diffkit.core.generate import classifier_free, make_denoiser, sample
 from diffkit.core.samplers import SAMPLERS
@@ -34,14 +34,14 @@ def recording(model, calls: list):
 def test_every_sampler_feeds_the_network_the_estimate_of_its_previous_call(sampler):
     calls = []
     network = recording(MIXTURE.denoiser(LINEAR), calls)
-    kwargs = dict(sampler=sampler, steps=6, dtype=torch.float64)
-    fed = sample(network, (64, 2), LINEAR, self_cond=True, generator=GEN(3), **kwargs)
+    spec = SamplingSpec(sampler, 6, seed=3)
+    fed = sample(network, (64, 2), LINEAR, spec, self_cond=True, dtype=torch.float64)
     assert calls[0][2] is None  # the first call has no estimate yet: the network sees zeros
     for (x, t, _, out), (_, _, estimate, _) in zip(calls, calls[1:]):
         x0, _ = split_x0_eps(out, x, LINEAR.alphas_cumprod[t].item(), "eps")
         assert torch.equal(estimate, x0)
     # A network that ignores the estimate samples exactly as it does without self-conditioning.
-    assert torch.equal(fed, sample(MIXTURE.denoiser(LINEAR), (64, 2), LINEAR, generator=GEN(3), **kwargs))
+    assert torch.equal(fed, sample(MIXTURE.denoiser(LINEAR), (64, 2), LINEAR, spec, dtype=torch.float64))
 
 
 def test_guidance_feeds_both_halves_the_same_estimate_and_a_particle_keeps_its_own():
@@ -49,7 +49,7 @@ def test_guidance_feeds_both_halves_the_same_estimate_and_a_particle_keeps_its_o
     classes = recording(lambda x, t, y: MIXTURE.denoiser(LINEAR)(x, t) + y[:, None], calls)
     guided = classifier_free(classes, 2.0, {"y": torch.ones(4, dtype=torch.float64)},
                              {"y": torch.zeros(4, dtype=torch.float64)}, "fixed_small")
-    sample(guided, (4, 2), LINEAR, steps=4, self_cond=True, generator=GEN(0), dtype=torch.float64)
+    sample(guided, (4, 2), LINEAR, SamplingSpec(steps=4), self_cond=True, dtype=torch.float64)
     for _, _, estimate, _ in calls[1:]:
         assert torch.equal(estimate[:4], estimate[4:])
     # A particle filter's resampling moves each row's memory with it (`follow`).

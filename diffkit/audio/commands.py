@@ -208,6 +208,7 @@ def inpaint(run: Model, input: Input,
             *, common: Common, sampling: Sampling, signing: Signing):
     """Regenerate the masked time ranges; every other sample keeps the input's value exactly. Inputs longer
     than the model's window are done in overlapping windows."""
+    from diffkit.core.editing import Inpaint
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
@@ -226,8 +227,8 @@ def inpaint(run: Model, input: Input,
 
     def fill(known, keep):
         part = pipeline.waves(loaded, 1, len(known), sampling, quiet=common.quiet, labels=labels, guidance=guidance,
-                      known=known[None, None], mask=keep.float()[None, None], jump=jump, resample=resample,
-                      trajectory=trajectory)
+                              condition=Inpaint(known[None, None], keep.float()[None, None], jump, resample),
+                              trajectory=trajectory)
         return part[0, 0]
 
     result = pipeline.inpaint_windows(wave, regenerate, window, fill)
@@ -247,7 +248,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, style_plan
+    from diffkit.runs import class_labels, provenance_of, style_plan, style_start
     from diffkit.trajectory import trajectory_target
     from diffkit.windows import overlap_process
 
@@ -262,10 +263,10 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
 
         def process(windows):
             n = len(windows)
-            return pipeline.waves(loaded, n, window, sampling, quiet=common.quiet, labels=class_labels(loaded, label, n, guidance),
-                          guidance=guidance, start=windows, strength=strength,
-                          source_labels=class_labels(loaded, source, n, guidance),
-                          inversion_iterations=inversion_iterations, trajectory=trajectory)
+            return pipeline.waves(loaded, n, window, sampling, quiet=common.quiet,
+                                  labels=class_labels(loaded, label, n, guidance), guidance=guidance,
+                                  start=style_start(windows, strength, source, inversion_iterations),
+                                  source_labels=class_labels(loaded, source, n, guidance), trajectory=trajectory)
 
         wave = overlap_process(wave[None], (window,), process)[0]
     stamp = provenance_of(loaded, "style audio", sampling, input, label=label, guidance=guidance, strength=strength,

@@ -24,9 +24,10 @@ def load(path: str, device: str = "auto"):
 
 
 def waves(run, n: int, length: int, sampling, *, quiet: bool = True, labels=None, guidance: float = 1.0,
-           **edit):
-    """n clips of `length` samples from a run, float [n, 1, length] on CPU; `edit` tensors (known/mask or
-    start) are [n, 1, length] too and are padded like the clips."""
+          start=None, source_labels=None, condition=None, trajectory=None):
+    """n clips of `length` samples from a run, float [n, 1, length] on CPU, from a `start` (core.editing's
+    Noised or Bridge, from classes `source_labels`) and under a `condition` (Inpaint, or Restore with its
+    observation made on padded windows), their clips [n, 1, length] too, padded like the clips."""
     import dataclasses
 
     import torch.nn.functional as F
@@ -34,13 +35,15 @@ def waves(run, n: int, length: int, sampling, *, quiet: bool = True, labels=None
     from diffkit.runs import generate
 
     window = padded(length, run.model.config.downsampling)
-    for key in ("known", "mask", "start"):
-        if key in edit:
-            # Padding is free to generate (mask 0) and starts from silence.
-            edit[key] = F.pad(edit[key], (0, window - length)).to(run.device)
+
+    def pad(x):  # padding is free to generate (mask 0) and starts from silence
+        return F.pad(x, (0, window - length)).to(run.device)
+
     if sampling.clip is None:  # waveforms live in [-1, 1]
         sampling = dataclasses.replace(sampling, clip=1.0)
-    x = generate(run, (n, 1, window), sampling, quiet=quiet, labels=labels, guidance=guidance, **edit)
+    x = generate(run, (n, 1, window), sampling, quiet=quiet, labels=labels, guidance=guidance,
+                 start=None if start is None else start.map(pad), source_labels=source_labels,
+                 condition=None if condition is None else condition.map(pad, pad), trajectory=trajectory)
     return x[..., :length].float().cpu()
 
 

@@ -78,6 +78,7 @@ def restore_wave(run, wave, task: Degradation, sampling: SamplingSpec, *, quiet:
                  guidance: float = 1.0, jump: int = 5, resample: int = 1, trajectory=None):
     """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
     consistency ‖A(x) − y‖ of the result over the whole recording."""
+    from diffkit.core.editing import Restore
     from diffkit.audio import codec
     from diffkit.audio import pipeline
     from diffkit.windows import overlap_process
@@ -86,9 +87,9 @@ def restore_wave(run, wave, task: Degradation, sampling: SamplingSpec, *, quiet:
 
     def restore_windows(windows):
         batch_labels = None if labels is None else labels[:1].expand(len(windows))
+        observation = task.observe(windows).to(run.device, windows.dtype)
         return pipeline.waves(run, len(windows), window, sampling, quiet=quiet, labels=batch_labels, guidance=guidance,
-                      observation=task.observe(windows).to(run.device, windows.dtype), method=method, jump=jump,
-                      resample=resample, trajectory=trajectory)
+                              condition=Restore(observation, method, jump=jump, resample=resample), trajectory=trajectory)
 
     restored = codec.quantise(overlap_process(wave[None], (window,), restore_windows)[0])
     whole = task.observe(wave[None, None])
@@ -142,6 +143,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
     """Degrade held-out clips [N, 1, L] as --task says (noise from seed 0, rounded to 16 bits), restore them,
     and report SI-SDR and log-spectral distance against the originals for diffkit, the degraded input and
     A⁺y."""
+    from diffkit.core.editing import Restore
     import torch
 
     from diffkit.audio import pipeline
@@ -155,9 +157,9 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
     for first in range(0, len(clips), batch_size):
         part = degraded[first:first + batch_size]
         obs = task.observe(part)
-        out = pipeline.waves(run, len(part), length, sampling, quiet=common.quiet, guidance=guidance, method=method,
-                     labels=None if labels is None else labels[first:first + batch_size],
-                     observation=obs.to(run.device, part.dtype), jump=5, resample=resample)
+        out = pipeline.waves(run, len(part), length, sampling, quiet=common.quiet, guidance=guidance,
+                             labels=None if labels is None else labels[first:first + batch_size],
+                             condition=Restore(obs.to(run.device, part.dtype), method, jump=5, resample=resample))
         restored.append(out)
         consistency.append(obs.residual(out) / length**0.5)
     observed = task.observe(degraded)

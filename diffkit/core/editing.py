@@ -1,25 +1,125 @@
-"""Editing with any sampler: RePaint's resampling plan (for inpainting and every observation of
-core.observe), partial noising (SDEdit) and deterministic inversion (the bridge between classes). All
-work on the sampler's levels from outside, so no sampler knows of them.
+"""Editing with any sampler. The edits `sample()` takes, each checked where it is made: a start
+(`Noised`: SDEdit's partial noising; `Bridge`: deterministic inversion, the bridge between classes) and a
+condition (`Inpaint`, `Restore`: an observation of core.observe and a method); then the algorithms they
+run on the sampler's levels from outside, so no sampler knows of them: RePaint's resampling plan, the
+starting timestep of a strength, inversion.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from torch import Tensor
 
+from diffkit.core.observe import METHODS, PARTICLE_METHODS, Observation
+from diffkit.core.operators import Mask
 from diffkit.core.samplers import Denoise, Denoised, model_calls
 from diffkit.core.schedule import Grid
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, SettingError, choose
+
+Map = Callable[[Tensor], Tensor]
+
+
+def _unchanged(x: Tensor) -> Tensor:
+    return x
+
+
+def _check_strength(strength: float) -> None:
+    if not 0 <= strength <= 1:
+        raise SettingError("strength", f" must be in [0, 1], got {strength}")
+
+
+def _check_plan(jump: int, resample: int) -> None:
+    if jump < 1 or resample < 1:
+        raise DiffkitError(f"jump and resample must be at least 1, got {jump} and {resample}")
+
+
+@dataclass(frozen=True, eq=False)
+class Noised:
+    """Start from `x` noised to the level `strength` sets and regenerate (SDEdit, Meng et al. 2022):
+    1 ignores `x`, 0 returns it unchanged."""
+    x: Tensor
+    strength: float
+
+    def __post_init__(self):
+        _check_strength(self.strength)
+
+    def map(self, data: Map, mask: Map = _unchanged) -> "Noised":
+        """This edit with its data through `data` (into the model's units, onto a device)."""
+        return replace(self, x=data(self.x))
+
+
+@dataclass(frozen=True, eq=False)
+class Bridge:
+    """Start from `x` inverted deterministically to the level `strength` sets (1: all the way) by
+    `source_model(x, t, **source_kwargs)`, the network under the input's own condition (None: the network
+    being sampled, under its own), then regenerate under the sampled condition (DDIB, Su et al. 2023). With
+    ddim, `inversion_iterations` > 0 makes each inversion step implicit, so that decoding retraces it."""
+    x: Tensor
+    strength: float = 1.0
+    source_model: Callable | None = None
+    source_kwargs: dict | None = None
+    inversion_iterations: int = 0
+
+    def __post_init__(self):
+        _check_strength(self.strength)
+        if self.inversion_iterations < 0:
+            raise SettingError("inversion_iterations", f" must be at least 0, got {self.inversion_iterations}")
+
+    def map(self, data: Map, mask: Map = _unchanged) -> "Bridge":
+        return replace(self, x=data(self.x))
+
+
+@dataclass(frozen=True, eq=False)
+class Restore:
+    """Samples consistent with an observation y = A(x_0) + σ·n, by `method`: one of core.observe.METHODS
+    (an x̂_0 correction, or "repaint": the observed part put back after each step) or "smc" (ddpm only: the
+    batch as groups of `particles` rows sharing their observation). `resample` > 1 repeats every `jump`
+    steps (RePaint) so the generated part agrees with the observed."""
+    observation: Observation
+    method: str = "ddnm"
+    particles: int = 1
+    jump: int = 10
+    resample: int = 1
+
+    def __post_init__(self):
+        choose("restoration method", self.method, METHODS + PARTICLE_METHODS)
+        _check_plan(self.jump, self.resample)
+        if self.particles < 1:
+            raise SettingError("particles", f" must be at least 1, got {self.particles}")
+        if self.method == "smc" and self.resample > 1:
+            raise DiffkitError("the smc method weighs ddpm's own steps: it takes no resampling")
+
+    def map(self, data: Map, mask: Map = _unchanged) -> "Restore":
+        return self  # an observation is made in the model's units
+
+
+@dataclass(frozen=True, eq=False)
+class Inpaint:
+    """Keep `known` where `mask` is 1 and generate where it is 0: the observation of a mask, by RePaint."""
+    known: Tensor
+    mask: Tensor
+    jump: int = 10
+    resample: int = 1
+
+    def __post_init__(self):
+        _check_plan(self.jump, self.resample)
+
+    def map(self, data: Map, mask: Map = _unchanged) -> "Inpaint":
+        return replace(self, known=data(self.known), mask=mask(self.mask))
+
+    def restore(self) -> Restore:
+        return Restore(Observation(Mask(self.mask), self.known * self.mask), "repaint", jump=self.jump,
+                       resample=self.resample)
 
 
 def resampling_plan(levels: int, jump: int, resample: int) -> list[tuple[int, int]]:
     """RePaint's schedule as (from, to) level pairs: to > from walks down with the sampler, to < from
     jumps back up by renoising. Each run of `jump` steps is done `resample` times (Lugmayr et al. 2022, §4.2);
     once (resample 1) it is one uninterrupted walk, so a multistep solver keeps its history."""
-    if jump < 1 or resample < 1:
-        raise DiffkitError(f"jump and resample must be at least 1, got {jump} and {resample}")
+    _check_plan(jump, resample)
     last = levels - 1
     if resample == 1:
         return [(0, last)]

@@ -1,4 +1,4 @@
-"""`sample()`: a model, a schedule and a sampler name in; samples out, with every editing option."""
+"""`sample()`: a model, a schedule and a sampling spec in; samples out, with any edit of core.editing."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import torch
 from torch import Tensor
 
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
-from diffkit.core.editing import invert, invert_ddim_exactly, inversion_calls, resampling_plan, strength_to_timestep
-from diffkit.core.observe import METHODS, PARTICLE_METHODS, X0_METHODS, Observation, particle_filter, put_back_observed
-from diffkit.core.operators import Mask
+from diffkit.core.editing import (Bridge, Inpaint, Noised, Restore, invert, invert_ddim_exactly, inversion_calls,
+                                  resampling_plan, strength_to_timestep)
+from diffkit.core.observe import X0_METHODS, particle_filter, put_back_observed
 from diffkit.core.samplers import SAMPLERS, STOCHASTIC, Denoise, Denoised, model_calls
 from diffkit.core.schedule import Schedule, make_grid
+from diffkit.core.spec import SamplingSpec
 from diffkit.errors import DiffkitError, SettingError, choose
 
 X0Hook = Callable[[Tensor, int], Tensor]
@@ -109,78 +110,66 @@ def _model_device(model) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-@torch.no_grad()  # not inference_mode: the gradient methods differentiate the network inside
-def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps: int = 20,
-           prediction: str = "eps", variance: str = "fixed_small", spacing: str = "squeezed",
-           eta: float | None = None, clip: float | None = None, threshold: float | None = None,
-           generator: torch.Generator | None = None, device=None, dtype: torch.dtype = torch.float32,
-           known: Tensor | None = None, mask: Tensor | None = None, jump: int = 10, resample: int = 1,
-           start: Tensor | None = None, strength: float = 1.0, source_model=None, source_kwargs: dict | None = None,
-           inversion_iterations: int = 0,
-           hook: X0Hook | None = None,
-           observation: Observation | None = None, method: str = "ddnm", particles: int = 1,
-           model_kwargs: dict | None = None, progress: Callable[[int, int], None] | None = None,
-           on_denoised: X0Report | None = None, self_cond: bool = False) -> Tensor:
-    """Draw samples of `shape` from a diffusion model (`self_cond`: a self-conditioned one, see make_denoiser).
+def _check(sampling: SamplingSpec, start, condition: Restore | None, variance: str, batch: int) -> None:
+    """What only the edits and the sampler together can say is wrong."""
+    choose("sampler", sampling.sampler, SAMPLERS)
+    if sampling.eta is not None and "eta" not in inspect.signature(SAMPLERS[sampling.sampler]).parameters:
+        raise SettingError("eta", f" applies to the ddim sampler, not {sampling.sampler}")
+    if isinstance(start, Bridge):
+        if sampling.sampler in STOCHASTIC or (sampling.eta or 0) > 0:
+            raise SettingError("sampler", f" {sampling.sampler}: a bridge inverts its input deterministically; it "
+                               "needs the sampler ddim (η 0), dpm++2m, dpm++3m, heun or unipc, not a stochastic sampler")
+        if start.inversion_iterations and sampling.sampler != "ddim":
+            raise SettingError("inversion_iterations", " apply to a bridge with the ddim sampler, "
+                               "whose decoding step they turn around")
+    if condition is not None and condition.method == "smc":
+        if sampling.sampler != "ddpm" or variance == "learned":
+            raise DiffkitError("the smc method weighs ddpm's own steps: it needs the ddpm sampler and a fixed variance")
+        if batch % condition.particles:
+            raise SettingError("particles", f" must divide the batch of {batch}, got {condition.particles}")
 
-    - observation/method: restoration, samples consistent with y = A(x_0) + σ·n (core.observe), by the
-      method's x̂_0 correction or, for "repaint", by putting the observed part back after each step;
-      `resample` > 1 repeats every `jump` steps (RePaint) so the generated part agrees with the observed.
-      "smc" (ddpm only) treats the batch as groups of `particles` rows sharing their observation.
-    - known/mask: inpainting, the observation of a mask (1 keeps `known`, 0 generates) with "repaint".
-    - start/strength: partial noising (SDEdit); strength 1 ignores `start`, 0 returns it unchanged.
-    - source_model/source_kwargs: instead of noising, `start` is inverted deterministically to the level
-      `strength` sets (1: all the way) by `source_model(x, t, **source_kwargs)`, the network under the
-      input's own condition, then regenerated under `model_kwargs` (DDIB, Su et al. 2023): the bridge.
-      With ddim, `inversion_iterations` > 0 makes each inversion step implicit, so that decoding retraces it.
+
+@torch.no_grad()  # not inference_mode: the gradient methods differentiate the network inside
+def sample(model, shape, schedule: Schedule, sampling: SamplingSpec = SamplingSpec(), *, prediction: str = "eps",
+           variance: str = "fixed_small", self_cond: bool = False, model_kwargs: dict | None = None,
+           start: Noised | Bridge | None = None, condition: Inpaint | Restore | None = None,
+           hook: X0Hook | None = None, progress: Callable[[int, int], None] | None = None,
+           on_denoised: X0Report | None = None, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Draw samples of `shape` from a diffusion model `model(x_t, t, **model_kwargs)` that predicts
+    `prediction` (a `self_cond` one: see make_denoiser), as `sampling` says (sampler, steps, spacing, η,
+    seed, clipping), with any edit of core.editing:
+
+    - start: where the walk begins, `Noised` (SDEdit) or `Bridge` (deterministic inversion); none: noise.
+    - condition: `Inpaint` or `Restore`, samples consistent with what is known of them.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
     - on_denoised(x̂_0, t): told the x̂_0 the sampler goes by (after hooks and restoration's correction)
       at every model call of the sampling, one a step (heun: two), not the bridge's inversion: the
       denoising trajectory.
     """
-    choose("sampler", sampler, SAMPLERS)
-    solver = SAMPLERS[sampler]
-    options = {}
-    if eta is not None:
-        if "eta" not in inspect.signature(solver).parameters:
-            raise SettingError("eta", f" applies to the ddim sampler, not {sampler}")
-        options["eta"] = eta
-    if not 0 <= strength <= 1:
-        raise DiffkitError(f"strength must be in [0, 1], got {strength}")
-    bridge = source_model is not None
-    if bridge and (start is None or sampler in STOCHASTIC or (eta or 0) > 0):
-        raise SettingError("sampler", f" {sampler}: a bridge inverts its input deterministically; it needs the "
-                           "input and the sampler ddim (η 0), dpm++2m, dpm++3m, heun or unipc, not a stochastic sampler")
-    if inversion_iterations and (not bridge or sampler != "ddim" or inversion_iterations < 0):
-        raise SettingError("inversion_iterations", " (at least 0) apply to a bridge with the ddim sampler, "
-                           "whose decoding step they turn around")
-    if (known is None) != (mask is None):
-        raise DiffkitError("inpainting needs both the known data and its mask")
-    if known is not None:
-        observation, method = Observation(Mask(mask), known * mask), "repaint"
-    choose("restoration method", method, METHODS + PARTICLE_METHODS)
-    if observation is not None and method == "smc":
-        if sampler != "ddpm" or resample > 1 or variance == "learned":
-            raise DiffkitError("the smc method weighs ddpm's own steps: it needs the ddpm sampler, a fixed "
-                               "variance and no resampling")
-        if particles < 1 or shape[0] % particles:
-            raise SettingError("particles", f" must be at least 1 and divide the batch of {shape[0]}, got {particles}")
+    if isinstance(condition, Inpaint):
+        condition = condition.restore()
+    _check(sampling, start, condition, variance, shape[0])
+    solver = SAMPLERS[sampling.sampler]
+    options = {} if sampling.eta is None else {"eta": sampling.eta}
+    generator = torch.Generator().manual_seed(sampling.seed)
     device = torch.device(device) if device is not None else _model_device(model)
+    bridge = isinstance(start, Bridge)
 
-    partial = start is not None and (strength < 1 or bridge)
-    if partial and strength == 0:
-        return start.to(device=device, dtype=dtype).clone()
-    t_start = strength_to_timestep(strength, schedule.T) if partial else schedule.T - 1
-    grid = make_grid(schedule, steps, spacing, t_start)
+    partial = start is not None and (start.strength < 1 or bridge)
+    if partial and start.strength == 0:
+        return start.x.to(device=device, dtype=dtype).clone()
+    t_start = strength_to_timestep(start.strength, schedule.T) if partial else schedule.T - 1
+    grid = make_grid(schedule, sampling.steps, sampling.spacing, t_start)
     if grid.ab[0] == 0 and prediction == "eps":
         raise DiffkitError("zero terminal SNR needs v, x0 or flow prediction: ε alone says nothing of x_0 there")
     if bridge and grid.ab[0] == 0:
         raise DiffkitError("a bridge cannot invert to zero SNR, where the ODE starts from pure noise; "
                            "use a strength below 1")
-    plan = resampling_plan(len(grid), jump, resample) if observation is not None else [(0, len(grid) - 1)]
+    plan = (resampling_plan(len(grid), condition.jump, condition.resample) if condition is not None
+            else [(0, len(grid) - 1)])
     runs = [grid.segment(a, b) for a, b in plan if b > a]
-    inverting = inversion_calls(sampler, grid, inversion_iterations) if bridge else 0
-    done, total = 0, inverting + sum(model_calls(sampler, run) for run in runs)
+    inverting = inversion_calls(sampling.sampler, grid, start.inversion_iterations) if bridge else 0
+    done, total = 0, inverting + sum(model_calls(sampling.sampler, run) for run in runs)
 
     def on_call():
         nonlocal done
@@ -189,33 +178,35 @@ def sample(model, shape, schedule: Schedule, *, sampler: str = "dpm++2m", steps:
             progress(done, total)
 
     def denoiser(network, kwargs):
-        return make_denoiser(network, schedule, prediction=prediction, variance=variance, clip=clip,
-                             threshold=threshold, hook=hook, model_kwargs=kwargs, on_call=on_call,
+        return make_denoiser(network, schedule, prediction=prediction, variance=variance, clip=sampling.clip,
+                             threshold=sampling.threshold, hook=hook, model_kwargs=kwargs, on_call=on_call,
                              self_cond=self_cond)
 
-    if bridge and inversion_iterations:
-        x = invert_ddim_exactly(denoiser(source_model, source_kwargs), start.to(device=device, dtype=dtype), grid,
-                                inversion_iterations)
-    elif bridge:
-        x = invert(functools.partial(solver, **options), denoiser(source_model, source_kwargs),
-                   start.to(device=device, dtype=dtype), grid)
+    if bridge:
+        x0 = start.x.to(device=device, dtype=dtype)
+        source = (denoiser(start.source_model, start.source_kwargs) if start.source_model is not None
+                  else denoiser(model, model_kwargs))
+        if start.inversion_iterations:
+            x = invert_ddim_exactly(source, x0, grid, start.inversion_iterations)
+        else:
+            x = invert(functools.partial(solver, **options), source, x0, grid)
     else:
         x = randn(shape, generator, device, dtype)
         if partial:
-            x = renoise(start.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
+            x = renoise(start.x.to(device=device, dtype=dtype), 1.0, grid.ab[0], x)
 
     after_step = None
-    if observation is not None:
-        observation = observation.to(device, dtype)
-        if method == "repaint":
+    denoise = denoiser(model, model_kwargs)
+    if condition is not None:
+        observation = condition.observation.to(device, dtype)
+        if condition.method == "repaint":
             after_step = put_back_observed(observation, generator)
             x = after_step(x, grid.ab[0])
-    denoise = denoiser(model, model_kwargs)
-    if observation is not None and method in X0_METHODS:
-        denoise = X0_METHODS[method](denoise, observation, schedule.alphas_cumprod.tolist())
-    if observation is not None and method == "smc":
-        denoise, after_step = particle_filter(denoise, observation, schedule.alphas_cumprod.tolist(), particles,
-                                              generator)
+        elif condition.method in X0_METHODS:
+            denoise = X0_METHODS[condition.method](denoise, observation, schedule.alphas_cumprod.tolist())
+        else:  # smc
+            denoise, after_step = particle_filter(denoise, observation, schedule.alphas_cumprod.tolist(),
+                                                  condition.particles, generator)
     if on_denoised is not None:
         denoise = _reporting(denoise, on_denoised)
     extra = {"after_step": after_step} if after_step is not None else {}

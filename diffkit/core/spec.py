@@ -11,19 +11,18 @@ from diffkit.errors import SettingError
 @dataclass(frozen=True)
 class SamplingSpec:
     """A sampler of diffkit.core.SAMPLERS, its steps and timestep spacing, DDIM's η (None: the sampler's
-    own), the seed of its noise, and a clip of x̂_0 to ±clip (None: the modality's range, or none)."""
+    own), the seed of its noise, a clip of x̂_0 to ±clip (None: the modality's range, or none), and
+    dynamic thresholding of x̂_0 at that percentile of |x̂_0| (Saharia et al. 2022; None: none)."""
     sampler: str = "dpm++2m"
     steps: int = 20
     spacing: str = "squeezed"
     eta: float | None = None
     seed: int = 0
     clip: float | None = None
+    threshold: float | None = None
 
-    def kwargs(self) -> dict:
-        """Keyword arguments for diffkit.core.sample."""
-        import torch
-
+    def __post_init__(self):
         if self.steps < 1:
             raise SettingError("steps", f" must be at least 1, got {self.steps}")
-        return dict(sampler=self.sampler, steps=self.steps, spacing=self.spacing, eta=self.eta, clip=self.clip,
-                    generator=torch.Generator().manual_seed(self.seed))
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise SettingError("threshold", f" must be in (0, 1], got {self.threshold}")

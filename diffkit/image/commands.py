@@ -190,6 +190,7 @@ def inpaint(run: Model, input: Input,
             label: Label = None, guidance: Guidance = 1.0, output: Output = "-", trajectory_path: TrajectoryPath = None,
             *, common: Common, sampling: Sampling, signing: Signing):
     """Regenerate the white part of the mask; every black-mask pixel keeps the input's value exactly."""
+    from diffkit.core.editing import Inpaint
     import torch
 
     from diffkit.image import codec
@@ -207,9 +208,9 @@ def inpaint(run: Model, input: Input,
     # Model size: shrink the mask so a pixel is regenerated where any of its area is.
     small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
     keep = (~small).float()[None, None]
-    result = pipeline.images(loaded, 1, sampling, quiet=common.quiet, labels=class_labels(loaded, label, 1, guidance), guidance=guidance,
-                     known=codec.resize(image, size)[None], mask=keep, jump=jump, resample=resample,
-                     trajectory=trajectory)[0]
+    result = pipeline.images(loaded, 1, sampling, quiet=common.quiet, labels=class_labels(loaded, label, 1, guidance),
+                             guidance=guidance, condition=Inpaint(codec.resize(image, size)[None], keep, jump, resample),
+                             trajectory=trajectory)[0]
     result = torch.where(regenerate[None], codec.resize(result, tuple(image.shape[1:])), image)
     stamp = provenance_of(loaded, "inpaint image", sampling, input, label=label, guidance=guidance, mask=mask)
     if trajectory is not None:
@@ -227,7 +228,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     changes)."""
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, style_plan
+    from diffkit.runs import class_labels, provenance_of, style_plan, style_start
     from diffkit.trajectory import trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png", signing.credentials())
@@ -237,11 +238,10 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     spec = loaded.config["data"]
     image = codec.read_image(input, spec["channels"])
     if strength > 0:  # 0 is exactly the input, at its own size
+        start = style_start(codec.resize(image, tuple(spec["image_size"]))[None], strength, source, inversion_iterations)
         result = pipeline.images(loaded, 1, sampling, quiet=common.quiet, labels=class_labels(loaded, label, 1, guidance),
-                         guidance=guidance, start=codec.resize(image, tuple(spec["image_size"]))[None],
-                         strength=strength,
-                         source_labels=class_labels(loaded, source, 1, guidance),
-                         inversion_iterations=inversion_iterations, trajectory=trajectory)[0]
+                                 guidance=guidance, start=start, source_labels=class_labels(loaded, source, 1, guidance),
+                                 trajectory=trajectory)[0]
         image = codec.resize(result, tuple(image.shape[1:]))
     stamp = provenance_of(loaded, "style image", sampling, input, label=label, guidance=guidance, strength=strength,
                           from_class=from_class)

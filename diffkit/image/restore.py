@@ -80,6 +80,7 @@ def restore_images(run, degraded, task: Degradation, sampling: SamplingSpec, *, 
                    trajectory=None):
     """Restore one degraded image (uint8 [C_in, h, w], at least the model's size once up-scaled) to uint8
     [C, h·f, w·f] in tiles of the model's size; returns it with the consistency ‖A(x) − y‖ of the result."""
+    from diffkit.core.editing import Restore
     from diffkit.core.observe import Observation
     from diffkit.image import codec
     from diffkit.image import pipeline
@@ -93,8 +94,8 @@ def restore_images(run, degraded, task: Degradation, sampling: SamplingSpec, *, 
         tile_labels = None if labels is None else labels[:1].expand(len(y))
         obs = Observation(op, y.to(run.device), task.sigma)
         return codec.to_model(pipeline.images(run, len(y), sampling, quiet=quiet, labels=tile_labels, guidance=guidance,
-                                      observation=obs, method=method, jump=jump, resample=resample,
-                                      trajectory=trajectory))
+                                              condition=Restore(obs, method, jump=jump, resample=resample),
+                                              trajectory=trajectory))
 
     y = codec.to_model(degraded)
     restored = codec.to_uint8(overlap_process(y, window, tiles, scale=task.factor, batch=batch_size))
@@ -178,6 +179,7 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
     """Degrade `count` held-out images (uint8, the model's size) as --task says (noise drawn from seed 0,
     then rounded to 8 bits as a file would be), restore them, and report PSNR, SSIM and FD against the
     originals for diffkit and the classical baselines; FD of a second held-out set is the floor."""
+    from diffkit.core.editing import Restore
     import torch
 
     from diffkit.console import log
@@ -202,8 +204,8 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
         part = codec.to_model(degraded[first:first + batch_size])
         obs = Observation(op, part.to(run.device), task.sigma)
         part_labels = None if labels is None else labels[first:first + batch_size]
-        out = pipeline.images(run, len(part), sampling, quiet=common.quiet, labels=part_labels, guidance=guidance, observation=obs,
-                      method=method, jump=jump, resample=resample)
+        out = pipeline.images(run, len(part), sampling, quiet=common.quiet, labels=part_labels, guidance=guidance,
+                              condition=Restore(obs, method, jump=jump, resample=resample))
         restored.append(out)
         consistency.append(obs.to("cpu", torch.float32).residual(codec.to_model(out)) / part[0].numel() ** 0.5)
     sets = {restoration_label(method, sampling, resample): torch.cat(restored),

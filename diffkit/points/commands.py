@@ -99,14 +99,15 @@ def style(run: Model, input: Input,
           strength: Annotated[float, typer.Option(help="0 returns the input, 1 ignores it.")] = 0.5,
           output: Output = "-", *, common: Common, sampling: Sampling):
     """Pull each input point toward the model's distribution by partial noising (SDEdit)."""
+    from diffkit.core.editing import Noised
     from diffkit.runs import provenance_of
 
     destination = Destination.of(output, ".csv")
     loaded = pipeline.load(run, common.device)
     start = _read_points(input, loaded.config["data"]["dim"])
     stamp = provenance_of(loaded, "style points", sampling, input, strength=strength)
-    _write(pipeline.generate(loaded, len(start), sampling, quiet=common.quiet, start=start, strength=strength), destination.stamped(stamp),
-           result_stem(input, "styled"), common)
+    _write(pipeline.generate(loaded, len(start), sampling, quiet=common.quiet, start=Noised(start, strength)),
+           destination.stamped(stamp), result_stem(input, "styled"), common)
 
 
 @with_options(Common, Sampling)
@@ -116,6 +117,7 @@ def inpaint(run: Model, input: Input,
             resample: Annotated[int, typer.Option(help="RePaint repeats of each jump (1 = none).")] = 10,
             output: Output = "-", *, common: Common, sampling: Sampling):
     """Generate the other columns of each input point given the kept ones."""
+    from diffkit.core.editing import Inpaint
     import torch
 
     from diffkit.errors import DiffkitError
@@ -134,7 +136,7 @@ def inpaint(run: Model, input: Input,
     mask = torch.zeros(dim)
     mask[columns] = 1
     stamp = provenance_of(loaded, "inpaint points", sampling, input, keep=keep)
-    _write(pipeline.generate(loaded, len(known), sampling, quiet=common.quiet, known=known, mask=mask, jump=jump, resample=resample),
+    _write(pipeline.generate(loaded, len(known), sampling, quiet=common.quiet, condition=Inpaint(known, mask, jump, resample)),
            destination.stamped(stamp), result_stem(input, "inpainted"), common)
 
 

@@ -24,12 +24,16 @@ def load(path: str, device: str = "auto"):
     return load_run(path, "points", build, device)
 
 
-def generate(run, n: int, sampling, *, quiet: bool = True, **edit):
-    """Sample in standardised units and map back; `edit` carries known/mask or start/strength in data units."""
+def generate(run, n: int, sampling, *, quiet: bool = True, start=None, condition=None, trajectory=None):
+    """Sample in standardised units and map back; `start` and `condition` (core.editing) in data units."""
     from diffkit import runs
 
     mean, std = (torch_tensor(run.config["data"][k]).to(run.device) for k in ("mean", "std"))
-    for key in ("known", "start"):
-        if key in edit:
-            edit[key] = (edit[key].to(run.device) - mean) / std
-    return runs.generate(run, (n, len(mean)), sampling, quiet=quiet, **edit) * std + mean
+
+    def standardised(x):
+        return (x.to(run.device) - mean) / std
+
+    return runs.generate(run, (n, len(mean)), sampling, quiet=quiet,
+                         start=None if start is None else start.map(standardised),
+                         condition=None if condition is None else condition.map(standardised),
+                         trajectory=trajectory) * std + mean

@@ -255,7 +255,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     strength 0.5, ddpm, unless told), or from --from-class to --class by the bridge (dpm++2m unless
     another deterministic --sampler is given; unclamped), one output line per input line."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels, provenance_of, style_plan
+    from diffkit.runs import class_labels, provenance_of, style_plan, style_start
     from diffkit.trajectory import trajectory_target
 
     destination = Destination.of(output, ".txt")
@@ -272,10 +272,10 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
                               strict=True)
         start = loaded.model.embed(tokens.to(loaded.device))
         n = len(lines)
-        ids = pipeline.generate(loaded, n, sampling, quiet=common.quiet, clamp=clamp, start=start, strength=strength,
-                        labels=class_labels(loaded, label, n, guidance), guidance=guidance,
-                        source_labels=class_labels(loaded, source, n, guidance),
-                        inversion_iterations=inversion_iterations, trajectory=trajectory)
+        ids = pipeline.generate(loaded, n, sampling, quiet=common.quiet, clamp=clamp,
+                                start=style_start(start, strength, source, inversion_iterations),
+                                labels=class_labels(loaded, label, n, guidance), guidance=guidance,
+                                source_labels=class_labels(loaded, source, n, guidance), trajectory=trajectory)
         lines = [tok.decode(row) for row in ids]
     stamp = provenance_of(loaded, "style text", sampling, input, label=label, guidance=guidance, strength=strength,
                           from_class=from_class)

@@ -68,24 +68,26 @@ def load(path: str, device: str = "auto"):
     return load_run(path, "text", build, device), Tokenizer.load(path)
 
 
-def generate(run, n: int, sampling, *, quiet: bool = True, clamp: bool = True, conditions=None, **edit):
-    """Token ids [n, L] sampled from a run; `edit` holds the core's inpainting or partial-noising tensors in
-    model space [n, D, L]."""
+def generate(run, n: int, sampling, *, quiet: bool = True, clamp: bool = True, conditions=None, labels=None,
+             guidance: float = 1.0, start=None, source_labels=None, condition=None, trajectory=None):
+    """Token ids [n, L] sampled from a run, under class `labels` or a pair's `conditions`, from a `start`
+    and under a `condition` of core.editing in model space [n, D, L]."""
     from diffkit import runs
     from diffkit.text.model import clamp_hook
 
     model = run.model
-    hook = clamp_hook(model) if clamp else None
     shape = (n, model.config.embed_dim, model.config.seq_len)
-    x = runs.generate(run, shape, sampling, quiet=quiet, conditions=conditions, hook=hook, **edit)
+    x = runs.generate(run, shape, sampling, quiet=quiet, labels=labels, guidance=guidance, conditions=conditions,
+                      start=start, source_labels=source_labels, condition=condition,
+                      hook=clamp_hook(model) if clamp else None, trajectory=trajectory)
     return model.logits(x).argmax(-1).cpu()
 
 
-def texts(run, tokenizer, n: int, sampling, *, quiet: bool = True, sources=None,
-           clamp: bool = True, mbr: int = 1, trajectory=None, **labels) -> list[str]:
+def texts(run, tokenizer, n: int, sampling, *, quiet: bool = True, sources=None, clamp: bool = True, mbr: int = 1,
+          trajectory=None, labels=None, guidance: float = 1.0) -> list[str]:
     """n texts. For a pair model, `sources` = (tokens [n, L], keep [n, L]) gives each its source, and the
     text after it is returned, with `mbr` = K > 1 the minimum-Bayes-risk choice among K samples for it;
-    `labels` (labels, guidance) condition a class-conditional one."""
+    `labels` (with classifier-free `guidance`) condition a class-conditional one."""
     from diffkit.metrics.text import mbr_choice
 
     conditions = None
@@ -93,7 +95,7 @@ def texts(run, tokenizer, n: int, sampling, *, quiet: bool = True, sources=None,
         tokens, keep = (part.repeat_interleave(mbr, 0) for part in sources)
         conditions = {"keep": keep, "clean": run.model.embed(tokens.to(run.device))}
     ids = generate(run, n * (mbr if sources is not None else 1), sampling, quiet=quiet, clamp=clamp,
-                    conditions=conditions, trajectory=trajectory, **labels)
+                   conditions=conditions, trajectory=trajectory, labels=labels, guidance=guidance)
     if sources is None:
         return [tokenizer.decode(row) for row in ids]
     texts = [tokenizer.decode(row[~k]) for row, k in zip(ids, keep)]
@@ -136,9 +138,11 @@ def fill_templates(run, tokenizer, templates: list, sampling, *, quiet: bool = T
     """Generate every template's gaps with the core's known-region conditioning; kept text verbatim."""
     import torch
 
+    from diffkit.core.editing import Inpaint
+
     tokens = torch.stack([t.tokens for t in templates])
     keep = torch.stack([t.keep for t in templates])
     known = run.model.embed(tokens.to(run.device))
-    ids = generate(run, len(templates), sampling, quiet=quiet, clamp=clamp, known=known,
-                    mask=keep[:, None].float(), jump=jump, resample=resample, trajectory=trajectory)
+    ids = generate(run, len(templates), sampling, quiet=quiet, clamp=clamp,
+                   condition=Inpaint(known, keep[:, None].float(), jump, resample), trajectory=trajectory)
     return [t.fill(row, tokenizer) for t, row in zip(templates, ids)]
