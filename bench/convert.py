@@ -102,8 +102,8 @@ def shapes(args) -> dict:
     from diffkit.metrics.image import feature_network, features
 
     run = pipeline.load(str(args.demo_run))
-    spec = run.config["data"]
-    classes, size = spec["classes"], tuple(spec["image_size"])
+    spec = run.config.data
+    classes, size = spec.classes, spec.image_size
     network = feature_network()
     fit_images, fit_labels = open_data("builtin:shapes", size, None, seed=10**8).batch(
         torch.arange(100 * len(classes)), torch.Generator().manual_seed(0))
@@ -156,9 +156,9 @@ def round_trips(args) -> list[dict]:
     from diffkit.image import pipeline
 
     run = pipeline.load(str(args.demo_run))
-    pool, pool_labels = held_out_shapes(tuple(run.config["data"]["image_size"]), args.per_class)
-    images = torch.cat([pool[pool_labels == k][: args.per_class] for k in range(len(run.config["data"]["classes"]))])
-    labels = torch.cat([torch.full((args.per_class,), k) for k in range(len(run.config["data"]["classes"]))])
+    pool, pool_labels = held_out_shapes(run.config.data.image_size, args.per_class)
+    images = torch.cat([pool[pool_labels == k][: args.per_class] for k in range(len(run.config.data.classes))])
+    labels = torch.cat([torch.full((args.per_class,), k) for k in range(len(run.config.data.classes))])
     trips = []
     for sampler, iterations in (("dpm++2m", 0), ("ddim", 0), ("ddim", 3)):
         for steps in (20, 50, 100):
@@ -186,8 +186,8 @@ def tones(args) -> dict:
     from diffkit.metrics.audio import crepe_pitches, log_mel
 
     run = load(str(args.audio_run))
-    spec = run.config["data"]
-    rate, window, classes = spec["sample_rate"], spec["window"], spec["classes"]
+    spec = run.config.data
+    rate, window, classes = spec.sample_rate, spec.window, spec.classes
 
     def mel_features(clips):  # each clip's mean and spread of log-mel power per band
         frames = [log_mel(clip.reshape(-1), rate).double() for clip in clips]
@@ -197,10 +197,10 @@ def tones(args) -> dict:
         cents, _ = crepe_pitches(clip[None], rate)
         return cents.median().item() if len(cents) else float("nan")
 
-    fit, fit_labels = open_data("builtin:tones", rate, window, seed=10**8, how=spec["normalise"]).batch(
+    fit, fit_labels = open_data("builtin:tones", rate, window, seed=10**8, how=spec.normalise).batch(
         torch.arange(60 * len(classes)), torch.Generator().manual_seed(0))
     classify = logistic(mel_features(fit), fit_labels)
-    pool, pool_labels = open_data("builtin:tones", rate, window, seed=10**9, how=spec["normalise"]).batch(
+    pool, pool_labels = open_data("builtin:tones", rate, window, seed=10**9, how=spec.normalise).batch(
         torch.arange(12 * args.per_class), torch.Generator().manual_seed(0))
     floor = (classify(mel_features(pool)) == pool_labels).double().mean().item()
     inputs = {k: pool[pool_labels == k][: args.per_class] for k in range(len(classes))}
@@ -277,8 +277,8 @@ def voices(args) -> dict:
                         str(args.voice_steps), "--checkpoint-every", str(args.voice_steps), "-q"], check=True)
         print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     run = load(str(run_dir))
-    spec = run.config["data"]
-    rate, window, names = spec["sample_rate"], spec["window"], spec["classes"]
+    spec = run.config.data
+    rate, window, names = spec.sample_rate, spec.window, spec.classes
     encoder = VoiceEncoder("cpu", verbose=False)
 
     def clip(voice: str, word: str, split: str, speed: int) -> torch.Tensor:
@@ -349,7 +349,7 @@ def registers(args) -> dict:
                         str(args.text_steps), "--out", str(run_dir), "-q"], check=True)
         print(f"trained {run_dir} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     run, tok = pipeline.load(str(run_dir))
-    names = run.config["data"]["classes"]
+    names = run.config.data.classes
     lines, labels = grammar.labelled_lines(args.per_class * 20, seed=10**9)
     inputs = {k: [line for line, label in zip(lines, labels) if label == k][: args.per_class * 5]
               for k in range(len(names))}

@@ -200,8 +200,8 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
     from diffkit.core.spec import SamplingSpec
 
     loaded = load(str(run))
-    spec = loaded.config["data"]
-    originals, _ = open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=10**9).batch(
+    spec = loaded.config.data
+    originals, _ = open_data(spec.source, spec.image_size, spec.channels, seed=10**9).batch(
         torch.arange(count), torch.Generator().manual_seed(0))
     rows = []
     for i, original in enumerate(originals):
@@ -214,7 +214,7 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
                                             method="ddnm")
             shown = degraded.expand(3, -1, -1) if degraded.shape[0] == 1 else degraded
             if task.factor > 1:
-                size = tuple(spec["image_size"])
+                size = spec.image_size
                 bicubic = to_tensor(codec.to_pil(degraded).resize((size[1], size[0]), Image.Resampling.BICUBIC))
                 shown = codec.resize(degraded, size, nearest=True)
                 row += [shown, bicubic]

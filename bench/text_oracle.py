@@ -30,7 +30,6 @@ import torch
 
 from diffkit.core import sample
 from diffkit.core.diffusion import q_sample
-from diffkit.runs import parameterisation
 from diffkit.text import grammar
 from diffkit.text.pipeline import load, encode_lines
 from diffkit.text.model import clamp_hook
@@ -70,7 +69,7 @@ class ExactDenoiser(torch.nn.Module):
 
 def measure(path: str, sentences: int, seeds: list[int]) -> dict:
     run, tok = load(path)
-    model, length = run.model, run.config["data"]["seq_len"]
+    model, length = run.model, run.config.data.seq_len
     lines, log_p = every_sentence()
     tokens = encode_lines(tok, lines, length, "builtin:weather", strict=True)
     with torch.no_grad():
@@ -100,7 +99,7 @@ def measure(path: str, sentences: int, seeds: list[int]) -> dict:
     for row, n in enumerate(chosen.tolist()):
         low, high = grammar.SKIES[grammar.parse(lines[n])["sky"]]
         allowed[row, [tok.encode(str(v))[-1] for v in range(low, high + 1)]] = 1
-    self_cond = parameterisation(run.config)["self_cond"]
+    self_cond = run.config.diffusion.self_cond
     x0 = exact.points[chosen]
     levels = []
     for t in LEVELS:

@@ -62,12 +62,12 @@ def import_diffusers(folder: Annotated[str, typer.Argument(help="A diffusers UNe
     from diffkit.io import json_line
 
     config = import_run(folder, out)
-    diffusion = config["diffusion"]
+    diffusion = config.diffusion
     if common.json:
-        json_line({"run": out, "timesteps": diffusion["timesteps"], "prediction": diffusion["prediction"],
-                   "variance": diffusion["variance"]})
-    log(f"imported {folder} into {out}: {'x'.join(map(str, config['data']['image_size']))} images, "
-        f"T = {diffusion['timesteps']}, {diffusion['prediction']} prediction, {diffusion['variance']} variance",
+        json_line({"run": out, "timesteps": diffusion.timesteps, "prediction": diffusion.prediction,
+                   "variance": diffusion.variance})
+    log(f"imported {folder} into {out}: {'x'.join(map(str, config.data.image_size))} images, "
+        f"T = {diffusion.timesteps}, {diffusion.prediction} prediction, {diffusion.variance} variance",
         common.quiet)
 
 
@@ -98,11 +98,11 @@ def info(path: Annotated[str, typer.Argument(help="A run directory, or a file di
         if credentials is not None:
             summary["c2pa"] = f"signed by {credentials['issuer']}, validation {credentials['validation_state']}"
     elif Path(path).is_dir():
-        from diffkit.core.checkpoint import load_config
+        from diffkit.config import read_config
         from diffkit.modalities import get
 
-        config = load_config(path)
-        summary = get(config["modality"]).describe(path, config)
+        config = read_config(path)
+        summary = get(config.modality).describe(path, config)
     else:
         raise DiffkitError(f"{path}: no such file or run directory")
     if common.json:

@@ -1,8 +1,9 @@
 """The modality registry: a plain dict from name to the module that implements it.
 
 A modality's commands module provides `COMMANDS` (verb -> Typer command) and `describe(run, config) ->
-dict` (for `diffkit info`); its library, `build(config) -> nn.Module` among it, lives beside it in
-pipeline.py. Modules are imported lazily by name.
+dict` (for `diffkit info`); its library lives beside it in pipeline.py (`build(config) -> nn.Module`
+among it), and config.py's `<Modality>Data` is the dataclass of its run config's "data". Modules are imported
+lazily by name.
 """
 
 import importlib
@@ -16,6 +17,12 @@ MODALITIES = {"image": "diffkit.image.commands", "audio": "diffkit.audio.command
 def get(name: str):
     choose("modality", name, MODALITIES)
     return importlib.import_module(MODALITIES[name])
+
+
+def data_type(name: str) -> type:
+    """The dataclass of config.json's "data" for a run of modality `name` (its config.py's `ImageData`, `AudioData`, ...)."""
+    choose("modality", name, MODALITIES)
+    return getattr(importlib.import_module(f"diffkit.{name}.config"), f"{name.capitalize()}Data")
 
 
 def register_all(groups) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from diffkit.config import Diffusion
 from diffkit.core.spec import SamplingSpec
 from diffkit.errors import DiffkitError, Interrupted, Resumable, SettingError
 
@@ -230,7 +231,7 @@ class Training:
 
         return default_workers(device_type, processes) if self.workers is None else self.workers
 
-    def diffusion(self) -> dict:
+    def diffusion(self) -> Diffusion:
         """The diffusion part of config.json, checked."""
         from diffkit.core.diffusion import PREDICTIONS, VARIANCES
         from diffkit.core.schedule import make_schedule
@@ -241,8 +242,7 @@ class Training:
         choose("variance", variance, VARIANCES)
         schedule = self.schedule or ("flow" if self.prediction == "flow" else "cosine")
         make_schedule(schedule, self.timesteps)  # fails early on a bad name or T
-        return {"schedule": schedule, "timesteps": self.timesteps, "prediction": self.prediction,
-                "variance": variance, "self_cond": self.self_cond}
+        return Diffusion(schedule, self.timesteps, self.prediction, variance, self.self_cond)
 
     def settings(self, **extra):
         from diffkit.core.diffusion import TIMESTEP_SAMPLINGS, WEIGHTINGS
@@ -348,12 +348,10 @@ def _resumed(context: typer.Context, kwargs: dict) -> dict:
     """The options a `train --resume` continues with: the run's recorded ones, with those given on this
     command line that a run may change (diffkit.resume). The CLI names the flag of a
     setting that may not change."""
-    from diffkit.core.checkpoint import load_config
+    from diffkit.config import read_config
     from diffkit.resume import ChangedSetting, recorded_options, resumed_options
 
-    config = load_config(kwargs["out"])
-    if config["modality"] != context.info_name:
-        return {}  # start_run says whose run it is
+    config = read_config(kwargs["out"], context.info_name)
     given = {name: value for name, value in kwargs.items()
              if getattr(context.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
     try:

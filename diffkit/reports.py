@@ -11,7 +11,7 @@ from diffkit.console import progress_bar
 from diffkit.core import variational_bound
 from diffkit.io import json_line
 from diffkit.options import Common, Sampling
-from diffkit.runs import Run, parameterisation
+from diffkit.runs import Run
 
 
 def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int, strata: int, batch_size: int,
@@ -23,7 +23,7 @@ def bound(run: Run, x0: torch.Tensor, labels: torch.Tensor | None, *, bits: int,
         for start in range(0, len(x0), batch_size):
             index = torch.arange(start, min(start + batch_size, len(x0)))
             kwargs = {"y": labels[index].to(run.device)} if labels is not None else {}
-            result = variational_bound(run.schedule, run.model, x0[index].to(run.device), **parameterisation(run.config),
+            result = variational_bound(run.schedule, run.model, x0[index].to(run.device), **run.config.diffusion.parameterisation(),
                                        bits=bits, model_kwargs=kwargs, generator=generator, strata=strata)
             totals.append(result.total.cpu())
             update(int(index[-1]) + 1, len(x0))

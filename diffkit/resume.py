@@ -36,15 +36,15 @@ def resumed_options(recorded: dict, given: dict) -> dict:
 def recorded_options(out: str | Path, config: dict) -> dict:
     """The options a run records in config.json's "train". A run made before it recorded them has the
     trainer's settings in its last checkpoint and the diffusion's in its config: those it is taken at."""
-    if config["train"] is not None:
-        return config["train"]
+    if config.train is not None:
+        return config.train
     if not (Path(out) / STATE).exists():
         return {}
     settings = read_trainer_meta(out)["settings"]
-    diffusion = config["diffusion"]
+    diffusion = config.diffusion
     renamed = {"decay": "lr_decay"}
     kept = {renamed.get(k, k): v for k, v in settings.items() if k != "bits"}
-    return kept | {"schedule": diffusion["schedule"], "timesteps": diffusion["timesteps"],
-                   "prediction": diffusion["prediction"],
-                   "variance": "fixed" if diffusion["variance"] == "fixed_small" else diffusion["variance"],
-                   "self_cond": diffusion["self_cond"]}
+    return kept | {"schedule": diffusion.schedule, "timesteps": diffusion.timesteps,
+                   "prediction": diffusion.prediction,
+                   "variance": "fixed" if diffusion.variance == "fixed_small" else diffusion.variance,
+                   "self_cond": diffusion.self_cond}

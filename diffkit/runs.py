@@ -1,10 +1,5 @@
 """What the commands of every modality share: starting or resuming a run directory, training into it
-with a progress bar, loading it back, and sampling from it.
-
-config.json holds four parts that rebuild everything: "modality", "model" (the network's config),
-"diffusion" (schedule, T, parameterisation, variance) and "data" (the modality's codec: sizes,
-channels, class names, ...), plus "train": every option the run was trained with, which --resume
-continues with (None where unknown). Runs of an older format load through core.checkpoint's migrations.
+with a progress bar, loading it back, and sampling from it. A run's config is a diffkit.config.RunConfig.
 """
 
 from __future__ import annotations
@@ -19,10 +14,11 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
+from diffkit.config import RunConfig, read_config
 from diffkit.console import log, progress_bar, warn
 from diffkit.core import make_schedule, sample
 from diffkit.core.spec import SamplingSpec
-from diffkit.core.checkpoint import (CONFIG, STATE, WEIGHTS, load_config, load_weights, read_trainer_meta, read_warp,
+from diffkit.core.checkpoint import (CONFIG, STATE, WEIGHTS, load_weights, read_trainer_meta, read_warp,
                                      write_config)
 from diffkit.core.editing import Bridge, Inpaint, Noised, Restore
 from diffkit.core.generate import classifier_free
@@ -39,7 +35,7 @@ from diffkit.trajectory import Trajectory
 
 class Run(NamedTuple):
     path: Path
-    config: dict
+    config: RunConfig
     model: nn.Module  # the EMA weights, in eval mode, on the chosen device
     schedule: Schedule
     device: torch.device
@@ -59,29 +55,22 @@ def provenance_of(run: Run, command: str, sampling: SamplingSpec, input: str | N
                              input_digest(input) if input is not None else None, **details)
 
 
-def parameterisation(config: dict) -> dict:
-    """How the run's network answers, as the core's functions take it: prediction, variance and
-    self-conditioning."""
-    diffusion = config["diffusion"]
-    return {"prediction": diffusion["prediction"], "variance": diffusion["variance"],
-            "self_cond": diffusion["self_cond"]}
-
-
-def schedule_of(config: dict) -> Schedule:
+def schedule_of(config: RunConfig) -> Schedule:
     """The run's schedule: a named one, or the ᾱ table an imported model came with."""
-    diffusion = config["diffusion"]
-    if "alphas_cumprod" in diffusion:
-        table = torch.tensor(diffusion["alphas_cumprod"], dtype=torch.float64)
+    diffusion = config.diffusion
+    if diffusion.alphas_cumprod is not None:
+        table = torch.tensor(diffusion.alphas_cumprod, dtype=torch.float64)
         if table.dim() != 1 or len(table) < 2 or not ((table >= 0) & (table < 1)).all() or (table.diff() > 0).any():
             raise DiffkitError(f"{CONFIG}: alphas_cumprod must fall from below 1 to 0 or above")
-        return Schedule(table, diffusion["schedule"])
-    return make_schedule(diffusion["schedule"], diffusion["timesteps"])
+        return Schedule(table, diffusion.schedule)
+    return make_schedule(diffusion.schedule, diffusion.timesteps)
 
 
 def start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
-              open_data: Callable[[dict], Any]) -> tuple[dict, Any]:
+              open_data: Callable[[RunConfig], Any]) -> tuple[RunConfig, Any]:
     """The run's config and its data: read back and reopened with --resume, else made by `make_config`
-    (which loads and checks the data) and written. Nothing is created before the inputs are checked.
+    (which loads and checks the data, and returns the config's "model", "diffusion" and "data" parts
+    with the data) and written. Nothing is created before the inputs are checked.
     Under torchrun the main process does this; the others then read the config it wrote."""
     training.settings()  # every option checked before anything is written
     world = distributed.join()
@@ -101,43 +90,41 @@ def start_run(training: Training, modality: str, make_config: Callable[[], tuple
         raise DiffkitError(error)
     if world.main:
         return result
-    config = load_config(training.out)
+    config = read_config(training.out)
     return config, open_data(config)
 
 
 def _start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
-               open_data: Callable[[dict], Any]) -> tuple[dict, Any]:
+               open_data: Callable[[RunConfig], Any]) -> tuple[RunConfig, Any]:
     out = Path(training.out)
     if out.exists() and not out.is_dir():
         raise DiffkitError(f"{out}: exists and is not a folder")
     writable_folder(out)
     if training.resume:
-        config = load_config(out)
-        if config["modality"] != modality:
-            raise DiffkitError(f"{out}: holds a run of modality {config['modality']}, not {modality}")
+        config = read_config(out, modality)
         hold_run(out)
         for stale in out.rglob(".*.tmp"):  # half-written by a killed process (atomic_write's names)
             stale.unlink()
         trained = read_trainer_meta(out)["step"] if (out / STATE).exists() else 0
         if trained > training.steps:
             raise DiffkitError(f"--steps {training.steps}: {out} has trained {trained} steps already")
-        recorded = (config["train"] or {}).get("steps", training.steps)
+        recorded = (config.train or {}).get("steps", training.steps)
         if training.steps != recorded and training.lr_decay == "cosine":
             warn(f"--steps {training.steps}: the cosine learning-rate decay now follows this total, not the run's "
                  f"{recorded} steps")
         data = open_data(config)  # before the record changes: data that fail to open leave the run as it was
-        if training.record is not None and config["train"] != training.record:  # a new --steps, ...
-            config = {**config, "train": training.record}
-            write_config(out, config)
+        if training.record is not None and config.train != training.record:  # a new --steps, ...
+            config = dataclasses.replace(config, train=training.record)
+            write_config(out, config.to_json())
         return config, data
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
         hold_run(out)  # before anything is read or written there (text writes its tokenizer in make_config)
         if (out / CONFIG).exists() or (out / STATE).exists():
             raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
-        config, data = make_config()
-        config = {"modality": modality, **config, "train": training.record}
-        write_config(out, config)
+        parts, data = make_config()
+        config = RunConfig(modality, **parts, train=training.record)
+        write_config(out, config.to_json())
     except BaseException:
         if release_run(out):  # leave no half-made run behind, removing only what this process made
             if created is not None:
@@ -218,7 +205,7 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     torch.manual_seed(training.seed)
     model = build(config)
     trainer = Trainer(model.to(device), schedule_of(config), training.settings(**settings),
-                      **parameterisation(config), run=training.out, objective=objective, world=world)
+                      **config.diffusion.parameterisation(), run=training.out, objective=objective, world=world)
     if training.resume and (Path(training.out) / STATE).exists():
         trainer.restore()
         log(f"resuming {training.out} at step {trainer.step}", quiet)
@@ -237,7 +224,7 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     workers = training.loader_workers(device.type, world.size)
     loader = Prefetcher(batch_at, workers, training.accumulate) if workers else batch_at
     try:
-        with progress_bar(f"train {config['modality']}", quiet) as update:
+        with progress_bar(f"train {config.modality}", quiet) as update:
             ema = trainer.fit(loader, preview=preview,
                               on_step=lambda r: update(r["step"], training.steps, loss=r["loss"], it_s=r["it_s"]))
     finally:
@@ -268,12 +255,10 @@ def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, *, qui
 TIMED_STEPS = 3
 
 
-def load_run(path: str, modality: str, build: Callable[[dict], nn.Module], device: str = "auto") -> Run:
+def load_run(path: str, modality: str, build: Callable[[RunConfig], nn.Module], device: str = "auto") -> Run:
     """A run directory's config and EMA weights, checked against each other, on `device` (auto, cpu,
     cuda or cuda:N)."""
-    config = load_config(path)
-    if config["modality"] != modality:
-        raise DiffkitError(f"{path}: holds a run of modality {config['modality']}, not {modality}")
+    config = read_config(path, modality)
     try:
         model = build(config)
         schedule = schedule_of(config)
@@ -293,8 +278,8 @@ def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditi
     kwargs = {"y": labels.to(run.device)}
     if guidance == 1:
         return run.model, kwargs
-    null = {"y": torch.full_like(kwargs["y"], len(run.config["data"]["classes"]))}
-    return classifier_free(run.model, guidance, kwargs, null, run.config["diffusion"]["variance"]), None
+    null = {"y": torch.full_like(kwargs["y"], len(run.config.data.classes))}
+    return classifier_free(run.model, guidance, kwargs, null, run.config.diffusion.variance), None
 
 
 def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = True, labels: torch.Tensor | None = None,
@@ -310,7 +295,7 @@ def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = Tr
         source_model, source_kwargs = _conditioned(run, source_labels, guidance)
         start = dataclasses.replace(start, source_model=source_model, source_kwargs=source_kwargs)
     with progress_bar(f"sample {sampling.sampler}", quiet) as update:
-        return sample(model, shape, run.schedule, sampling, **parameterisation(run.config), model_kwargs=kwargs,
+        return sample(model, shape, run.schedule, sampling, **run.config.diffusion.parameterisation(), model_kwargs=kwargs,
                       start=start, condition=condition, hook=hook, progress=update,
                       on_denoised=trajectory.recorder() if trajectory is not None else None, device=run.device)
 
@@ -348,7 +333,7 @@ def style_start(x: torch.Tensor, strength: float, source: str | None, inversion_
 def class_labels(run: Run, wanted: str | None, n: int, guidance: float, option: str = "--class") -> torch.Tensor | None:
     """`--class` (or `option`) as n labels: an index or name, a comma list taken in turn, or "all"; None
     without it."""
-    classes = run.config["data"].get("classes", [])  # text runs of before --class-cond say nothing
+    classes = run.config.data.classes
     if wanted is None:
         if guidance != 1 and not classes:
             raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
@@ -400,7 +385,8 @@ def batch_indices(step: int, micro: int, size: int | None, training: Training) -
     return indices[world.rank::world.size]
 
 
-def summary(path: str, config: dict, build: Callable[[dict], nn.Module], example: tuple[int, ...], **fields) -> dict:
+def summary(path: str, config: RunConfig, build: Callable[[RunConfig], nn.Module], example: tuple[int, ...],
+            **fields) -> dict:
     """What `diffkit info` prints: modality, size, data, diffusion settings, the modality's own fields,
     what the network costs (FLOPs of a call on one `example` of the diffused shape, the training state),
     and the last metrics line (step, loss, speed)."""
@@ -408,9 +394,8 @@ def summary(path: str, config: dict, build: Callable[[dict], nn.Module], example
 
     model = load_weights(path, build(config)).eval()
     flops = call_flops(model, torch.zeros(1, *example), torch.zeros(1, dtype=torch.long))
-    result = {"modality": config["modality"], "parameters": parameters(model),
-              "data": config["data"]["source"], **fields,
-              **{k: v for k, v in config["diffusion"].items() if k != "alphas_cumprod"},  # an imported table
+    result = {"modality": config.modality, "parameters": parameters(model), "data": config.data.source, **fields,
+              **{k: v for k, v in dataclasses.asdict(config.diffusion).items() if k != "alphas_cumprod"},
               "flops_per_call": flops, "flops_per_sample": flops * SAMPLE_CALLS,
               "training_state_mib": round(state_bytes(model) / 2**20, 1)}
     metrics = Path(path) / METRICS

@@ -167,7 +167,7 @@ def test_a_pickle_where_a_checkpoint_belongs_is_rejected_unexecuted(points_run, 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(modality="video"), "unknown modality 'video'"),
     (lambda c: c.update(format_version=99), "written by a newer diffkit (format 99)"),
-    (lambda c: c.pop("model"), "missing or unexpected setting"),
+    (lambda c: c.pop("model"), "config.json: missing setting 'model'"),
     (lambda c: c["model"].update(hidden=32), "weights do not fit the model in config.json"),
     (lambda c: c.pop("modality"), "missing the 'modality' key"),
 ])

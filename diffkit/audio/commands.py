@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.audio import pipeline
+from diffkit.audio.config import AudioData
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
                              Preset, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
                              with_defaults, with_options)
@@ -72,10 +73,10 @@ def train(
             raise DiffkitError(f"--attention must be in 0..{len(levels)} (levels with attention), got {attention}")
         choose("normalisation", normalise, NORMALISE)
         diffusion = training.diffusion()
-        model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion["variance"] == "learned" else 1,
+        model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion.variance == "learned" else 1,
                            channels=chosen["width"], mults=levels, blocks=chosen["blocks"], factor=factor, dilations=int_list("dilations", dilations),
                            attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
-                           self_cond=diffusion["self_cond"])
+                           self_cond=diffusion.self_cond)
         length = round(seconds * sample_rate)
         window = pipeline.padded(length, model.downsampling)
         dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond,
@@ -83,20 +84,19 @@ def train(
         classes = dataset.classes if class_cond else []
         model = dataclasses.replace(model, classes=len(classes))
         return {"model": model.to_json(), "diffusion": diffusion,
-                "data": {"source": data, "sample_rate": sample_rate, "length": length, "window": window,
-                         "normalise": normalise, "classes": classes, "column": column, "label_column": label_column,
-                         "label_dropout": label_dropout if class_cond else 0.0}}, dataset
+                "data": AudioData(data, sample_rate, length, window, normalise, tuple(classes), column, label_column,
+                                  label_dropout if class_cond else 0.0)}, dataset
 
-    def reopen(config: dict):
-        spec = config["data"]
-        return open_data(spec["source"], spec["sample_rate"], spec["window"], seed=training.seed,
-                         how=spec["normalise"], class_cond=bool(spec["classes"]), column=spec.get("column"),
-                         label_column=spec.get("label_column"))
+    def reopen(config):
+        spec = config.data
+        return open_data(spec.source, spec.sample_rate, spec.window, seed=training.seed,
+                         how=spec.normalise, class_cond=bool(spec.classes), column=spec.column,
+                         label_column=spec.label_column)
 
     config, dataset = start_run(training, "audio", make_config, reopen)
-    spec = config["data"]
-    classes = len(spec["classes"])
-    batch_at = batches(dataset, training, lambda waves: waves, classes, spec["label_dropout"])
+    spec = config.data
+    classes = len(spec.classes)
+    batch_at = batches(dataset, training, lambda waves: waves, classes, spec.label_dropout)
     previews = Path(training.out) / "previews"
 
     def preview(ema, step):
@@ -104,11 +104,11 @@ def train(
 
         run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
         labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        waves = pipeline.waves(run, PREVIEW_COUNT, spec["length"], Sampling(), labels=labels)
+        waves = pipeline.waves(run, PREVIEW_COUNT, spec.length, Sampling(), labels=labels)
         previews.mkdir(exist_ok=True)
         for i, wave in enumerate(waves):
-            write_output(str(previews / f"step-{step:07d}-{i}.wav"), codec.wav(wave, spec["sample_rate"]))
-        write_output(str(previews / f"step-{step:07d}.png"), codec.spectrogram_png(waves, spec["sample_rate"]))
+            write_output(str(previews / f"step-{step:07d}-{i}.wav"), codec.wav(wave, spec.sample_rate))
+        write_output(str(previews / f"step-{step:07d}.png"), codec.spectrogram_png(waves, spec.sample_rate))
 
     train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, bits=16)
 
@@ -116,12 +116,12 @@ def train(
 def _seconds_to_samples(run, seconds: float | None) -> int:
     from diffkit.errors import DiffkitError
 
-    spec = run.config["data"]
+    spec = run.config.data
     if seconds is None:
-        return spec["length"]
+        return spec.length
     if not 0 < seconds <= 600:
         raise DiffkitError(f"--seconds must be in (0, 600], got {seconds}")
-    return max(1, round(seconds * spec["sample_rate"]))
+    return max(1, round(seconds * spec.sample_rate))
 
 
 @with_options(Common, Sampling, Signing)
@@ -142,7 +142,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
-    rate = loaded.config["data"]["sample_rate"]
+    rate = loaded.config.data.sample_rate
     waves = pipeline.waves(loaded, n, _seconds_to_samples(loaded, seconds), sampling, quiet=common.quiet,
                    labels=class_labels(loaded, label, n, guidance), guidance=guidance, trajectory=trajectory)
     stem = f"seed{sampling.seed}"
@@ -218,11 +218,11 @@ def inpaint(run: Model, input: Input,
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    rate = spec["sample_rate"]
+    spec = loaded.config.data
+    rate = spec.sample_rate
     wave = read_audio(input, rate)
     regenerate = parse_mask(mask, len(wave), rate)
-    window = min(spec["window"], pipeline.padded(len(wave), loaded.model.config.downsampling))
+    window = min(spec.window, pipeline.padded(len(wave), loaded.model.config.downsampling))
     labels = class_labels(loaded, label, 1, guidance)
 
     def fill(known, keep):
@@ -256,10 +256,10 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
-    rate = loaded.config["data"]["sample_rate"]
+    rate = loaded.config.data.sample_rate
     wave = read_audio(input, rate)
     if strength > 0:
-        window = min(loaded.config["data"]["window"], pipeline.padded(len(wave), loaded.model.config.downsampling))
+        window = min(loaded.config.data.window, pipeline.padded(len(wave), loaded.model.config.downsampling))
 
         def process(windows):
             n = len(windows)
@@ -276,13 +276,13 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     destination.stamped(stamp).write(codec.wav(wave, rate), result_stem(input, "styled"), common.json, input=input)
 
 
-def describe(run: str, config: dict) -> dict:
+def describe(run: str, config) -> dict:
     """`diffkit info` for an audio run."""
     from diffkit.runs import summary
 
-    spec = config["data"]
-    return summary(run, config, pipeline.build, (1, spec["window"]), sample_rate=spec["sample_rate"],
-                   seconds=round(spec["length"] / spec["sample_rate"], 4), classes=", ".join(spec["classes"]) or "none")
+    spec = config.data
+    return summary(run, config, pipeline.build, (1, spec.window), sample_rate=spec.sample_rate,
+                   seconds=round(spec.length / spec.sample_rate, 4), classes=", ".join(spec.classes) or "none")
 
 
 from diffkit.audio.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)

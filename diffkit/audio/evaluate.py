@@ -41,16 +41,16 @@ def evaluate(run: Model,
 
     sampling = or_sampler(sampling, "ddpm" if restore is not None else "dpm++2m")
     loaded = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    source = data or spec["source"]
+    spec = loaded.config.data
+    source = data or spec.source
     if data is None and not source.startswith("builtin:"):
         raise DiffkitError(f"{run} was trained on {source}; pass held-out sound files with --data")
     if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
         raise DiffkitError("-n, --strata and --batch-size must be at least 1, --samples at least 0")
-    conditional = bool(spec["classes"]) and data is None
+    conditional = bool(spec.classes) and data is None
     if guidance != 1 and not conditional:
         raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
-    rate, window = spec["sample_rate"], spec["window"]
+    rate, window = spec.sample_rate, spec.window
     if memorization and (restore is not None or samples < 2):
         raise DiffkitError("--memorization needs --samples of at least 2, and no --restore")
     if restore is not None:
@@ -60,8 +60,8 @@ def evaluate(run: Model,
         if samples < 1 or resample < 1:
             raise DiffkitError("--samples (the clips to restore) and --resample must be at least 1 with --restore")
     # Built-in sets: clips from another seed than training's, so none of them was seen.
-    held_out = open_data(source, rate, window, seed=10**9, how=spec["normalise"],
-                         column=spec.get("column") if source == spec["source"] else None)
+    held_out = open_data(source, rate, window, seed=10**9, how=spec.normalise,
+                         column=spec.column if source == spec.source else None)
     wanted = samples if restore is not None else max(n, samples * (2 if reference else 1))
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
     # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.
@@ -85,11 +85,11 @@ def evaluate(run: Model,
         return
     real = clips[:samples]
     sets = [(f"{sampling.sampler}-{sampling.steps}",
-             pipeline.waves(loaded, len(real), spec["length"], sampling, quiet=common.quiet,
+             pipeline.waves(loaded, len(real), spec.length, sampling, quiet=common.quiet,
                     labels=labels[:len(real)] if conditional else None, guidance=guidance))]
-    real = real[..., :spec["length"]]
+    real = real[..., :spec.length]
     if reference:
-        sets.append(("held-out clips", clips[samples:2 * samples, ..., :spec["length"]]))
+        sets.append(("held-out clips", clips[samples:2 * samples, ..., :spec.length]))
         noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(0)) * real.std()
         sets.append(("white noise", codec.quantise(noise)))
     tones = source == "builtin:tones"
@@ -131,11 +131,11 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     from diffkit.metrics.audio import clip_features
     from diffkit.reports import check_memorization
 
-    spec = run.config["data"]
-    rate, length = spec["sample_rate"], spec["length"]
-    source = train_data or spec["source"]
-    training = open_data(source, rate, spec["window"], seed=0, how=spec["normalise"],
-                         column=spec.get("column") if source == spec["source"] else None)
+    spec = run.config.data
+    rate, length = spec.sample_rate, spec.length
+    source = train_data or spec.source
+    training = open_data(source, rate, spec.window, seed=0, how=spec.normalise,
+                         column=spec.column if source == spec.source else None)
     count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
     train_clips, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
     held_out = held_out[..., :length]

@@ -10,7 +10,7 @@ Only the standard library at import time; torch and the core load inside the fun
 def build(config: dict):
     from diffkit.core.nn import UNet, UNetConfig
 
-    return UNet(UNetConfig(**config["model"]))
+    return UNet(UNetConfig(**config.model))
 
 
 def padded(length: int, multiple: int) -> int:

@@ -83,7 +83,7 @@ def restore_wave(run, wave, task: Degradation, sampling: SamplingSpec, *, quiet:
     from diffkit.audio import pipeline
     from diffkit.windows import overlap_process
 
-    window = min(run.config["data"]["window"], pipeline.padded(len(wave), run.model.config.downsampling))
+    window = min(run.config.data.window, pipeline.padded(len(wave), run.model.config.downsampling))
 
     def restore_windows(windows):
         batch_labels = None if labels is None else labels[:1].expand(len(windows))
@@ -120,7 +120,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     destination = Destination.of(output, ".wav", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
-    rate = loaded.config["data"]["sample_rate"]
+    rate = loaded.config.data.sample_rate
     degradation = parse_task(task, rate)
     wave = read_audio(input, rate)
     if degradation.clip is not None and not degradation.clipped(wave).any():
@@ -150,7 +150,7 @@ def evaluate_restoration(run, text: str, clips, labels, *, method: str, sampling
     from diffkit.metrics.audio import log_spectral_distance, si_sdr
     from diffkit.reports import mean_stderr, report, restoration_label
 
-    rate, length = run.config["data"]["sample_rate"], clips.shape[-1]
+    rate, length = run.config.data.sample_rate, clips.shape[-1]
     task = parse_task(text, rate)
     degraded = task.degrade(clips, torch.Generator().manual_seed(0))
     restored, consistency = [], []

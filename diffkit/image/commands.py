@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.image import pipeline
+from diffkit.image.config import ImageData
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
                              Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
                              with_defaults, with_options)
@@ -87,27 +88,25 @@ def train(
         diffusion = training.diffusion()
         dataset = open_data(data, size, channels, seed=training.seed, crop=crop, flip=flip, class_cond=class_cond,
                             column=column, label_column=label_column)
-        out_channels = dataset.channels * (2 if diffusion["variance"] == "learned" else 1)
+        out_channels = dataset.channels * (2 if diffusion.variance == "learned" else 1)
         model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=chosen["width"],
                            mults=tuple(levels), blocks=chosen["blocks"], attention=_attention_levels(attention, size, len(levels), 2),
                            dropout=dropout, classes=len(dataset.classes) if class_cond else 0,
-                           self_cond=diffusion["self_cond"])
+                           self_cond=diffusion.self_cond)
         return {"model": model.to_json(), "diffusion": diffusion,
-                "data": {"source": data, "image_size": list(size), "channels": dataset.channels,
-                         "classes": dataset.classes if class_cond else [], "crop": crop, "flip": flip,
-                         "column": column, "label_column": label_column,
-                         "label_dropout": label_dropout if class_cond else 0.0}}, dataset
+                "data": ImageData(data, tuple(size), dataset.channels, tuple(dataset.classes) if class_cond else (), crop,
+                                  flip, column, label_column, label_dropout if class_cond else 0.0)}, dataset
 
-    def reopen(config: dict):
-        spec = config["data"]
-        return open_data(spec["source"], tuple(spec["image_size"]), spec["channels"], seed=training.seed,
-                         crop=spec["crop"], flip=spec["flip"], class_cond=bool(spec["classes"]),
-                         column=spec.get("column"), label_column=spec.get("label_column"))
+    def reopen(config):
+        spec = config.data
+        return open_data(spec.source, spec.image_size, spec.channels, seed=training.seed,
+                         crop=spec.crop, flip=spec.flip, class_cond=bool(spec.classes),
+                         column=spec.column, label_column=spec.label_column)
 
     config, dataset = start_run(training, "image", make_config, reopen)
-    spec = config["data"]
-    classes = len(spec["classes"])
-    batch_at = batches(dataset, training, codec.to_model, classes, spec["label_dropout"])
+    spec = config.data
+    classes = len(spec.classes)
+    batch_at = batches(dataset, training, codec.to_model, classes, spec.label_dropout)
 
     previews = Path(training.out) / "previews"
 
@@ -201,9 +200,9 @@ def inpaint(run: Model, input: Input,
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    size = tuple(spec["image_size"])
-    image = codec.read_image(input, spec["channels"])
+    spec = loaded.config.data
+    size = spec.image_size
+    image = codec.read_image(input, spec.channels)
     regenerate = _read_mask(mask, tuple(image.shape[1:]), resize_mask)
     # Model size: shrink the mask so a pixel is regenerated where any of its area is.
     small = codec.resize((regenerate[None] * 255).to(torch.uint8), size, nearest=False)[0] > 0
@@ -235,10 +234,10 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.6, guidance)
-    spec = loaded.config["data"]
-    image = codec.read_image(input, spec["channels"])
+    spec = loaded.config.data
+    image = codec.read_image(input, spec.channels)
     if strength > 0:  # 0 is exactly the input, at its own size
-        start = style_start(codec.resize(image, tuple(spec["image_size"]))[None], strength, source, inversion_iterations)
+        start = style_start(codec.resize(image, spec.image_size)[None], strength, source, inversion_iterations)
         result = pipeline.images(loaded, 1, sampling, quiet=common.quiet, labels=class_labels(loaded, label, 1, guidance),
                                  guidance=guidance, start=start, source_labels=class_labels(loaded, source, 1, guidance),
                                  trajectory=trajectory)[0]
@@ -250,14 +249,14 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     destination.stamped(stamp).write(codec.png(image), result_stem(input, "styled"), common.json, input=input)
 
 
-def describe(run: str, config: dict) -> dict:
+def describe(run: str, config) -> dict:
     """`diffkit info` for an image run."""
     from diffkit.runs import summary
 
-    spec = config["data"]
-    return summary(run, config, pipeline.build, (spec["channels"], *spec["image_size"]),
-                   image_size="x".join(map(str, spec["image_size"])),
-                   channels=spec["channels"], classes=", ".join(spec["classes"]) or "none")
+    spec = config.data
+    return summary(run, config, pipeline.build, (spec.channels, *spec.image_size),
+                   image_size="x".join(map(str, spec.image_size)),
+                   channels=spec.channels, classes=", ".join(spec.classes) or "none")
 
 
 from diffkit.image.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)

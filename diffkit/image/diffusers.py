@@ -14,7 +14,9 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from diffkit.config import Diffusion, RunConfig
 from diffkit.errors import DiffkitError
+from diffkit.image.config import ImageData
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 PICKLED = "diffusion_pytorch_model.bin"
@@ -84,7 +86,7 @@ def read_folder(folder: Path) -> tuple[dict, Path, dict | None]:
     return config, weights, scheduler
 
 
-def diffusion_settings(scheduler: dict | None) -> dict:
+def diffusion_settings(scheduler: dict | None) -> Diffusion:
     """The run's "diffusion" part from a scheduler config (none: DDPMScheduler's defaults, as the bare
     UNet folders of DDPM checkpoints assume): ᾱ as diffusers computes it, prediction and variance."""
     diffusers = _diffusers()
@@ -101,11 +103,11 @@ def diffusion_settings(scheduler: dict | None) -> dict:
     except (TypeError, ValueError, NotImplementedError) as e:
         raise DiffkitError(f"scheduler: {name} does not accept its config ({e})") from None
     table = built.alphas_cumprod.double()
-    return {"schedule": "imported", "timesteps": len(table), "alphas_cumprod": table.tolist(),
-            "prediction": PREDICTIONS[prediction], "variance": VARIANCES[variance], "self_cond": False}
+    return Diffusion("imported", len(table), PREDICTIONS[prediction], VARIANCES[variance], False,
+                     alphas_cumprod=table.tolist())
 
 
-def import_run(source: str, out: str) -> dict:
+def import_run(source: str, out: str) -> RunConfig:
     """Write the run; returns its config. Everything is read and checked before the run folder appears,
     and it appears whole (written beside, then renamed into place)."""
     import shutil
@@ -122,10 +124,10 @@ def import_run(source: str, out: str) -> dict:
         raise DiffkitError(f"{out}: already exists; choose a new --out")
     config, weights, scheduler = read_folder(folder)
     diffusion = diffusion_settings(scheduler)
-    expected = config.get("in_channels", 3) * (2 if diffusion["variance"] == "learned" else 1)
+    expected = config.get("in_channels", 3) * (2 if diffusion.variance == "learned" else 1)
     if config.get("out_channels", 3) != expected:
         raise DiffkitError(f"{folder}: out_channels {config.get('out_channels')} do not fit the scheduler's "
-                           f"{diffusion['variance']} variance ({expected} expected)")
+                           f"{diffusion.variance} variance ({expected} expected)")
     size = config.get("sample_size") or 32
     size = [size, size] if isinstance(size, int) else list(size)
     try:
@@ -137,16 +139,14 @@ def import_run(source: str, out: str) -> dict:
         network.unet.load_state_dict(state)
     except RuntimeError as e:
         raise DiffkitError(f"{weights}: weights do not fit its config.json ({str(e).strip().splitlines()[-1].strip()})") from None
-    run_config = {"modality": "image", "model": {"diffusers": config}, "diffusion": diffusion, "train": None,
-                  "data": {"source": f"diffusers:{folder}", "image_size": size, "channels": config.get("in_channels", 3),
-                           "classes": [], "crop": "center", "flip": False, "column": None, "label_column": None,
-                           "label_dropout": 0.0}}
+    run_config = RunConfig("image", {"diffusers": config}, diffusion,
+                           ImageData(f"diffusers:{folder}", tuple(size), config.get("in_channels", 3)))
     if not target.parent.is_dir():
         raise DiffkitError(f"{out}: folder {target.parent} does not exist")
     writable_folder(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        write_config(staging, run_config)
+        write_config(staging, run_config.to_json())
         write_weights(staging, network)
         staging.rename(target)
     except BaseException:

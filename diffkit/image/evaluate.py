@@ -46,8 +46,8 @@ def evaluate(run: Model,
         raise DiffkitError("--neighbours names a .png in a folder that exists, and goes with --memorization")
     sampling = or_sampler(sampling, "ddpm" if restore is not None else "dpm++2m")
     loaded = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    source = data or spec["source"]
+    spec = loaded.config.data
+    source = data or spec.source
     if data is None and not source.startswith("builtin:"):
         raise DiffkitError(f"{run} was trained on {source}; pass held-out images with --data")
     if n < 1 or strata < 1 or batch_size < 1 or samples < 0:
@@ -59,15 +59,15 @@ def evaluate(run: Model,
         if samples < 1 or resample < 1:
             raise DiffkitError("--samples (the images to restore) and --resample must be at least 1 with --restore")
     # Built-in sets: images from another seed than training's, so none of them was seen.
-    held_out = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=10**9,
-                         column=spec.get("column") if source == spec["source"] else None)
+    held_out = open_data(source, spec.image_size, spec.channels, seed=10**9,
+                         column=spec.column if source == spec.source else None)
     wanted = 2 * samples if restore is not None else max(n, samples)  # restoration: a second set for FD's floor
     count = wanted if getattr(held_out, "endless", False) else min(wanted, len(held_out))
     # A folder's files come sorted (by class, for class folders): score a seeded random subset of them.
     chosen = torch.arange(count) if getattr(held_out, "endless", False) else \
         torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))[:count]
     images, labels = held_out.batch(chosen, torch.Generator().manual_seed(0))
-    conditional = bool(spec["classes"]) and data is None
+    conditional = bool(spec.classes) and data is None
     if guidance != 1 and not conditional:
         raise DiffkitError("--guidance needs a class-conditional model scored on its built-in data (held-out labels)")
     if restore is not None:
@@ -123,10 +123,10 @@ def _memorization(run, held_out, labels, train_data: str | None, sampling, commo
     from diffkit.metrics.image import feature_network, features
     from diffkit.reports import check_memorization
 
-    spec = run.config["data"]
-    source = train_data or spec["source"]
-    training = open_data(source, tuple(spec["image_size"]), spec["channels"], seed=0,
-                         column=spec.get("column") if source == spec["source"] else None)
+    spec = run.config.data
+    source = train_data or spec.source
+    training = open_data(source, spec.image_size, spec.channels, seed=0,
+                         column=spec.column if source == spec.source else None)
     count = BUILTIN_TRAINING_DRAWS if getattr(training, "endless", False) else len(training)
     train_images, _ = training.batch(torch.arange(count), torch.Generator().manual_seed(0))
     generated = pipeline.images(run, len(held_out), sampling, quiet=common.quiet, labels=labels, guidance=guidance)

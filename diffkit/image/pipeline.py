@@ -9,11 +9,11 @@ Only the standard library at import time; torch and the core load inside the fun
 def build(config: dict):
     from diffkit.core.nn import UNet, UNetConfig
 
-    if "diffusers" in config["model"]:  # imported by `diffkit import diffusers`
+    if "diffusers" in config.model:  # imported by `diffkit import diffusers`
         from diffkit.image.diffusers import DiffusersUNet
 
-        return DiffusersUNet(config["model"]["diffusers"])
-    return UNet(UNetConfig(**config["model"]))
+        return DiffusersUNet(config.model["diffusers"])
+    return UNet(UNetConfig(**config.model))
 
 
 def load(path: str, device: str = "auto"):
@@ -37,7 +37,7 @@ def images(run, n: int, sampling, *, quiet: bool = True, labels=None, guidance: 
 
     if sampling.clip is None:  # pixel data live in [-1, 1]
         sampling = dataclasses.replace(sampling, clip=1.0)
-    shape = (n, run.config["data"]["channels"], *run.config["data"]["image_size"])
+    shape = (n, run.config.data.channels, *run.config.data.image_size)
     return codec.to_uint8(generate(run, shape, sampling, quiet=quiet, labels=labels, guidance=guidance,
                                    start=None if start is None else start.map(to_model), source_labels=source_labels,
                                    condition=None if condition is None else condition.map(to_model),

@@ -12,6 +12,7 @@ from typing import Annotated, NamedTuple
 import typer
 
 from diffkit.core.spec import SamplingSpec
+from diffkit.image.config import ImageData
 from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, TrajectoryPath,
                              Signing, task_list, task_number, with_options)
 
@@ -50,12 +51,12 @@ class Degradation(NamedTuple):
         return compose(self.operators)
 
 
-def parse_task(text: str, spec: dict) -> Degradation:
+def parse_task(text: str, spec: ImageData) -> Degradation:
     """The degradation a --task names, checked against the model (its size, its channels)."""
     from diffkit.core.operators import AveragePool, ChannelMix, GaussianBlur
     from diffkit.errors import DiffkitError
 
-    size, channels = tuple(spec["image_size"]), spec["channels"]
+    size, channels = spec.image_size, spec.channels
     operators, sigma, factor, grey = [], 0.0, 1, False
     for name, arg in task_list(text, TASKS):
         if name == "upscale":
@@ -86,7 +87,7 @@ def restore_images(run, degraded, task: Degradation, sampling: SamplingSpec, *, 
     from diffkit.image import pipeline
     from diffkit.windows import overlap_process
 
-    size = tuple(run.config["data"]["image_size"])
+    size = run.config.data.image_size
     op = task.operator()
     window = tuple(s // task.factor for s in size)
 
@@ -136,10 +137,10 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     destination = Destination.of(output, ".png", signing.credentials())
     trajectory = trajectory_target(trajectory_path, ".png")
     loaded = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
+    spec = loaded.config.data
     degradation = parse_task(task, spec)
-    degraded = codec.read_image(input, 1 if degradation.grey else spec["channels"])
-    _check_size(degraded, degradation, spec["image_size"], input)
+    degraded = codec.read_image(input, 1 if degradation.grey else spec.channels)
+    _check_size(degraded, degradation, spec.image_size, input)
     labels = class_labels(loaded, label, 1, guidance)
     restored, error, rms = restore_images(loaded, degraded, degradation, sampling, quiet=common.quiet, method=method,
                                           labels=labels, guidance=guidance, jump=jump, resample=resample,
@@ -191,8 +192,8 @@ def evaluate_restoration(run, text: str, images, labels, *, method: str, samplin
     from diffkit.metrics.image import feature_network, features, fidelity
     from diffkit.reports import mean_stderr, report, restoration_label
 
-    spec = run.config["data"]
-    size, channels = tuple(spec["image_size"]), spec["channels"]
+    spec = run.config.data
+    size, channels = spec.image_size, spec.channels
     task = parse_task(text, spec)
     originals, floor_set = images[:count], images[count:2 * count]
     op = task.operator()

@@ -9,6 +9,7 @@ import typer
 
 from diffkit.io import Destination, result_stem
 from diffkit.points import pipeline
+from diffkit.points.config import PointsData
 from diffkit.options import Common, Preset, Sampling, Strata, Training, preset_sizes, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
@@ -43,15 +44,15 @@ def train(
         points = points_data.load(data, 20_000, training.seed)
         mean, std = points.mean(0), points.std(0).clamp(min=1e-6)
         dim = points.shape[1]
-        model = PointsConfig(dim=dim, **preset_sizes(preset, PRESETS, hidden=hidden), out=dim * (2 if diffusion["variance"] == "learned" else 1),
-                             self_cond=diffusion["self_cond"])
-        spec = {"source": data, "dim": dim, "mean": mean.tolist(), "std": std.tolist()}
+        model = PointsConfig(dim=dim, **preset_sizes(preset, PRESETS, hidden=hidden), out=dim * (2 if diffusion.variance == "learned" else 1),
+                             self_cond=diffusion.self_cond)
+        spec = PointsData(data, dim, tuple(mean.tolist()), tuple(std.tolist()))
         return {"model": asdict(model), "diffusion": diffusion, "data": spec}, points
 
     config, points = start_run(training, "points", make_config,
-                               lambda config: points_data.load(config["data"]["source"], 20_000, training.seed))
-    spec = config["data"]
-    standard = (points - pipeline.torch_tensor(spec["mean"])) / pipeline.torch_tensor(spec["std"])
+                               lambda config: points_data.load(config.data.source, 20_000, training.seed))
+    spec = config.data
+    standard = (points - pipeline.torch_tensor(spec.mean)) / pipeline.torch_tensor(spec.std)
 
     def batch_at(step, micro):
         return standard[batch_indices(step, micro, len(standard), training)], {}
@@ -104,7 +105,7 @@ def style(run: Model, input: Input,
 
     destination = Destination.of(output, ".csv")
     loaded = pipeline.load(run, common.device)
-    start = _read_points(input, loaded.config["data"]["dim"])
+    start = _read_points(input, loaded.config.data.dim)
     stamp = provenance_of(loaded, "style points", sampling, input, strength=strength)
     _write(pipeline.generate(loaded, len(start), sampling, quiet=common.quiet, start=Noised(start, strength)),
            destination.stamped(stamp), result_stem(input, "styled"), common)
@@ -125,7 +126,7 @@ def inpaint(run: Model, input: Input,
 
     destination = Destination.of(output, ".csv")
     loaded = pipeline.load(run, common.device)
-    dim = loaded.config["data"]["dim"]
+    dim = loaded.config.data.dim
     known = _read_points(input, dim)
     try:
         columns = sorted({int(c) for c in keep.split(",")})
@@ -160,26 +161,25 @@ def evaluate(run: Model,
     from diffkit.metrics import sliced_wasserstein
     from diffkit.points import data as points_data
     from diffkit.points.plot import bounds_of, scatter_png
-    from diffkit.runs import parameterisation
 
     if n < 1 or strata < 1:
         raise DiffkitError(f"-n and --strata must be at least 1, got {n} and {strata}")
     loaded = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    mean, std = (pipeline.torch_tensor(spec[k]).to(loaded.device) for k in ("mean", "std"))
-    source = data or spec["source"]
+    spec = loaded.config.data
+    mean, std = (pipeline.torch_tensor(v).to(loaded.device) for v in (spec.mean, spec.std))
+    source = data or spec.source
     if not source.startswith("builtin:") and data is None:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out points with --data")
-    held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], spec["dim"], source)
+    held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], spec.dim, source)
     bound = variational_bound(loaded.schedule, loaded.model, (held_out.to(loaded.device) - mean) / std,
-                              **parameterisation(loaded.config), generator=torch.Generator().manual_seed(0), strata=strata)
+                              **loaded.config.diffusion.parameterisation(), generator=torch.Generator().manual_seed(0), strata=strata)
     # Standardising divided by std; the density in data units pays back log std per dimension.
     bits = bound.total.mean().item() + std.log().mean().item() / math.log(2)
     results = [{"metric": "nll_bits_per_dim", "value": bits, "data": source, "n": len(held_out),
                 "strata": min(strata, loaded.schedule.T - 1)}]
     panels = [(f"data ({source})", held_out)]
     for path in samples or []:
-        generated = _read_points(path, spec["dim"])
+        generated = _read_points(path, spec.dim)
         results.append({"metric": "sliced_w2", "value": sliced_wasserstein(generated, held_out), "samples": path})
         panels.append((path.rsplit("/", 1)[-1], generated))
     for record in results:
@@ -192,12 +192,12 @@ def evaluate(run: Model,
         log(f"wrote {plot}", common.quiet)
 
 
-def describe(run: str, config: dict) -> dict:
+def describe(run: str, config) -> dict:
     """`diffkit info` for a points run."""
     from diffkit.runs import summary
 
-    return summary(run, config, pipeline.build, (config["data"]["dim"],), dim=config["data"]["dim"],
-                   hidden=config["model"]["hidden"])
+    return summary(run, config, pipeline.build, (config.data.dim,), dim=config.data.dim,
+                   hidden=config.model["hidden"])
 
 
 COMMANDS = {"train": train, "sample": sample, "inpaint": inpaint, "style": style, "eval": evaluate}

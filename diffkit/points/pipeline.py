@@ -9,7 +9,7 @@ Only the standard library at import time; torch and the core load inside the fun
 def build(config: dict):
     from diffkit.points.model import PointsConfig, PointsDenoiser
 
-    return PointsDenoiser(PointsConfig(**config["model"]))
+    return PointsDenoiser(PointsConfig(**config.model))
 
 
 def torch_tensor(values):
@@ -28,7 +28,7 @@ def generate(run, n: int, sampling, *, quiet: bool = True, start=None, condition
     """Sample in standardised units and map back; `start` and `condition` (core.editing) in data units."""
     from diffkit import runs
 
-    mean, std = (torch_tensor(run.config["data"][k]).to(run.device) for k in ("mean", "std"))
+    mean, std = (torch_tensor(v).to(run.device) for v in (run.config.data.mean, run.config.data.std))
 
     def standardised(x):
         return (x.to(run.device) - mean) / std

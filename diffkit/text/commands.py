@@ -14,6 +14,7 @@ from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
                              Sampling, Strength, StyleMethod, TrajectoryPath, or_sampler, preset_sizes, with_options)
 from diffkit.text import pipeline
+from diffkit.text.config import TextData
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
                                   StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
 from diffkit.text.templates import marker_template, parse_positions, span_template
@@ -56,7 +57,7 @@ def train(
 
     from diffkit.errors import DiffkitError
     from diffkit.io import write_output
-    from diffkit.runs import Run, batch_indices, batches, parameterisation, schedule_of, start_run, train_run
+    from diffkit.runs import Run, batch_indices, batches, schedule_of, start_run, train_run
     from diffkit.text.corpus import TOKENS, TokenRows, check_corpus_options, prepared, tokenise
     from diffkit.text.data import corpus_kind, corpus_stream, run_corpus_kind
     from diffkit.text.model import TextConfig, text_objective
@@ -75,7 +76,7 @@ def train(
         if not 0 <= label_dropout < 1:
             raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
         diffusion = training.diffusion()
-        if diffusion["prediction"] != "x0":
+        if diffusion.prediction != "x0":
             raise DiffkitError("text models predict x0, which rounding and clamping act on: --prediction x0")
         out = Path(training.out)  # exists: start_run made it
         if manifest:  # rows and tokenizer of `diffkit prepare text`, read where they are
@@ -93,34 +94,33 @@ def train(
             rows_folder = "."
         tok = Tokenizer(model_bytes)
         chosen = preset_sizes(preset, PRESETS, embed_dim=embed_dim, width=width, depth=depth, heads=heads)
-        model = TextConfig(vocab=len(tok), seq_len=seq_len, **chosen, dropout=dropout, learned_variance=diffusion["variance"] == "learned",
-                           classes=len(classes), self_cond=diffusion["self_cond"], readout="linear")
+        model = TextConfig(vocab=len(tok), seq_len=seq_len, **chosen, dropout=dropout, learned_variance=diffusion.variance == "learned",
+                           classes=len(classes), self_cond=diffusion.self_cond, readout="linear")
         write_output(str(out / FILE), model_bytes)
         config = {"model": model.to_json(), "diffusion": diffusion,
-                  "data": {"source": source, "pairs": kind == "pairs", "split": split, "seq_len": seq_len,
-                           "seed": training.seed, "examples": count, "classes": classes,
-                           "rows": rows_folder, "dtype": rows.tokens.dtype.name, "column": column,
-                           "label_column": label_column, "label_dropout": label_dropout if class_cond else 0.0}}
+                  "data": TextData(source, kind == "pairs", split, seq_len, training.seed, count, tuple(classes),
+                                   rows.tokens.dtype.name, rows_folder, column, label_column,
+                                   label_dropout if class_cond else 0.0)}
         return config, (tok, rows)
 
-    def reopen(config: dict):
+    def reopen(config):
         nonlocal kind
-        spec = config["data"]
+        spec = config.data
         kind = run_corpus_kind(spec)
         tok = Tokenizer.load(training.out)
-        folder = Path(training.out) / spec.get("rows", ".")
-        if "rows" not in spec or not (folder / TOKENS).exists():  # a run from before token files: write them
+        folder = Path(training.out) / (spec.rows or ".")
+        if spec.rows is None or not (folder / TOKENS).exists():  # a run from before token files: write them
             from diffkit.text.corpus import write_rows
 
             stream = corpus_stream(kind, source, split, training.seed, column, label_column)
-            return tok, write_rows(folder, tok, stream(), kind, spec["seq_len"], spec.get("classes", []),
+            return tok, write_rows(folder, tok, stream(), kind, spec.seq_len, spec.classes,
                                    display_name(source))
-        return tok, TokenRows(folder, spec["seq_len"], spec["dtype"], kind)
+        return tok, TokenRows(folder, spec.seq_len, spec.dtype, kind)
 
     config, (tok, rows) = start_run(training, "text", make_config, reopen)
-    classes = config["data"]["classes"]
+    classes = config.data.classes
     if classes:
-        batch_at = batches(rows, training, lambda t: t, len(classes), config["data"]["label_dropout"])
+        batch_at = batches(rows, training, lambda t: t, len(classes), config.data.label_dropout)
     else:
         def batch_at(step: int, micro: int):
             index = batch_indices(step, micro, len(rows), training)
@@ -136,10 +136,8 @@ def train(
         previews.mkdir(exist_ok=True)
         write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
 
-    # parameterisation: a run resumed from before self-conditioning has no such setting
-    settings = parameterisation(config)
-    objective = text_objective(schedule_of(config), variance=settings["variance"], weighting=training.weighting,
-                               self_cond=settings["self_cond"], mse_weight=mse_weight)
+    objective = text_objective(schedule_of(config), variance=config.diffusion.variance, weighting=training.weighting,
+                               self_cond=config.diffusion.self_cond, mse_weight=mse_weight)
     train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, objective=objective)
 
 
@@ -182,26 +180,26 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
     loaded, tok = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    if spec["pairs"] != (prompt is not None or input is not None):
-        raise DiffkitError(f"{run} was trained with --pairs: give a source with --prompt or --input" if spec["pairs"]
+    spec = loaded.config.data
+    if spec.pairs != (prompt is not None or input is not None):
+        raise DiffkitError(f"{run} was trained with --pairs: give a source with --prompt or --input" if spec.pairs
                            else f"{run} was not trained with --pairs; --prompt and --input do not apply")
     sources = None
-    if spec["pairs"]:
+    if spec.pairs:
         texts = [prompt] * n if prompt is not None else _read_lines(input)
         name = "--prompt" if prompt is not None else input
-        sources = pipeline.encode_pairs(tok, [(text, "") for text in texts], spec["seq_len"], name, strict=True)
+        sources = pipeline.encode_pairs(tok, [(text, "") for text in texts], spec.seq_len, name, strict=True)
         n = len(texts)
-    if mbr > 1 and not spec["pairs"]:
+    if mbr > 1 and not spec.pairs:
         raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     labels = class_labels(loaded, label, n, guidance)
     lines = pipeline.texts(loaded, tok, n, sampling, quiet=common.quiet, sources=sources, clamp=clamp, mbr=mbr, labels=labels,
                    guidance=guidance, trajectory=trajectory)
     records = [{"seed": sampling.seed, "index": i} for i in range(n)]
     if labels is not None:
-        records = [{**r, "class": spec["classes"][k]} for r, k in zip(records, labels.tolist())]
-    if common.json and not spec["pairs"]:
-        nll = pipeline.nll(loaded, pipeline.encode_lines(tok, lines, spec["seq_len"], "sample", strict=False))
+        records = [{**r, "class": spec.classes[k]} for r, k in zip(records, labels.tolist())]
+    if common.json and not spec.pairs:
+        nll = pipeline.nll(loaded, pipeline.encode_lines(tok, lines, spec.seq_len, "sample", strict=False))
         records = [{**r, "nll_bits_per_token": round(v, 4)} for r, v in zip(records, nll)]
     stamp = provenance_of(loaded, "sample text", sampling, input, label=label, guidance=guidance, prompt=prompt,
                           mbr=mbr)
@@ -230,9 +228,9 @@ def inpaint(run: Model, input: Input,
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
     loaded, tok = pipeline.load(run, common.device)
-    if loaded.config["data"]["pairs"]:
+    if loaded.config.data.pairs:
         raise DiffkitError(f"{run} was trained with --pairs; inpaint needs a model of plain text")
-    length = loaded.config["data"]["seq_len"]
+    length = loaded.config.data.seq_len
     name = display_name(input)
     positions = parse_positions(mask) if mask is not None else None
     templates = [span_template(line, positions, length, tok, f"{name}:{i}") if positions is not None
@@ -261,14 +259,14 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     destination = Destination.of(output, ".txt")
     trajectory = trajectory_target(trajectory_path, ".jsonl")
     loaded, tok = pipeline.load(run, common.device)
-    if loaded.config["data"]["pairs"]:
+    if loaded.config.data.pairs:
         raise DiffkitError(f"{run} was trained with --pairs; style needs a model of plain text")
     strength, source = style_plan(loaded, method, from_class, label, strength, 0.5, guidance)
     sampling = or_sampler(sampling, "dpm++2m" if source else "ddpm")
     clamp = source is None if clamp is None else clamp
     lines = _read_lines(input)
     if strength > 0:
-        tokens = pipeline.encode_lines(tok, lines, loaded.config["data"]["seq_len"], display_name(input),
+        tokens = pipeline.encode_lines(tok, lines, loaded.config.data.seq_len, display_name(input),
                               strict=True)
         start = loaded.model.embed(tokens.to(loaded.device))
         n = len(lines)
@@ -284,15 +282,15 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     emit(lines, destination.stamped(stamp), result_stem(input, "styled"), common)
 
 
-def describe(run: str, config: dict) -> dict:
+def describe(run: str, config) -> dict:
     """`diffkit info` for a text run."""
     from diffkit.runs import summary
     from diffkit.text.tokenizer import Tokenizer
 
-    spec, embed_dim = config["data"], config["model"]["embed_dim"]
-    return summary(run, config, pipeline.build, (embed_dim, spec["seq_len"]), seq_len=spec["seq_len"],
-                   vocab=len(Tokenizer.load(run)), embed_dim=embed_dim, pairs=spec["pairs"],
-                   classes=", ".join(spec.get("classes", [])) or "none")
+    spec, embed_dim = config.data, config.model["embed_dim"]
+    return summary(run, config, pipeline.build, (embed_dim, spec.seq_len), seq_len=spec.seq_len,
+                   vocab=len(Tokenizer.load(run)), embed_dim=embed_dim, pairs=spec.pairs,
+                   classes=", ".join(spec.classes) or "none")
 
 
 from diffkit.text.evaluate import evaluate  # noqa: E402  (typer only at import, like this module)

@@ -158,7 +158,7 @@ def corpus_kind(pairs: bool, class_cond: bool) -> str:
 
 def run_corpus_kind(spec: dict) -> str:
     """corpus_kind of a run, from its config's data part."""
-    return corpus_kind(spec["pairs"], bool(spec.get("classes")))
+    return corpus_kind(spec.pairs, bool(spec.classes))
 
 
 def corpus_stream(kind: str, source: str, split: str, seed: int, column: str | None,

@@ -19,21 +19,21 @@ def _training_lines(run: str, spec: dict, tokenizer) -> list[str] | None:
     from diffkit.text.corpus import TokenRows
     from diffkit.text.data import load_classes, load_lines, load_pairs, run_corpus_kind
 
-    if "rows" in spec:
+    if spec.rows is not None:
         try:
-            rows = TokenRows(Path(run) / spec["rows"], spec["seq_len"], spec["dtype"], run_corpus_kind(spec))
+            rows = TokenRows(Path(run) / spec.rows, spec.seq_len, spec.dtype, run_corpus_kind(spec))
         except DiffkitError:
             return None
         every = torch.arange(len(rows))
-        if spec["pairs"]:
+        if spec.pairs:
             return [tokenizer.decode(row[~keep]) for row, keep in zip(rows.rows(every), rows.keep(every))]
         return [tokenizer.decode(row) for row in rows.rows(every)]
     try:
-        if spec["pairs"]:
-            return [target for _, target in load_pairs(spec["source"], spec["seed"])]
-        if spec.get("classes"):  # a class-conditional run's corpus (builtin:weather: both registers)
-            return load_classes(spec["source"], spec["split"], spec["seed"])[0]
-        return load_lines(spec["source"], spec["split"], spec["seed"])
+        if spec.pairs:
+            return [target for _, target in load_pairs(spec.source, spec.seed)]
+        if spec.classes:  # a class-conditional run's corpus (builtin:weather: both registers)
+            return load_classes(spec.source, spec.split, spec.seed)[0]
+        return load_lines(spec.source, spec.split, spec.seed)
     except DiffkitError:
         return None
 
@@ -89,40 +89,40 @@ def evaluate(run: Model,
     from diffkit.text.tokenizer import EOS, PAD, SEP, UNK
 
     loaded, tok = pipeline.load(run, common.device)
-    spec = loaded.config["data"]
-    length = spec["seq_len"]
-    source = data or spec["source"]
+    spec = loaded.config.data
+    length = spec.seq_len
+    source = data or spec.source
     builtin = source.startswith("builtin:")
     if data is None and not builtin:
         raise DiffkitError(f"{run} was trained on {source}; pass held-out text with --data")
     if n < 1 or strata < 1 or batch_size < 1 or samples < 0 or mbr < 1:
         raise DiffkitError("-n, --strata, --batch-size and --mbr must be at least 1, --samples at least 0")
-    if mbr > 1 and not spec["pairs"]:
+    if mbr > 1 and not spec.pairs:
         raise DiffkitError("--mbr chooses among samples for one source: it applies to a model trained with --pairs")
     wanted = max(n, samples * 2)
     # Built-in corpora: lines from another seed than training's (a few may coincide: the grammar is finite).
-    classes = spec.get("classes", [])
+    classes = spec.classes
     registers = None  # each real line's register, for the grammar to judge it by
-    if spec["pairs"]:
+    if spec.pairs:
         pairs = load_pairs(source, seed=10**9)[:wanted]
         real = [target for _, target in pairs]
     elif builtin and classes:  # both registers, the samples drawn for each class in turn
         real, labels = grammar.labelled_lines(wanted, seed=10**9)
         registers = [classes[k] for k in labels]
     else:
-        real = grammar.lines(wanted, seed=10**9) if builtin else load_lines(source, spec["split"])[:wanted]
+        real = grammar.lines(wanted, seed=10**9) if builtin else load_lines(source, spec.split)[:wanted]
     if builtin and registers is None:
         registers = ["report"] * len(real)
 
-    training = _training_lines(run, spec, tok) if train_data is None else load_lines(train_data, spec["split"])
+    training = _training_lines(run, spec, tok) if train_data is None else load_lines(train_data, spec.split)
     if memorization:
-        if spec["pairs"] or samples < 2 or training is None:
+        if spec.pairs or samples < 2 or training is None:
             raise DiffkitError("--memorization checks a plain text model's samples (--samples at least 2) against its "
                                "training lines (its own, or --train-data)")
         return _memorization(loaded, tok, real[:samples], training, sampling, common, clamp=clamp)
     # The unigram baseline's distribution: the training corpus, or the held-out text if it is gone.
     corpus = pipeline.encode_lines(tok, training or real, length, "corpus", strict=False) if reference else None
-    if spec["pairs"]:
+    if spec.pairs:
         log("bits per token: not computed for a --pairs model (its bound would mix the given source in)", common.quiet)
     else:
         tokens = pipeline.encode_lines(tok, real[:n], length, source, strict=False)
@@ -139,7 +139,7 @@ def evaluate(run: Model,
         return
     count = min(samples, len(real))
     scale = f"{sampling.sampler}-{sampling.steps}"
-    if spec["pairs"]:
+    if spec.pairs:
         sources = pipeline.encode_pairs(tok, [(s, "") for s, _ in pairs[:count]], length, source, strict=False)
         if mbr > 1:
             scale += f", MBR of {mbr}"
@@ -149,7 +149,7 @@ def evaluate(run: Model,
         sets = [(scale, pipeline.texts(loaded, tok, count, sampling, quiet=common.quiet, clamp=clamp, labels=labels))]
     # The register each set's lines are judged by: a class-conditional model's samples by their class's,
     # the unigram baseline's by whichever accepts them.
-    judged = {scale: [classes[k] for k in labels.tolist()] if not spec["pairs"] and classes else registers}
+    judged = {scale: [classes[k] for k in labels.tolist()] if not spec.pairs and classes else registers}
     if reference:
         held = slice(count, 2 * count) if len(real) >= 2 * count else slice(0, count)
         sets.append(("held-out lines", real[held]))
@@ -177,7 +177,7 @@ def evaluate(run: Model,
             of = judged.get(name) or [None] * len(lines)
             share("grammar_share", sum(accepted(line, r) for line, r in zip(lines, of)) / len(lines),
                   f"{name}, accepted by the grammar" + (" of its class's register" if classes and judged.get(name) else ""))
-        if spec["pairs"] and name == scale:  # generated for these very sources
+        if spec.pairs and name == scale:  # generated for these very sources
             same = [" ".join(line.split()) == " ".join(target.split()) for line, (_, target) in zip(lines, pairs)]
             share("exact_match", sum(same) / len(lines), f"{name}, the held-out target word for word")
             targets = [target for _, target in pairs[:len(lines)]]
@@ -192,7 +192,7 @@ def evaluate(run: Model,
         if real_features is not None:
             report({"metric": "sentence_frechet", "value": frechet_distance(real_features, sentence_features(lines)),
                     "stderr": 0.0, "of": f"{name} vs {count} held-out lines, all-MiniLM-L6-v2"}, common)
-    if builtin and not spec["pairs"]:
+    if builtin and not spec.pairs:
         templates, values = _slot_templates(real[:count], registers[:count], "[MASK]", tok, length, seed=0)
         filled = {scale: pipeline.fill_templates(loaded, tok, templates, sampling, quiet=common.quiet, clamp=clamp, jump=10,
                                         resample=resample)}

@@ -10,7 +10,7 @@ Only the standard library at import time; torch, sentencepiece and the core load
 def build(config: dict):
     from diffkit.text.model import TextConfig, TextDenoiser
 
-    return TextDenoiser(TextConfig(**config["model"]))
+    return TextDenoiser(TextConfig(**config.model))
 
 
 def encode_lines(tokenizer, lines: list[str], length: int, name: str, *, strict: bool):
@@ -125,12 +125,11 @@ def nll(run, tokens, strata: int = 20) -> list[float]:
     """Bits per token of each packed sequence under the run's bound (a few strata: an estimate)."""
     import torch
 
-    from diffkit.runs import parameterisation
     from diffkit.text.model import bits_per_token
 
-    settings = parameterisation(run.config)
-    return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=settings["variance"], strata=strata,
-                          generator=torch.Generator().manual_seed(0), self_cond=settings["self_cond"]).tolist()
+    return bits_per_token(run.model, run.schedule, tokens.to(run.device), variance=run.config.diffusion.variance,
+                          strata=strata, generator=torch.Generator().manual_seed(0),
+                          self_cond=run.config.diffusion.self_cond).tolist()
 
 
 def fill_templates(run, tokenizer, templates: list, sampling, *, quiet: bool = True,
