@@ -1,6 +1,7 @@
-"""config.json as types: a run's `RunConfig`, read from JSON with every field checked against its type, so
-that a run directory whose config was mangled is refused in one line naming the file and the field,
-before anything is built from it.
+"""A run as types: `TrainSpec`, how it is trained (the CLI's Training options are it with their flags),
+and its config.json as a `RunConfig`, read from JSON with every field checked against its type, so that
+a run directory whose config was mangled is refused in one line naming the file and the field, before
+anything is built from it.
 
 config.json holds four parts that rebuild everything: "modality", "model" (the network's own config,
 which the modality's `build` reads), "diffusion" (schedule, T, parameterisation, variance) and "data"
@@ -13,14 +14,17 @@ Only the standard library at import time: the CLI imports this.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, SettingError, choose
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,101 @@ class RunConfig:
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.data).items()}
         return {"modality": self.modality, "model": self.model, "diffusion": diffusion, "data": data,
                 "train": self.train}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How a run is trained, as `train` commands take it (the CLI's Training options are this with their
+    flags) and the run layer (diffkit.runs) reads it: where the run goes and whether it continues there,
+    the optimiser and its schedule, the diffusion process (see `diffusion`), the checkpoint, preview and
+    log cadence, and the machine's part (compile, precision, workers). `record`: every option of the train
+    command that made it (the modality's too), which the run keeps in its config so that a resumed run
+    continues with them (diffkit.resume)."""
+    out: str
+    resume: bool = False
+    steps: int = 2000
+    batch_size: int = 16
+    accumulate: int = 1
+    lr: float = 2e-4
+    warmup: int = 100
+    lr_decay: str = "constant"
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    weighting: str = "uniform"
+    schedule: str | None = None
+    timesteps: int = 1000
+    prediction: str = "eps"
+    timestep_sampling: str | None = None
+    variance: str = "fixed"
+    self_cond: bool = False
+    checkpoint_every: int = 500
+    preview_every: int = 0
+    log_every: int = 10
+    max_bad_steps: int = 20
+    compile: bool = False
+    precision: str = "auto"
+    seed: int = 0
+    workers: int | None = None
+    dry_run: bool = False
+    record: dict | None = dataclasses.field(default=None, compare=False, metadata={"option": False})
+
+    @contextlib.contextmanager
+    def scope(self):
+        """The spec a command runs with: a dry run goes to a temporary folder, removed afterwards, so
+        that nothing is written anywhere else (text trains its tokenizer there too)."""
+        if not self.dry_run:
+            yield self
+            return
+        if self.resume:
+            raise SettingError("dry_run", " measures a new run; it does not resume one")
+        with tempfile.TemporaryDirectory(prefix="diffkit-dry-run-") as folder:
+            yield dataclasses.replace(self, out=os.path.join(folder, "run"))
+
+    def loader_workers(self, device_type: str, processes: int) -> int:
+        from diffkit.loader import default_workers
+
+        return default_workers(device_type, processes) if self.workers is None else self.workers
+
+    def diffusion(self) -> Diffusion:
+        """The diffusion part of the run's config, checked."""
+        from diffkit.core.diffusion import PREDICTIONS, VARIANCES
+        from diffkit.core.schedule import make_schedule
+
+        variance = "fixed_small" if self.variance == "fixed" else self.variance
+        choose("prediction", self.prediction, PREDICTIONS)
+        choose("variance", variance, VARIANCES)
+        schedule = self.schedule or ("flow" if self.prediction == "flow" else "cosine")
+        make_schedule(schedule, self.timesteps)  # fails early on a bad name or T
+        return Diffusion(schedule, self.timesteps, self.prediction, variance, self.self_cond)
+
+    def settings(self, **extra):
+        """The core trainer's TrainSettings, checked."""
+        from diffkit.core.diffusion import TIMESTEP_SAMPLINGS, WEIGHTINGS
+        from diffkit.core.trainer import TrainSettings
+
+        choose("loss weighting", self.weighting, WEIGHTINGS)
+        if self.batch_size < 1:
+            raise SettingError("batch_size", f" must be at least 1, got {self.batch_size}")
+        check_workers(self.workers)
+        sampling = self.timestep_sampling or ("logit-normal" if self.prediction == "flow" else "uniform")
+        choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
+        if sampling == "warped" and not self.resume:  # a resumed run keeps its own T (the trainer checks it)
+            from diffkit.core.warp import check_timesteps
+
+            check_timesteps(self.timesteps)
+        return TrainSettings(timestep_sampling=sampling, steps=self.steps, lr=self.lr, warmup=self.warmup,
+                             decay=self.lr_decay, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                             ema_decay=self.ema_decay, weighting=self.weighting, seed=self.seed,
+                             accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
+                             preview_every=self.preview_every, log_every=self.log_every,
+                             max_bad_steps=self.max_bad_steps, compile=self.compile, precision=self.precision,
+                             **extra)
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 0:
+        raise SettingError("workers", f" must be 0 or more, got {workers}")
 
 
 def read_config(run: str | Path, modality: str | None = None) -> RunConfig:

@@ -14,6 +14,23 @@ def log(message: str, quiet: bool = False) -> None:
         stderr.print(message, highlight=False)
 
 
+def _as_named(setting: str) -> str:
+    return setting
+
+
+_naming = [_as_named]
+
+
+def name_settings(naming) -> None:
+    """Name settings in messages by `naming(setting)`: the CLI names them by their flags."""
+    _naming[0] = naming
+
+
+def setting(name: str) -> str:
+    """A setting (a field of a library dataclass) as messages name it: as is, or the CLI's flag."""
+    return _naming[0](name)
+
+
 _shown: set[str] = set()
 _capture: list[list[str]] = []
 

@@ -11,14 +11,13 @@ import functools
 import inspect
 import os
 import sys
-import tempfile
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
-from diffkit.config import Diffusion
+from diffkit.config import TrainSpec, check_workers
 from diffkit.core.spec import SamplingSpec
 from diffkit.errors import DiffkitError, Interrupted, Resumable, SettingError
 
@@ -127,12 +126,15 @@ class Common:
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False
 
 
-def as_options(spec, name: str, **helps):
+def as_options(spec, name: str, flags: dict[str, str] | None = None, **helps):
     """The library's dataclass `spec` as a group of options, each field a flag with its help (which
-    `helps` gives for every field): the settings are declared once, where the library takes them."""
-    types = typing.get_type_hints(spec)
-    fields = [(f.name, Annotated[types[f.name], typer.Option(help=helps[f.name])], dataclasses.field(default=f.default))
-              for f in dataclasses.fields(spec)]
+    `helps` gives for every field; `flags` names those whose flag is not the field's name, a switch's
+    among them): the settings are declared once, where the library takes them. A field marked
+    {"option": False} is no option."""
+    types, flags = typing.get_type_hints(spec), flags or {}
+    fields = [(f.name, Annotated[types[f.name], typer.Option(*filter(None, [flags.get(f.name)]), help=helps[f.name])],
+               dataclasses.field(default=f.default))
+              for f in dataclasses.fields(spec) if f.metadata.get("option", True)]
     return dataclasses.make_dataclass(name, fields, bases=(spec,), frozen=True)
 
 
@@ -180,91 +182,43 @@ class Signing:
         return files[0], files[1]
 
 
-@dataclass(frozen=True)
-class Training:
-    """The shared trainer's options, the same for every modality."""
-    out: Annotated[str, typer.Option("--out", help="Run directory to create (or to continue with --resume).")]
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False
-    steps: Annotated[int, typer.Option(help="Optimiser steps in all (with --resume: the new total).")] = 2000
-    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 16
-    accumulate: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 2e-4
-    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100
-    lr_decay: Annotated[str, typer.Option(help="After warm-up: constant, or cosine down to 0 at --steps.")] = "constant"
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0
-    grad_clip: Annotated[float, typer.Option(help="Clip the gradient norm to this.")] = 1.0
-    ema_decay: Annotated[float, typer.Option(help="EMA decay of the sampling weights.")] = 0.999
-    weighting: Annotated[str, typer.Option(help="Loss weighting over timesteps: uniform or min_snr.")] = "uniform"
-    schedule: Annotated[Optional[str], typer.Option(help="Noise schedule: linear, cosine, sigmoid, sqrt or flow (rectified flow's path); default: flow with --prediction flow, else cosine.")] = None
-    timesteps: Annotated[int, typer.Option(help="Diffusion steps T.")] = 1000
-    prediction: Annotated[str, typer.Option(help="What the network predicts: eps, x0, v, or flow (rectified flow's velocity ε - x0).")] = "eps"
-    timestep_sampling: Annotated[Optional[str], typer.Option(help="Training timesteps: uniform, logit-normal (most at middle noise) or warped (learned: where the x0 error grows fastest, CDCD's time warping; sample it with --spacing warped); default: warped for text, else logit-normal with --prediction flow, else uniform.")] = None
-    variance: Annotated[str, typer.Option(help="fixed (small), fixed_large or learned (hybrid loss).")] = "fixed"
-    self_cond: Annotated[bool, typer.Option("--self-cond/--no-self-cond", help="Self-conditioning: the network also sees its previous x̂0 (half the training examples), every sampler feeding it the last step's (text: on by default).")] = False
-    checkpoint_every: Annotated[int, typer.Option(help="Save state/ and model.safetensors every N steps.")] = 500
-    preview_every: Annotated[int, typer.Option(help="Write a preview every N steps (0: never).")] = 0
-    log_every: Annotated[int, typer.Option(help="Append a metrics.jsonl line every N steps.")] = 10
-    max_bad_steps: Annotated[int, typer.Option(help="Stop after this many steps in a row with a non-finite loss (each is skipped).")] = 20
-    compile: Annotated[bool, typer.Option("--compile", help="Run the network through torch.compile.")] = False
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.")] = "auto"
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0
-    workers: Annotated[Optional[int], typer.Option(help="Processes that decode batches ahead of the step (0: the training process itself); default: from the cores and the device. Results do not depend on it.")] = None
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure what the training would cost instead (parameters, FLOPs per step and per sample, memory, seconds per step over a few steps on this device), writing nothing.")] = False
-    # Not an option: every option of the train command (the modality's too) as the run records them in
-    # its config, so that --resume continues with them (diffkit.resume).
-    record: Optional[dict] = dataclasses.field(default=None, compare=False, metadata={"option": False})
-
-    @contextlib.contextmanager
-    def scope(self):
-        """The options a command runs with: under --dry-run the run goes to a temporary folder, removed
-        afterwards, so that nothing is written anywhere else (text trains its tokenizer there too)."""
-        if not self.dry_run:
-            yield self
-            return
-        if self.resume:
-            raise DiffkitError("--dry-run measures a new run; it does not take --resume")
-        with tempfile.TemporaryDirectory(prefix="diffkit-dry-run-") as folder:
-            yield dataclasses.replace(self, out=os.path.join(folder, "run"))
-
-    def loader_workers(self, device_type: str, processes: int) -> int:
-        from diffkit.loader import default_workers
-
-        return default_workers(device_type, processes) if self.workers is None else self.workers
-
-    def diffusion(self) -> Diffusion:
-        """The diffusion part of config.json, checked."""
-        from diffkit.core.diffusion import PREDICTIONS, VARIANCES
-        from diffkit.core.schedule import make_schedule
-        from diffkit.errors import choose
-
-        variance = "fixed_small" if self.variance == "fixed" else self.variance
-        choose("prediction", self.prediction, PREDICTIONS)
-        choose("variance", variance, VARIANCES)
-        schedule = self.schedule or ("flow" if self.prediction == "flow" else "cosine")
-        make_schedule(schedule, self.timesteps)  # fails early on a bad name or T
-        return Diffusion(schedule, self.timesteps, self.prediction, variance, self.self_cond)
-
-    def settings(self, **extra):
-        from diffkit.core.diffusion import TIMESTEP_SAMPLINGS, WEIGHTINGS
-        from diffkit.core.trainer import TrainSettings
-        from diffkit.errors import choose
-
-        choose("loss weighting", self.weighting, WEIGHTINGS)
-        if self.batch_size < 1:
-            raise DiffkitError(f"--batch-size must be at least 1, got {self.batch_size}")
-        _check_workers(self.workers)
-        sampling = self.timestep_sampling or ("logit-normal" if self.prediction == "flow" else "uniform")
-        choose("timestep sampling", sampling, TIMESTEP_SAMPLINGS)
-        if sampling == "warped" and not self.resume:  # a resumed run keeps its own T (the trainer checks it)
-            from diffkit.core.warp import check_timesteps
-
-            check_timesteps(self.timesteps)
-        return TrainSettings(timestep_sampling=sampling, steps=self.steps, lr=self.lr, warmup=self.warmup, decay=self.lr_decay,
-                             weight_decay=self.weight_decay, grad_clip=self.grad_clip, ema_decay=self.ema_decay, weighting=self.weighting,
-                             seed=self.seed, accumulate=self.accumulate, checkpoint_every=self.checkpoint_every,
-                             preview_every=self.preview_every, log_every=self.log_every, max_bad_steps=self.max_bad_steps,
-                             compile=self.compile,
-                             precision=self.precision, **extra)
+Training = as_options(
+    TrainSpec, "Training",
+    flags={"out": "--out", "resume": "--resume", "self_cond": "--self-cond/--no-self-cond", "compile": "--compile",
+           "dry_run": "--dry-run"},
+    out="Run directory to create (or to continue with --resume).",
+    resume="Continue the run in --out from its last checkpoint.",
+    steps="Optimiser steps in all (with --resume: the new total).",
+    batch_size="Examples per micro-batch.",
+    accumulate="Micro-batches per optimiser step.",
+    lr="Peak AdamW learning rate.",
+    warmup="Linear warm-up steps.",
+    lr_decay="After warm-up: constant, or cosine down to 0 at --steps.",
+    weight_decay="AdamW weight decay.",
+    grad_clip="Clip the gradient norm to this.",
+    ema_decay="EMA decay of the sampling weights.",
+    weighting="Loss weighting over timesteps: uniform or min_snr.",
+    schedule="Noise schedule: linear, cosine, sigmoid, sqrt or flow (rectified flow's path); default: flow with "
+             "--prediction flow, else cosine.",
+    timesteps="Diffusion steps T.",
+    prediction="What the network predicts: eps, x0, v, or flow (rectified flow's velocity ε - x0).",
+    timestep_sampling="Training timesteps: uniform, logit-normal (most at middle noise) or warped (learned: where the "
+                      "x0 error grows fastest, CDCD's time warping; sample it with --spacing warped); default: warped "
+                      "for text, else logit-normal with --prediction flow, else uniform.",
+    variance="fixed (small), fixed_large or learned (hybrid loss).",
+    self_cond="Self-conditioning: the network also sees its previous x̂0 (half the training examples), every "
+              "sampler feeding it the last step's (text: on by default).",
+    checkpoint_every="Save state/ and model.safetensors every N steps.",
+    preview_every="Write a preview every N steps (0: never).",
+    log_every="Append a metrics.jsonl line every N steps.",
+    max_bad_steps="Stop after this many steps in a row with a non-finite loss (each is skipped).",
+    compile="Run the network through torch.compile.",
+    precision="auto (bf16 autocast on CUDA and on CPUs with AMX), fp32 or bf16.",
+    seed="Seed of initialisation, data order and noise.",
+    workers="Processes that decode batches ahead of the step (0: the training process itself); default: from the "
+            "cores and the device. Results do not depend on it.",
+    dry_run="Measure what the training would cost instead (parameters, FLOPs per step and per sample, memory, "
+            "seconds per step over a few steps on this device), writing nothing.")
 
 
 @dataclass(frozen=True)
@@ -277,13 +231,8 @@ class Preparing:
     def worker_count(self) -> int:
         from diffkit.loader import available_cores
 
-        _check_workers(self.workers)
+        check_workers(self.workers)
         return available_cores() if self.workers is None else self.workers
-
-
-def _check_workers(workers: int | None) -> None:
-    if workers is not None and workers < 0:
-        raise DiffkitError(f"--workers must be 0 or more, got {workers}")
 
 
 def with_defaults(group, **defaults):
@@ -357,9 +306,9 @@ def _resumed(context: typer.Context, kwargs: dict) -> dict:
     try:
         return resumed_options(recorded_options(kwargs["out"], config), given)
     except ChangedSetting as e:
-        flag = next(max(p.opts, key=len) for p in context.command.params if p.name == e.name)
-        raise DiffkitError(f"{flag}: {kwargs['out']} was trained with {_shown(e.recorded)}, not {_shown(e.given)}; "
-                           f"a resumed run keeps its own settings (leave {flag} out, or start a new run)") from None
+        option = next(max(p.opts, key=len) for p in context.command.params if p.name == e.name)
+        raise DiffkitError(f"{option}: {kwargs['out']} was trained with {_shown(e.recorded)}, not {_shown(e.given)}; "
+                           f"a resumed run keeps its own settings (leave {option} out, or start a new run)") from None
 
 
 def _shown(value) -> str:
@@ -373,8 +322,16 @@ def _within_scopes(fn, kwargs: dict, bundles: dict):
         return fn(**kwargs, **entered)
 
 
+def flag(setting: str) -> str:
+    """The flag of a library setting: batch_size -> --batch-size."""
+    return "--" + setting.replace("_", "-")
+
+
 def run(action, debug: bool):
-    """Run a command body with the CLI's error contract."""
+    """Run a command body with the CLI's error contract, its messages naming settings by their flags."""
+    from diffkit.console import name_settings
+
+    name_settings(flag)
     try:
         return action()
     except (typer.Exit, typer.Abort):
@@ -383,7 +340,7 @@ def run(action, debug: bool):
         if debug:
             raise
         if os.environ.get("RANK", "0") == "0":  # under torchrun the main process speaks for all
-            message = f"--{e.setting.replace('_', '-')}{e.rest}" if isinstance(e, SettingError) else str(e)
+            message = flag(e.setting) + e.rest if isinstance(e, SettingError) else str(e)
             print(f"error: {message}{', continue with --resume' if isinstance(e, Resumable) else ''}", file=sys.stderr)
         raise typer.Exit(2)
     except Interrupted as e:
@@ -397,6 +354,54 @@ def run(action, debug: bool):
             raise
         print(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def style_plan(run, method: str | None, from_class: str | None, label: str | None, strength: float | None,
+               sdedit_strength: float, guidance: float) -> tuple[float, str | None]:
+    """`style`'s options checked before any input is read: (strength, the input's class for the bridge or
+    None for SDEdit; class_labels turns None into no labels)."""
+    from diffkit.errors import choose
+
+    method = method or ("bridge" if from_class is not None else "sdedit")
+    choose("style method", method, ("sdedit", "bridge"))
+    if method == "bridge":
+        if from_class is None:
+            raise DiffkitError("--method bridge needs --from-class, the input's own class")
+        if label is None:
+            raise DiffkitError("the bridge needs --class, the class to convert to")
+        class_labels(run, from_class, 1, guidance, "--from-class")  # no classes, or an unknown name, fails here
+    elif from_class is not None:
+        raise DiffkitError("--from-class is for --method bridge, not sdedit")
+    strength = (1.0 if method == "bridge" else sdedit_strength) if strength is None else strength
+    if not 0 <= strength <= 1:
+        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
+    return strength, from_class if method == "bridge" else None
+
+
+def class_labels(run, wanted: str | None, n: int, guidance: float, option: str = "--class"):
+    """`--class` (or `option`) as n labels: an index or name, a comma list taken in turn, or "all"; None
+    without it."""
+    import torch
+
+    classes = run.config.data.classes
+    if wanted is None:
+        if guidance != 1 and not classes:
+            raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
+        return None
+    if not classes:
+        raise DiffkitError(f"{run.path} is not class-conditional; {option} does not apply")
+    parts = [part.strip() for part in wanted.split(",")]
+    indices = list(range(len(classes))) if parts == ["all"] else [_class_index(classes, p, option) for p in parts]
+    return torch.tensor(indices)[torch.arange(n) % len(indices)]
+
+
+def _class_index(classes, wanted: str, option: str) -> int:
+    if wanted in classes:
+        return classes.index(wanted)
+    if wanted.isdigit() and int(wanted) < len(classes):
+        return int(wanted)
+    listing = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
+    raise DiffkitError(f"{option} {wanted!r} is neither a class index nor a name ({listing})")
 
 
 # Restoration samples ancestrally by default: its fresh noise each step lets the model shed what the

@@ -14,8 +14,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
-from diffkit.config import RunConfig, read_config
-from diffkit.console import log, progress_bar, warn
+from diffkit.config import RunConfig, TrainSpec, read_config
+from diffkit.console import log, progress_bar, setting, warn
 from diffkit.core import make_schedule, sample
 from diffkit.core.spec import SamplingSpec
 from diffkit.core.checkpoint import (CONFIG, STATE, WEIGHTS, load_weights, read_trainer_meta, read_warp,
@@ -26,10 +26,9 @@ from diffkit.core.schedule import Schedule
 from diffkit.core.nn import drop_labels
 from diffkit.core import distributed
 from diffkit.core.trainer import AUGMENT, METRICS, BatchAt, Objective, Trainer, seeded, shuffled_batch
-from diffkit.errors import DiffkitError, SettingError, choose
+from diffkit.errors import DiffkitError, SettingError
 from diffkit.io import json_line
 from diffkit.loader import Prefetcher
-from diffkit.options import Training
 from diffkit.trajectory import Trajectory
 
 
@@ -66,16 +65,16 @@ def schedule_of(config: RunConfig) -> Schedule:
     return make_schedule(diffusion.schedule, diffusion.timesteps)
 
 
-def start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
+def start_run(training: TrainSpec, modality: str, make_config: Callable[[], tuple[dict, Any]],
               open_data: Callable[[RunConfig], Any]) -> tuple[RunConfig, Any]:
-    """The run's config and its data: read back and reopened with --resume, else made by `make_config`
+    """The run's config and its data: read back and reopened when resuming, else made by `make_config`
     (which loads and checks the data, and returns the config's "model", "diffusion" and "data" parts
     with the data) and written. Nothing is created before the inputs are checked.
     Under torchrun the main process does this; the others then read the config it wrote."""
     training.settings()  # every option checked before anything is written
     world = distributed.join()
     if training.batch_size % world.size:
-        raise DiffkitError(f"--batch-size {training.batch_size} (the global batch) must be a multiple of the "
+        raise SettingError("batch_size", f" {training.batch_size} (the global batch) must be a multiple of the "
                            f"{world.size} processes")
     if world.size == 1:
         return _start_run(training, modality, make_config, open_data)
@@ -94,7 +93,7 @@ def start_run(training: Training, modality: str, make_config: Callable[[], tuple
     return config, open_data(config)
 
 
-def _start_run(training: Training, modality: str, make_config: Callable[[], tuple[dict, Any]],
+def _start_run(training: TrainSpec, modality: str, make_config: Callable[[], tuple[dict, Any]],
                open_data: Callable[[RunConfig], Any]) -> tuple[RunConfig, Any]:
     out = Path(training.out)
     if out.exists() and not out.is_dir():
@@ -107,11 +106,11 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
             stale.unlink()
         trained = read_trainer_meta(out)["step"] if (out / STATE).exists() else 0
         if trained > training.steps:
-            raise DiffkitError(f"--steps {training.steps}: {out} has trained {trained} steps already")
+            raise SettingError("steps", f" {training.steps}: {out} has trained {trained} steps already")
         recorded = (config.train or {}).get("steps", training.steps)
         if training.steps != recorded and training.lr_decay == "cosine":
-            warn(f"--steps {training.steps}: the cosine learning-rate decay now follows this total, not the run's "
-                 f"{recorded} steps")
+            warn(f"{setting('steps')} {training.steps}: the cosine learning-rate decay now follows this total, not "
+                 f"the run's {recorded} steps")
         data = open_data(config)  # before the record changes: data that fail to open leave the run as it was
         if training.record is not None and config.train != training.record:  # a new --steps, ...
             config = dataclasses.replace(config, train=training.record)
@@ -121,7 +120,8 @@ def _start_run(training: Training, modality: str, make_config: Callable[[], tupl
     try:
         hold_run(out)  # before anything is read or written there (text writes its tokenizer in make_config)
         if (out / CONFIG).exists() or (out / STATE).exists():
-            raise DiffkitError(f"{out}: already holds a run; continue it with --resume or choose another --out")
+            raise DiffkitError(f"{out}: already holds a run; continue it with {setting('resume')} or choose another "
+                               f"{setting('out')}")
         parts, data = make_config()
         config = RunConfig(modality, **parts, train=training.record)
         write_config(out, config.to_json())
@@ -193,7 +193,7 @@ def enough_disk(out: Path, parameters: int) -> None:
                            f"{needed / 2**20:.0f} MiB")
 
 
-def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchAt, training: Training, *,
+def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchAt, training: TrainSpec, *,
               device: str = "auto", quiet: bool = False, json_out: bool = False,
               preview: Callable[[nn.Module, int], None] | None = None, objective: Objective | None = None,
               **settings) -> nn.Module:
@@ -237,8 +237,8 @@ def train_run(config: dict, build: Callable[[dict], nn.Module], batch_at: BatchA
     return ema
 
 
-def _report_cost(trainer: Trainer, batch_at: BatchAt, training: Training, *, quiet: bool, json_out: bool) -> nn.Module:
-    """--dry-run: what training and sampling this network cost, measured on a few real steps."""
+def _report_cost(trainer: Trainer, batch_at: BatchAt, training: TrainSpec, *, quiet: bool, json_out: bool) -> nn.Module:
+    """A dry run: what training and sampling this network cost, measured on a few real steps."""
     from diffkit.cost import print_cost, training_cost
 
     log(f"timing {TIMED_STEPS} steps after a counted one (nothing is written)", quiet)
@@ -300,26 +300,6 @@ def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = Tr
                       on_denoised=trajectory.recorder() if trajectory is not None else None, device=run.device)
 
 
-def style_plan(run: Run, method: str | None, from_class: str | None, label: str | None, strength: float | None,
-               sdedit_strength: float, guidance: float) -> tuple[float, str | None]:
-    """`style`'s options checked before any input is read: (strength, the input's class for the bridge or
-    None for SDEdit; class_labels turns None into no labels)."""
-    method = method or ("bridge" if from_class is not None else "sdedit")
-    choose("style method", method, ("sdedit", "bridge"))
-    if method == "bridge":
-        if from_class is None:
-            raise DiffkitError("--method bridge needs --from-class, the input's own class")
-        if label is None:
-            raise DiffkitError("the bridge needs --class, the class to convert to")
-        class_labels(run, from_class, 1, guidance, "--from-class")  # no classes, or an unknown name, fails here
-    elif from_class is not None:
-        raise DiffkitError("--from-class is for --method bridge, not sdedit")
-    strength = (1.0 if method == "bridge" else sdedit_strength) if strength is None else strength
-    if not 0 <= strength <= 1:
-        raise DiffkitError(f"--strength must be in [0, 1], got {strength}")
-    return strength, from_class if method == "bridge" else None
-
-
 def style_start(x: torch.Tensor, strength: float, source: str | None, inversion_iterations: int) -> Noised | Bridge:
     """Where `style` starts from its input `x` (model units): the bridge's inversion when it has the
     input's class `source` (see style_plan), else SDEdit's partial noising."""
@@ -330,31 +310,7 @@ def style_start(x: torch.Tensor, strength: float, source: str | None, inversion_
     return Bridge(x, strength, inversion_iterations=inversion_iterations)
 
 
-def class_labels(run: Run, wanted: str | None, n: int, guidance: float, option: str = "--class") -> torch.Tensor | None:
-    """`--class` (or `option`) as n labels: an index or name, a comma list taken in turn, or "all"; None
-    without it."""
-    classes = run.config.data.classes
-    if wanted is None:
-        if guidance != 1 and not classes:
-            raise DiffkitError("--guidance needs a class-conditional model (trained with --class-cond)")
-        return None
-    if not classes:
-        raise DiffkitError(f"{run.path} is not class-conditional; {option} does not apply")
-    parts = [part.strip() for part in wanted.split(",")]
-    indices = list(range(len(classes))) if parts == ["all"] else [_class_index(classes, p, option) for p in parts]
-    return torch.tensor(indices)[torch.arange(n) % len(indices)]
-
-
-def _class_index(classes: list[str], wanted: str, option: str) -> int:
-    if wanted in classes:
-        return classes.index(wanted)
-    if wanted.isdigit() and int(wanted) < len(classes):
-        return int(wanted)
-    listing = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
-    raise DiffkitError(f"{option} {wanted!r} is neither a class index nor a name ({listing})")
-
-
-def batches(dataset, training: Training, encode: Callable[[torch.Tensor], torch.Tensor], classes: int,
+def batches(dataset, training: TrainSpec, encode: Callable[[torch.Tensor], torch.Tensor], classes: int,
             label_dropout: float) -> BatchAt:
     """The trainer's batch_at over a dataset with `batch(indices, generator) -> (examples, labels)`:
     shuffled epochs over a finite set, consecutive indices over an endless (`endless`) generated one.
@@ -371,7 +327,7 @@ def batches(dataset, training: Training, encode: Callable[[torch.Tensor], torch.
     return batch_at
 
 
-def batch_indices(step: int, micro: int, size: int | None, training: Training) -> torch.Tensor:
+def batch_indices(step: int, micro: int, size: int | None, training: TrainSpec) -> torch.Tensor:
     """This process's examples of micro-batch `micro` of `step`: of shuffled epochs over `size` examples,
     or of consecutive indices of an endless generated set (size None). The global batch is the same for
     any number of processes; process r of N takes its examples r, r + N, ... (DistributedSampler's

@@ -94,11 +94,14 @@ def test_the_core_imports_no_modality_no_cli_and_prints_nothing():
         assert "import typer" not in ast.unparse(tree), f"{name} knows the CLI"
 
 
-def test_the_core_names_no_flag():
-    """The core's messages are in its own words ("steps must be at least 1"); the CLI names the flag."""
+def test_the_library_names_no_flag():
+    """The messages of the core, the run layer and the modalities' libraries are in their own words
+    ("steps must be at least 1"); the CLI names the flag."""
     flag = re.compile(r"--[a-z]")
+    library = ("diffkit.core", "diffkit.runs", "diffkit.config", "diffkit.resume", "diffkit.image.pipeline",
+               "diffkit.audio.pipeline", "diffkit.text.pipeline", "diffkit.points.pipeline")
     for name, tree in _modules().items():
-        if not name.startswith("diffkit.core"):
+        if not name.startswith(library):
             continue
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                       if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body

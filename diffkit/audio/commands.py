@@ -14,9 +14,9 @@ import typer
 
 from diffkit.audio import pipeline
 from diffkit.audio.config import AudioData
-from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Sampling,
-                             Preset, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
-                             with_defaults, with_options)
+from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
+                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, class_labels, int_list,
+                             preset_sizes, style_plan, with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
@@ -134,7 +134,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many clips
     from diffkit.audio import codec
     from diffkit.errors import DiffkitError
     from diffkit.io import Destination
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target
 
     if n < 1:
@@ -212,7 +212,7 @@ def inpaint(run: Model, input: Input,
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target
 
     destination = Destination.of(output, ".wav", signing.credentials())
@@ -248,7 +248,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     from diffkit.audio import codec
     from diffkit.audio.data import read_audio
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, style_plan, style_start
+    from diffkit.runs import provenance_of, style_start
     from diffkit.trajectory import trajectory_target
     from diffkit.windows import overlap_process
 

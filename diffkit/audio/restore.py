@@ -12,8 +12,8 @@ from typing import Annotated, NamedTuple
 import typer
 
 from diffkit.core.spec import SamplingSpec
-from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, TrajectoryPath,
-                             Signing, task_list, task_number, with_options)
+from diffkit.options import (Common, DEFAULT_METHOD, Guidance, Label, Method, RestoreSampling, Signing, TrajectoryPath,
+                             class_labels, task_list, task_number, with_options)
 
 TASKS = {"bandwidth": "HZ", "denoise": "SIGMA", "declip": "LEVEL"}
 
@@ -111,7 +111,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.core.observe import METHODS
     from diffkit.errors import DiffkitError, choose
     from diffkit.io import Destination, display_name, result_stem
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target
 
     choose("restoration method", method, METHODS)

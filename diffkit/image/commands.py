@@ -11,8 +11,8 @@ import typer
 from diffkit.image import pipeline
 from diffkit.image.config import ImageData
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
-                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, int_list, preset_sizes,
-                             with_defaults, with_options)
+                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, class_labels, int_list,
+                             preset_sizes, style_plan, with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
@@ -132,7 +132,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many image
     from diffkit.errors import DiffkitError
     from diffkit.image import codec
     from diffkit.io import Destination
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target, write_trajectory
 
     if n < 1:
@@ -194,7 +194,7 @@ def inpaint(run: Model, input: Input,
 
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png", signing.credentials())
@@ -227,7 +227,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     changes)."""
     from diffkit.image import codec
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of, style_plan, style_start
+    from diffkit.runs import provenance_of, style_start
     from diffkit.trajectory import trajectory_target, write_trajectory
 
     destination = Destination.of(output, ".png", signing.credentials())

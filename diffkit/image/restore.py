@@ -13,8 +13,8 @@ import typer
 
 from diffkit.core.spec import SamplingSpec
 from diffkit.image.config import ImageData
-from diffkit.options import (DEFAULT_METHOD, Common, Guidance, Label, Method, RestoreSampling, TrajectoryPath,
-                             Signing, task_list, task_number, with_options)
+from diffkit.options import (Common, DEFAULT_METHOD, Guidance, Label, Method, RestoreSampling, Signing, TrajectoryPath,
+                             class_labels, task_list, task_number, with_options)
 
 TASKS = {"upscale": "FACTOR", "colorize": None, "deblur": "SIGMA_PX", "denoise": "SIGMA"}
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
@@ -128,7 +128,7 @@ def restore(run: Model, input: Input, task: Task, method: Method = DEFAULT_METHO
     from diffkit.image import codec
     from diffkit.image import pipeline
     from diffkit.io import Destination, result_stem
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target, write_trajectory
 
     choose("restoration method", method, METHODS)

@@ -12,7 +12,8 @@ import typer
 
 from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
-                             Sampling, Strength, StyleMethod, TrajectoryPath, or_sampler, preset_sizes, with_options)
+                             Sampling, Strength, StyleMethod, TrajectoryPath, class_labels, or_sampler, preset_sizes,
+                             style_plan, with_options)
 from diffkit.text import pipeline
 from diffkit.text.config import TextData
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
@@ -170,7 +171,7 @@ def sample(run: Model, n: Annotated[int, typer.Option("-n", help="How many texts
     """Generate texts, one per line; the same seed gives the same texts. --json adds seed and the NLL
     estimate (bits per token) of each."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels, provenance_of
+    from diffkit.runs import provenance_of
     from diffkit.trajectory import trajectory_target
 
     if n < 1 or mbr < 1:
@@ -253,7 +254,7 @@ def style(run: Model, input: Input, strength: Strength = None, label: Label = No
     strength 0.5, ddpm, unless told), or from --from-class to --class by the bridge (dpm++2m unless
     another deterministic --sampler is given; unclamped), one output line per input line."""
     from diffkit.errors import DiffkitError
-    from diffkit.runs import class_labels, provenance_of, style_plan, style_start
+    from diffkit.runs import provenance_of, style_start
     from diffkit.trajectory import trajectory_target
 
     destination = Destination.of(output, ".txt")

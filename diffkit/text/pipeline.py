@@ -18,7 +18,7 @@ def encode_lines(tokenizer, lines: list[str], length: int, name: str, *, strict:
     one warning that counts them."""
     import torch
 
-    from diffkit.console import warn
+    from diffkit.console import setting, warn
     from diffkit.errors import DiffkitError
     from diffkit.text.corpus import line_ids
 
@@ -28,12 +28,12 @@ def encode_lines(tokenizer, lines: list[str], length: int, name: str, *, strict:
         if count > length - 1:
             if strict:
                 raise DiffkitError(f"{name}:{number}: {count} tokens, more than the model's {length - 1} "
-                                   f"(--seq-len {length} less the end of sequence)")
+                                   f"({setting('seq_len')} {length} less the end of sequence)")
             cut.append(number)
         rows.append(tokenizer.pack(ids, length))
     if cut:
         warn(f"{name}: {len(cut)} of {len(lines)} examples longer than {length - 1} tokens were cut "
-             f"(first: example {cut[0]}); raise --seq-len to keep them whole")
+             f"(first: example {cut[0]}); raise {setting('seq_len')} to keep them whole")
     return torch.stack(rows)
 
 
@@ -42,7 +42,7 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str
     separator) [N, length]. Targets are cut to fit, sources never: a source must leave room for a target."""
     import torch
 
-    from diffkit.console import warn
+    from diffkit.console import setting, warn
     from diffkit.errors import DiffkitError
     from diffkit.text.corpus import pair_ids
 
@@ -57,7 +57,7 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]], length: int, name: str
         rows.append(tokenizer.pack(ids, length))
         keeps.append(torch.arange(length) < source_length)
     if cut:
-        warn(f"{name}: {cut} of {len(pairs)} targets were cut to fit --seq-len {length}")
+        warn(f"{name}: {cut} of {len(pairs)} targets were cut to fit {setting('seq_len')} {length}")
     return torch.stack(rows), torch.stack(keeps)
 
 
