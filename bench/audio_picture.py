@@ -38,7 +38,7 @@ def main() -> None:
 
     from diffkit.audio import codec
     from diffkit.audio.data import decode, open_data
-    from diffkit.audio.restore import parse_task
+    from diffkit.audio.restoration import parse_task
     from diffkit.metrics.audio import log_spectral_distance
 
     torch.set_num_threads(args.threads)

@@ -196,7 +196,7 @@ def picture(run: Path, path: Path, count: int = 6) -> None:
     from diffkit.image import codec
     from diffkit.image.pipeline import load
     from diffkit.image.data import open_data, to_tensor
-    from diffkit.image.restore import parse_task, restore_images
+    from diffkit.image.restoration import parse_task, restore_images
     from diffkit.core.spec import SamplingSpec
 
     loaded = load(str(run))

@@ -81,41 +81,10 @@ def int_list(option: str, text: str) -> tuple[int, ...]:
         raise DiffkitError(f"--{option}: expected integers like 1,2,4, got {text!r}") from None
 
 
-def task_list(text: str, tasks: dict[str, str | None]) -> list[tuple[str, str | None]]:
-    """`--task` as (name, argument) pairs in the order given: "upscale:2,denoise:0.05" -> [("upscale", "2"),
-    ("denoise", "0.05")]. `tasks` maps each name to its argument's placeholder (None: takes none); an
-    unknown, repeated or misused name is an error that lists the choices."""
-    listing = ", ".join(name + (f":{arg}" if arg else "") for name, arg in tasks.items())
-    pairs = []
-    for part in text.split(","):
-        name, _, arg = part.strip().partition(":")
-        if name not in tasks:
-            raise DiffkitError(f"--task: unknown task {name!r}; choose from {listing} (comma-separated to combine)")
-        if bool(arg) != bool(tasks[name]):
-            raise DiffkitError(f"--task {part.strip()!r}: write it as {name + (f':{tasks[name]}' if tasks[name] else '')}")
-        if name in (seen for seen, _ in pairs):
-            raise DiffkitError(f"--task: {name} is given twice")
-        pairs.append((name, arg or None))
-    return pairs
-
-
-def task_number(task: str, arg: str, low: float, high: float, *, integer: bool = False) -> float:
-    """A task's numeric argument in [low, high] (integers only if `integer`), or an error naming it."""
-    kind = "an integer" if integer else "a number"
-    try:
-        value = int(arg) if integer else float(arg)
-    except ValueError:
-        raise DiffkitError(f"--task {task}:{arg}: expected {kind} in [{low:g}, {high:g}]") from None
-    if not low <= value <= high:
-        raise DiffkitError(f"--task {task}:{arg}: expected {kind} in [{low:g}, {high:g}]")
-    return value
-
-
 Method = Annotated[str, typer.Option(
     help="Restoration method: ddnm (null-space projection), pigdm, tmpd or dps (through the network's "
          "Jacobian; tmpd solves with it, several backward passes a step), or repaint (put the observed part "
          "back after each step).")]
-DEFAULT_METHOD = "ddnm"  # the best measured by bench/restore.py
 
 
 @dataclass(frozen=True)
@@ -323,8 +292,8 @@ def _within_scopes(fn, kwargs: dict, bundles: dict):
 
 
 def flag(setting: str) -> str:
-    """The flag of a library setting: batch_size -> --batch-size."""
-    return "--" + setting.replace("_", "-")
+    """The flag of a library setting: batch_size -> --batch-size, n -> -n."""
+    return "-" + setting if len(setting) == 1 else "--" + setting.replace("_", "-")
 
 
 def run(action, debug: bool):
@@ -403,6 +372,16 @@ def _class_index(classes, wanted: str, option: str) -> int:
     listing = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
     raise DiffkitError(f"{option} {wanted!r} is neither a class index nor a name ({listing})")
 
+
+
+def print_record(record: dict, common: Common) -> None:
+    """One record of `diffkit eval`: a JSON line, or "metric  value ± stderr  what it was measured on"."""
+    if common.json:
+        from diffkit.io import json_line
+
+        json_line(record)
+    else:
+        print(f"{record['metric']:>22}  {record['value']:.4f} ± {record['stderr']:.4f}  {record['of']}")
 
 # Restoration samples ancestrally by default: its fresh noise each step lets the model shed what the
 # projection carried in from a noisy y, where an ODE sampler keeps it (docs/measurements/restoration.md).

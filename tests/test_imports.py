@@ -94,14 +94,31 @@ def test_the_core_imports_no_modality_no_cli_and_prints_nothing():
         assert "import typer" not in ast.unparse(tree), f"{name} knows the CLI"
 
 
+# The library: what a Python user calls. The CLI (cli.py, options.py, each modality's commands and the
+# restore / evaluate / prepare command modules) is written over it.
+LIBRARY = ("diffkit.core", "diffkit.runs", "diffkit.config", "diffkit.resume", "diffkit.tasks", "diffkit.reports",
+           *(f"diffkit.{m}.{part}" for m in MODALITIES for part in ("pipeline", "config", "restoration", "evaluation")))
+
+
+def test_the_library_imports_no_cli_and_prints_nothing_but_through_the_console():
+    library = {name: tree for name, tree in _modules().items() if name.startswith(LIBRARY)}
+    assert "diffkit.image.evaluation" in library and "diffkit.audio.restoration" in library
+    cli = ("diffkit.cli", "diffkit.options", *(f"diffkit.{m}.{part}" for m in MODALITIES
+                                               for part in ("commands", "restore", "evaluate", "prepare", "options")))
+    for name, tree in library.items():
+        imported = {module for module, _ in _imports({name: tree})[name]}
+        assert not imported & set(cli), f"{name} imports {imported & set(cli)}"
+        assert "import typer" not in ast.unparse(tree), f"{name} knows the CLI"
+        calls = [node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
+        assert "print" not in calls, f"{name} prints"
+
+
 def test_the_library_names_no_flag():
     """The messages of the core, the run layer and the modalities' libraries are in their own words
     ("steps must be at least 1"); the CLI names the flag."""
     flag = re.compile(r"--[a-z]")
-    library = ("diffkit.core", "diffkit.runs", "diffkit.config", "diffkit.resume", "diffkit.image.pipeline",
-               "diffkit.audio.pipeline", "diffkit.text.pipeline", "diffkit.points.pipeline")
     for name, tree in _modules().items():
-        if not name.startswith(library):
+        if not name.startswith(LIBRARY):
             continue
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                       if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body

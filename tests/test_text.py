@@ -264,9 +264,9 @@ def test_class_conditional_text_samples_each_class_and_bridges_between_registers
     assert config["data"]["classes"] == ["report", "chatty"] and config["model"]["classes"] == 2
     # novelty is judged against the corpus the run trained on: both registers
     from diffkit.config import read_config
-    from diffkit.text.evaluate import _training_lines
+    from diffkit.text.evaluation import training_lines
     from diffkit.text.tokenizer import Tokenizer
-    corpus = _training_lines(str(out), read_config(out).data, Tokenizer.load(out))  # decoded from its token rows
+    corpus = training_lines(str(out), read_config(out).data, Tokenizer.load(out))  # decoded from its token rows
     assert {grammar.parse(line, "chatty") is not None for line in corpus} == {True, False}
     records = [json.loads(r) for r in run("sample", "text", "-m", out, "-n", 4, "--class", "all", "--guidance", 2,
                                           "--json", *FAST).stdout.splitlines()]

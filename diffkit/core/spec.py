@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from diffkit.errors import SettingError
 
 
+# The restoration method (core.observe.METHODS) used unless told: the best that bench/restore.py measured
+# (docs/measurements/restoration.md).
+DEFAULT_METHOD = "ddnm"
+
+
 @dataclass(frozen=True)
 class SamplingSpec:
     """A sampler of diffkit.core.SAMPLERS, its steps and timestep spacing, DDIM's η (None: the sampler's
