@@ -150,6 +150,28 @@ class TrainSpec:
                              **extra)
 
 
+
+def train_spec(defaults: dict, out: str, **settings) -> TrainSpec:
+    """A TrainSpec into `out` with a modality's `defaults` (its pipeline's TRAINING), `settings` in their
+    place: what `diffkit train` starts from."""
+    return TrainSpec(out=out, **{**defaults, **settings})
+
+def preset_sizes(preset: str, presets: dict[str, dict], **given) -> dict:
+    """The network sizes of `preset` with each one given (not None) in its place."""
+    choose("preset", preset, presets)
+    return {name: presets[preset][name] if value is None else value for name, value in given.items()}
+
+
+def int_list(setting_name: str, text: str) -> tuple[int, ...]:
+    """A comma-separated setting of integers ("1,2,4"), with a clear error naming the setting."""
+    from diffkit.console import setting
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise DiffkitError(f"{setting(setting_name)}: expected integers like 1,2,4, got {text!r}") from None
+
+
 def check_workers(workers: int | None) -> None:
     if workers is not None and workers < 0:
         raise SettingError("workers", f" must be 0 or more, got {workers}")

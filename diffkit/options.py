@@ -58,27 +58,11 @@ Strata = Annotated[int, typer.Option(help="Timesteps for the bound, one per stra
 Preset = Annotated[str, typer.Option(help="Network size: tiny, small or base (docs/training.md says what each costs and reaches); a size option given beside it wins.")]
 
 
-def preset_sizes(preset: str, presets: dict[str, dict], **given) -> dict:
-    """The size options of `preset` with each one the user gave (not None) in its place."""
-    from diffkit.errors import choose
-
-    choose("preset", preset, presets)
-    return {name: presets[preset][name] if value is None else value for name, value in given.items()}
-
-
 # Options of every modality's train, for --data hf:PATH.
 Column = Annotated[Optional[str], typer.Option(
     help="With --data hf:PATH: the column holding the examples (default: the usual name, e.g. image, audio, text).")]
 LabelColumn = Annotated[Optional[str], typer.Option(
     help="With --data hf:PATH and --class-cond: the column holding the classes (default: label).")]
-
-
-def int_list(option: str, text: str) -> tuple[int, ...]:
-    """A comma-separated option of integers ("1,2,4"), with a clear error naming the option."""
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise DiffkitError(f"--{option}: expected integers like 1,2,4, got {text!r}") from None
 
 
 Method = Annotated[str, typer.Option(

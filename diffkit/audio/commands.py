@@ -13,22 +13,16 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.audio import pipeline
-from diffkit.audio.config import AudioData
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
-                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, class_labels, int_list,
-                             preset_sizes, style_plan, with_defaults, with_options)
+                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, class_labels, style_plan,
+                             with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train audio`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="WAV file, a folder (each result under a new name), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="Sound file (WAV, FLAC, OGG), or - for stdin.")]
 
-AudioTraining = with_defaults(Training, steps=3000, batch_size=8, lr=1e-3, lr_decay="cosine", prediction="v",
-                              weighting="min_snr", ema_decay=0.995, checkpoint_every=500)
-PREVIEW_COUNT = 4
-# --preset: U-Net widths at full rate, multipliers per level and blocks per level.
-PRESETS = {"tiny": {"width": 8, "mults": "1,2,4,8", "blocks": 1}, "small": {"width": 16, "mults": "1,2,4,8,8", "blocks": 2},
-           "base": {"width": 32, "mults": "1,2,4,8,8", "blocks": 3}}
+AudioTraining = with_defaults(Training, **pipeline.TRAINING)
 
 
 @with_options(AudioTraining, Common)
@@ -52,65 +46,11 @@ def train(
     *, training: AudioTraining, common: Common,
 ):
     """Train a 1-D U-Net on waveforms; writes config.json, model.safetensors, state/, metrics.jsonl, previews/."""
-    import dataclasses
-    from pathlib import Path
-
-    from diffkit.audio import codec
-    from diffkit.audio.data import NORMALISE, open_data
-    from diffkit.core.nn import UNetConfig
-    from diffkit.errors import DiffkitError, choose
-    from diffkit.io import write_output
-    from diffkit.runs import Run, batches, schedule_of, start_run, train_run
-
-    def make_config():
-        chosen = preset_sizes(preset, PRESETS, width=width, mults=mults, blocks=blocks)
-        levels = int_list("mults", chosen["mults"])
-        if not 0 <= label_dropout < 1:
-            raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
-        if not 0 < seconds <= 600:
-            raise DiffkitError(f"--seconds must be in (0, 600], got {seconds}")
-        if not 0 <= attention <= len(levels):
-            raise DiffkitError(f"--attention must be in 0..{len(levels)} (levels with attention), got {attention}")
-        choose("normalisation", normalise, NORMALISE)
-        diffusion = training.diffusion()
-        model = UNetConfig(dims=1, in_channels=1, out_channels=2 if diffusion.variance == "learned" else 1,
-                           channels=chosen["width"], mults=levels, blocks=chosen["blocks"], factor=factor, dilations=int_list("dilations", dilations),
-                           attention=tuple(range(len(levels) - attention, len(levels))), dropout=dropout,
-                           self_cond=diffusion.self_cond)
-        length = round(seconds * sample_rate)
-        window = pipeline.padded(length, model.downsampling)
-        dataset = open_data(data, sample_rate, window, seed=training.seed, how=normalise, class_cond=class_cond,
-                            column=column, label_column=label_column)
-        classes = dataset.classes if class_cond else []
-        model = dataclasses.replace(model, classes=len(classes))
-        return {"model": model.to_json(), "diffusion": diffusion,
-                "data": AudioData(data, sample_rate, length, window, normalise, tuple(classes), column, label_column,
-                                  label_dropout if class_cond else 0.0)}, dataset
-
-    def reopen(config):
-        spec = config.data
-        return open_data(spec.source, spec.sample_rate, spec.window, seed=training.seed,
-                         how=spec.normalise, class_cond=bool(spec.classes), column=spec.column,
-                         label_column=spec.label_column)
-
-    config, dataset = start_run(training, "audio", make_config, reopen)
-    spec = config.data
-    classes = len(spec.classes)
-    batch_at = batches(dataset, training, lambda waves: waves, classes, spec.label_dropout)
-    previews = Path(training.out) / "previews"
-
-    def preview(ema, step):
-        import torch
-
-        run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
-        labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        waves = pipeline.waves(run, PREVIEW_COUNT, spec.length, Sampling(), labels=labels)
-        previews.mkdir(exist_ok=True)
-        for i, wave in enumerate(waves):
-            write_output(str(previews / f"step-{step:07d}-{i}.wav"), codec.wav(wave, spec.sample_rate))
-        write_output(str(previews / f"step-{step:07d}.png"), codec.spectrogram_png(waves, spec.sample_rate))
-
-    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, bits=16)
+    pipeline.train(training, data=data, sample_rate=sample_rate, seconds=seconds, normalise=normalise,
+                   class_cond=class_cond, column=column, label_column=label_column, label_dropout=label_dropout,
+                   preset=preset, width=width, mults=mults, factor=factor, blocks=blocks, dilations=dilations,
+                   attention=attention, dropout=dropout, device=common.device, quiet=common.quiet,
+                   json_out=common.json)
 
 
 def _seconds_to_samples(run, seconds: float | None) -> int:

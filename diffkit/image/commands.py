@@ -9,40 +9,16 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.image import pipeline
-from diffkit.image.config import ImageData
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
-                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, class_labels, int_list,
-                             preset_sizes, style_plan, with_defaults, with_options)
+                             Sampling, Signing, Strength, StyleMethod, Training, TrajectoryPath, class_labels, style_plan,
+                             with_defaults, with_options)
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train image`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="PNG file, a folder (each result under a new name), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="Image file (PNG, JPEG, WebP, BMP), or - for stdin.")]
 
-PREVIEW_COUNT = 16
-# v-prediction, min-SNR weighting and self-conditioning by default: each won on MNIST at equal training
-# time, self-conditioning on every training seed (docs/measurements/images.md).
-ImageTraining = with_defaults(Training, prediction="v", weighting="min_snr", self_cond=True)
-# --preset: U-Net widths at full resolution, multipliers per level and blocks per level.
-PRESETS = {"tiny": {"width": 32, "mults": "1,2,2", "blocks": 1}, "small": {"width": 64, "mults": "1,2,2", "blocks": 2},
-           "base": {"width": 128, "mults": "1,2,2,2", "blocks": 2}}
-
-
-def _attention_levels(resolutions: str | None, size: tuple[int, int], levels: int, factor: int) -> tuple:
-    """The levels whose resolution (shorter side) the user listed; a listed one the U-Net lacks is an error."""
-    from diffkit.errors import DiffkitError
-
-    have = [min(size) // factor**level for level in range(levels)]
-    if resolutions is None:
-        return tuple(level for level, resolution in enumerate(have) if resolution == 16)
-    try:
-        wanted = {int(r) for r in resolutions.split(",") if r.strip()}
-    except ValueError:
-        raise DiffkitError(f"--attention: expected resolutions like 16 or 16,8, got {resolutions!r}") from None
-    if not wanted <= set(have):
-        raise DiffkitError(f"--attention {resolutions}: this U-Net's levels have resolutions "
-                           f"{', '.join(map(str, have))}")
-    return tuple(level for level, resolution in enumerate(have) if resolution in wanted)
+ImageTraining = with_defaults(Training, **pipeline.TRAINING)
 
 
 @with_options(ImageTraining, Common)
@@ -65,62 +41,10 @@ def train(
     *, training: ImageTraining, common: Common,
 ):
     """Train a U-Net on images; writes config.json, model.safetensors, state/, metrics.jsonl, previews/."""
-    from pathlib import Path
-
-    import torch
-
-    from diffkit.core.nn import UNetConfig
-    from diffkit.errors import DiffkitError
-    from diffkit.image import codec
-    from diffkit.image.data import open_data, parse_size
-    from diffkit.runs import batches, start_run, train_run
-
-    def make_config():
-        size = parse_size(image_size)
-        chosen = preset_sizes(preset, PRESETS, width=width, mults=mults, blocks=blocks)
-        levels = int_list("mults", chosen["mults"])
-        if not 0 <= label_dropout < 1:
-            raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
-        multiple = 2 ** (len(levels) - 1)
-        if any(s % multiple for s in size):
-            raise DiffkitError(f"--image-size {image_size}: each side must be a multiple of {multiple} "
-                               f"for {len(levels)} levels")
-        diffusion = training.diffusion()
-        dataset = open_data(data, size, channels, seed=training.seed, crop=crop, flip=flip, class_cond=class_cond,
-                            column=column, label_column=label_column)
-        out_channels = dataset.channels * (2 if diffusion.variance == "learned" else 1)
-        model = UNetConfig(dims=2, in_channels=dataset.channels, out_channels=out_channels, channels=chosen["width"],
-                           mults=tuple(levels), blocks=chosen["blocks"], attention=_attention_levels(attention, size, len(levels), 2),
-                           dropout=dropout, classes=len(dataset.classes) if class_cond else 0,
-                           self_cond=diffusion.self_cond)
-        return {"model": model.to_json(), "diffusion": diffusion,
-                "data": ImageData(data, tuple(size), dataset.channels, tuple(dataset.classes) if class_cond else (), crop,
-                                  flip, column, label_column, label_dropout if class_cond else 0.0)}, dataset
-
-    def reopen(config):
-        spec = config.data
-        return open_data(spec.source, spec.image_size, spec.channels, seed=training.seed,
-                         crop=spec.crop, flip=spec.flip, class_cond=bool(spec.classes),
-                         column=spec.column, label_column=spec.label_column)
-
-    config, dataset = start_run(training, "image", make_config, reopen)
-    spec = config.data
-    classes = len(spec.classes)
-    batch_at = batches(dataset, training, codec.to_model, classes, spec.label_dropout)
-
-    previews = Path(training.out) / "previews"
-
-    def preview(ema, step):
-        from diffkit.io import write_output
-        from diffkit.runs import Run, schedule_of
-
-        run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
-        labels = torch.arange(PREVIEW_COUNT) % classes if classes else None
-        images = pipeline.images(run, PREVIEW_COUNT, Sampling(), labels=labels)
-        previews.mkdir(exist_ok=True)
-        write_output(str(previews / f"step-{step:07d}.png"), codec.png(codec.grid(images)))
-
-    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, bits=8)
+    pipeline.train(training, data=data, image_size=image_size, channels=channels, crop=crop, flip=flip,
+                   class_cond=class_cond, column=column, label_column=label_column, label_dropout=label_dropout,
+                   preset=preset, width=width, mults=mults, blocks=blocks, attention=attention, dropout=dropout,
+                   device=common.device, quiet=common.quiet, json_out=common.json)
 
 
 @with_options(Common, Sampling, Signing)

@@ -9,20 +9,14 @@ import typer
 
 from diffkit.io import Destination, result_stem
 from diffkit.points import pipeline
-from diffkit.points.config import PointsData
-from diffkit.options import Common, Preset, Sampling, Strata, Training, preset_sizes, with_defaults, with_options
+from diffkit.options import Common, Preset, Sampling, Strata, Training, with_defaults, with_options
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train points`.")]
 Output = Annotated[str, typer.Option("--output", "-o", help="A .csv file, a folder (a new .csv file there), or - for stdout.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="CSV file of points, or - for stdin.")]
 
 
-# --preset: the MLP's width.
-PRESETS = {"tiny": {"hidden": 64}, "small": {"hidden": 256}, "base": {"hidden": 1024}}
-# v-prediction: x̂0 = α·x - σ·v stays bounded where α → 0, whereas x̂0 = (x - σ·ε̂)/α multiplies ε̂'s error
-# by σ/α, and points have no ±1 range to clip to, unlike pixels. The shared cosine schedule: more of
-# builtin:ring's samples land on the ring with it than with the linear one (docs/training.md).
-PointsTraining = with_defaults(Training, steps=3000, batch_size=256, lr=1e-3, prediction="v", checkpoint_every=1000)
+PointsTraining = with_defaults(Training, **pipeline.TRAINING)
 
 
 @with_options(PointsTraining, Common)
@@ -33,31 +27,8 @@ def train(
     *, training: PointsTraining, common: Common,
 ):
     """Train an MLP denoiser on points (standardised per column; sampling maps back)."""
-    from dataclasses import asdict
-
-    from diffkit.points import data as points_data
-    from diffkit.points.model import PointsConfig
-    from diffkit.runs import batch_indices, start_run, train_run
-
-    def make_config():
-        diffusion = training.diffusion()
-        points = points_data.load(data, 20_000, training.seed)
-        mean, std = points.mean(0), points.std(0).clamp(min=1e-6)
-        dim = points.shape[1]
-        model = PointsConfig(dim=dim, **preset_sizes(preset, PRESETS, hidden=hidden), out=dim * (2 if diffusion.variance == "learned" else 1),
-                             self_cond=diffusion.self_cond)
-        spec = PointsData(data, dim, tuple(mean.tolist()), tuple(std.tolist()))
-        return {"model": asdict(model), "diffusion": diffusion, "data": spec}, points
-
-    config, points = start_run(training, "points", make_config,
-                               lambda config: points_data.load(config.data.source, 20_000, training.seed))
-    spec = config.data
-    standard = (points - pipeline.torch_tensor(spec.mean)) / pipeline.torch_tensor(spec.std)
-
-    def batch_at(step, micro):
-        return standard[batch_indices(step, micro, len(standard), training)], {}
-
-    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json)
+    pipeline.train(training, data=data, preset=preset, hidden=hidden, device=common.device, quiet=common.quiet,
+                   json_out=common.json)
 
 
 def _write(points, destination, stem: str, common: Common) -> None:
@@ -150,32 +121,22 @@ def evaluate(run: Model,
              plot: Annotated[Optional[str], typer.Option(help="Write a PNG scatter of data and samples.")] = None,
              *, common: Common):
     """NLL in bits/dim through the variational bound, and sliced W2 of sample files against the data."""
-    import math
-
-    import torch
-
     from diffkit.console import log
-    from diffkit.core import variational_bound
     from diffkit.errors import DiffkitError
     from diffkit.io import json_line, write_output
     from diffkit.metrics import sliced_wasserstein
     from diffkit.points import data as points_data
     from diffkit.points.plot import bounds_of, scatter_png
+    from diffkit.reports import held_out_source
 
     if n < 1 or strata < 1:
         raise DiffkitError(f"-n and --strata must be at least 1, got {n} and {strata}")
     loaded = pipeline.load(run, common.device)
     spec = loaded.config.data
-    mean, std = (pipeline.torch_tensor(v).to(loaded.device) for v in (spec.mean, spec.std))
-    source = data or spec.source
-    if not source.startswith("builtin:") and data is None:
-        raise DiffkitError(f"{run} was trained on {source}; pass held-out points with --data")
+    source = held_out_source(loaded, data, "points")
     held_out = _check_columns(points_data.load(source, n, seed=10_000)[:n], spec.dim, source)
-    bound = variational_bound(loaded.schedule, loaded.model, (held_out.to(loaded.device) - mean) / std,
-                              **loaded.config.diffusion.parameterisation(), generator=torch.Generator().manual_seed(0), strata=strata)
-    # Standardising divided by std; the density in data units pays back log std per dimension.
-    bits = bound.total.mean().item() + std.log().mean().item() / math.log(2)
-    results = [{"metric": "nll_bits_per_dim", "value": bits, "data": source, "n": len(held_out),
+    results = [{"metric": "nll_bits_per_dim", "value": pipeline.nll(loaded, held_out, strata), "data": source,
+                "n": len(held_out),
                 "strata": min(strata, loaded.schedule.T - 1)}]
     panels = [(f"data ({source})", held_out)]
     for path in samples or []:

@@ -12,22 +12,12 @@ import typer
 
 from diffkit.io import Destination, display_name, result_stem
 from diffkit.options import (Column, Common, FromClass, Guidance, InversionIterations, Label, LabelColumn, Preset,
-                             Sampling, Strength, StyleMethod, TrajectoryPath, class_labels, or_sampler, preset_sizes,
-                             style_plan, with_options)
+                             Sampling, Strength, StyleMethod, TrajectoryPath, class_labels, or_sampler, style_plan,
+                             with_options)
 from diffkit.text import pipeline
-from diffkit.text.config import TextData
 from diffkit.text.options import (ClassCond, Clamp, Data, Input, Mbr, Model, Output, Pairs, SeqLen, Split,
                                   StyleSampling, TextSampling, TextTraining, TokenizerType, VocabSize)
 from diffkit.text.templates import marker_template, parse_positions, span_template
-
-PREVIEW_COUNT = 8
-# --preset: token embedding size, Transformer width, layers and heads. Text's small is narrower than a
-# power of two so that its default batch of 96 costs a step no longer than width 256 at batch 64 did
-# (docs/measurements/text.md).
-PRESETS = {"tiny": {"embed_dim": 32, "width": 128, "depth": 2, "heads": 2},
-           "small": {"embed_dim": 64, "width": 224, "depth": 4, "heads": 4},
-           "base": {"embed_dim": 128, "width": 512, "depth": 6, "heads": 8}}
-
 
 @with_options(TextTraining, Common)
 def train(
@@ -52,94 +42,11 @@ def train(
 ):
     """Train a Diffusion-LM: a sentencepiece tokenizer, token embeddings and a Transformer denoiser; writes
     config.json, tokenizer.model, model.safetensors, state/, metrics.jsonl, previews/."""
-    from pathlib import Path
-
-    import torch
-
-    from diffkit.errors import DiffkitError
-    from diffkit.io import write_output
-    from diffkit.runs import Run, batch_indices, batches, schedule_of, start_run, train_run
-    from diffkit.text.corpus import TOKENS, TokenRows, check_corpus_options, prepared, tokenise
-    from diffkit.text.data import corpus_kind, corpus_stream, run_corpus_kind
-    from diffkit.text.model import TextConfig, text_objective
-    from diffkit.text.tokenizer import FILE, Tokenizer
-
-    if not mse_weight >= 0:
-        raise DiffkitError(f"--mse-weight must be at least 0, got {mse_weight}")
-    source = pairs or data
-    manifest = None if pairs or data == "-" else prepared(data)
-    kind = manifest["kind"] if manifest else corpus_kind(bool(pairs), class_cond)
-
-    def make_config():
-        check_corpus_options(seq_len, vocab_size, class_cond, pairs, tokenizer)
-        if not 0 <= dropout < 1:
-            raise DiffkitError(f"--dropout must be in [0, 1), got {dropout}")
-        if not 0 <= label_dropout < 1:
-            raise DiffkitError(f"--label-dropout must be in [0, 1), got {label_dropout}")
-        diffusion = training.diffusion()
-        if diffusion.prediction != "x0":
-            raise DiffkitError("text models predict x0, which rounding and clamping act on: --prediction x0")
-        out = Path(training.out)  # exists: start_run made it
-        if manifest:  # rows and tokenizer of `diffkit prepare text`, read where they are
-            if manifest["seq_len"] != seq_len:
-                raise DiffkitError(f"{data} was prepared at --seq-len {manifest['seq_len']}, not {seq_len}")
-            if class_cond != (kind == "classes"):
-                raise DiffkitError(f"{data} was prepared {'with' if kind == 'classes' else 'without'} --class-cond")
-            model_bytes = (Path(data) / FILE).read_bytes()
-            rows_folder, count, classes = str(Path(data).resolve()), manifest["examples"], manifest["classes"]
-            rows = TokenRows(rows_folder, seq_len, manifest["dtype"], kind)
-        else:
-            stream = corpus_stream(kind, source, split, training.seed, column, label_column)
-            corpus = tokenise(out, stream, kind, seq_len, vocab_size, tokenizer, training.seed, display_name(source))
-            model_bytes, rows, count, classes = corpus.tokenizer_model, corpus.rows, corpus.count, corpus.classes
-            rows_folder = "."
-        tok = Tokenizer(model_bytes)
-        chosen = preset_sizes(preset, PRESETS, embed_dim=embed_dim, width=width, depth=depth, heads=heads)
-        model = TextConfig(vocab=len(tok), seq_len=seq_len, **chosen, dropout=dropout, learned_variance=diffusion.variance == "learned",
-                           classes=len(classes), self_cond=diffusion.self_cond, readout="linear")
-        write_output(str(out / FILE), model_bytes)
-        config = {"model": model.to_json(), "diffusion": diffusion,
-                  "data": TextData(source, kind == "pairs", split, seq_len, training.seed, count, tuple(classes),
-                                   rows.tokens.dtype.name, rows_folder, column, label_column,
-                                   label_dropout if class_cond else 0.0)}
-        return config, (tok, rows)
-
-    def reopen(config):
-        nonlocal kind
-        spec = config.data
-        kind = run_corpus_kind(spec)
-        tok = Tokenizer.load(training.out)
-        folder = Path(training.out) / (spec.rows or ".")
-        if spec.rows is None or not (folder / TOKENS).exists():  # a run from before token files: write them
-            from diffkit.text.corpus import write_rows
-
-            stream = corpus_stream(kind, source, split, training.seed, column, label_column)
-            return tok, write_rows(folder, tok, stream(), kind, spec.seq_len, spec.classes,
-                                   display_name(source))
-        return tok, TokenRows(folder, spec.seq_len, spec.dtype, kind)
-
-    config, (tok, rows) = start_run(training, "text", make_config, reopen)
-    classes = config.data.classes
-    if classes:
-        batch_at = batches(rows, training, lambda t: t, len(classes), config.data.label_dropout)
-    else:
-        def batch_at(step: int, micro: int):
-            index = batch_indices(step, micro, len(rows), training)
-            return rows.rows(index), ({"keep": rows.keep(index)} if kind == "pairs" else {})
-
-    previews = Path(training.out) / "previews"
-
-    def preview(ema, step):
-        run = Run(Path(training.out), config, ema, schedule_of(config), next(ema.parameters()).device)
-        first = torch.arange(min(PREVIEW_COUNT, len(rows)))
-        sources = (rows.rows(first), rows.keep(first)) if kind == "pairs" else None
-        texts = pipeline.texts(run, tok, len(first), TextSampling(), sources=sources)
-        previews.mkdir(exist_ok=True)
-        write_output(str(previews / f"step-{step:07d}.txt"), "".join(line + "\n" for line in texts).encode())
-
-    objective = text_objective(schedule_of(config), variance=config.diffusion.variance, weighting=training.weighting,
-                               self_cond=config.diffusion.self_cond, mse_weight=mse_weight)
-    train_run(config, pipeline.build, batch_at, training, device=common.device, quiet=common.quiet, json_out=common.json, preview=preview, objective=objective)
+    pipeline.train(training, data=data, pairs=pairs, split=split, seq_len=seq_len, vocab_size=vocab_size,
+                   tokenizer=tokenizer, preset=preset, embed_dim=embed_dim, width=width, depth=depth, heads=heads,
+                   dropout=dropout, class_cond=class_cond, column=column, label_column=label_column,
+                   label_dropout=label_dropout, mse_weight=mse_weight, device=common.device, quiet=common.quiet,
+                   json_out=common.json)
 
 
 def emit(lines: list[str], destination: Destination, stem: str, common: Common,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffkit.options import Sampling, Training, with_defaults
+from diffkit.text import pipeline
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Run directory written by `diffkit train text`.")]
 Input = Annotated[str, typer.Option("--input", "-i", help="UTF-8 text file, one example per line, or - for stdin.")]
@@ -14,16 +15,8 @@ Output = Annotated[str, typer.Option("--output", "-o", help="A .txt file (one li
 Clamp = Annotated[bool, typer.Option("--clamp/--no-clamp", help="Snap the predicted x0 to the nearest token embeddings at every step.")]
 Mbr = Annotated[int, typer.Option(help="A --pairs model: draw K samples for each source and keep their consensus, the one with the highest mean chrF against the others (minimum Bayes risk).")]
 
-# Self-conditioning, warped timesteps and batch 96 by default: each won on builtin:weather in grammar
-# and bound over training seeds (docs/measurements/text.md). The warp moves training from where x̂_0 is
-# already the token to where tokens are decided.
-TextTraining = with_defaults(Training, steps=3000, batch_size=96, lr=1e-3, lr_decay="cosine", schedule="sqrt",
-                             prediction="x0", ema_decay=0.995, checkpoint_every=500, self_cond=True,
-                             timestep_sampling="warped")
-# Ancestral sampling by default: its fresh noise at every step lets later steps undo an early choice of
-# token, which deterministic solvers keep. Levels evenly spaced in log σ, not squeezed above σ = 5:
-# tokens are still being decided up there (docs/measurements/samplers.md).
-TextSampling = with_defaults(Sampling, sampler="ddpm", spacing="logsnr")
+TextTraining = with_defaults(Training, **pipeline.TRAINING)
+TextSampling = with_defaults(Sampling, **pipeline.SAMPLING)
 # style: ddpm for SDEdit, dpm++2m for the bridge (which needs a deterministic sampler), unless told.
 StyleSampling = with_defaults(Sampling, sampler=None, spacing="logsnr")
 
