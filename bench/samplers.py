@@ -5,6 +5,13 @@ seeds), the mean log-likelihood of the samples under the true density, and the t
 per-step overhead (all sampler work besides the model) on a [16, 3, 32, 32] batch. Writes JSON.
 
     python bench/samplers.py [--quick] [--threads 2] [--out bench/results/samplers.json]
+
+With --suite it scores every timestep spacing with the deterministic samplers on SUITE, the problems the
+sampling defaults are chosen on: each cell the mean over noise seeds of sliced W2 over the problem's
+floor, then per spacing the mean and worst over the tuning half and over the held-out half, and its
+ratio to the best spacing of each problem.
+
+    python bench/samplers.py --suite [--threads 2] [--out bench/results/grid-suite.json]
 """
 
 import argparse
@@ -25,6 +32,44 @@ PEER_OVERHEAD_US = {"ddpm": 448, "ddim": 128, "dpm++2m": 253}  # diffusers, [16,
 FLOOR_PAIRS = 100
 
 
+def mixture(dim: int, modes: int, covariance: str, std: float, scale: float = 1.0, seed: int = 0) -> GaussianMixture:
+    """`modes` Gaussians in `dim` dimensions with means of unit scale per coordinate, each with an
+    isotropic, diagonal (axis stds 0.3-1 of `std`) or full (the same, rotated) covariance, all times
+    `scale`, with unequal weights."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(modes, dim, generator=g, dtype=torch.float64)
+    stds = std * (torch.ones(modes, dim, dtype=torch.float64) if covariance == "iso"
+                  else 0.3 + 0.7 * torch.rand(modes, dim, generator=g, dtype=torch.float64))
+    covs = torch.diag_embed(stds**2)
+    if covariance == "full":
+        rotations, _ = torch.linalg.qr(torch.randn(modes, dim, dim, generator=g, dtype=torch.float64))
+        covs = rotations @ covs @ rotations.transpose(1, 2)
+    weights = 0.5 + torch.rand(modes, generator=g, dtype=torch.float64)
+    return GaussianMixture(weights, scale * means, scale**2 * covs)
+
+
+# The problems the sampling defaults are chosen on, fixed with their seeds and halves before anything was
+# chosen: they differ in dimension (2-256), modes (1-16), separation against the within-mode scale,
+# covariance (isotropic, diagonal, full) and data scale (0.5-2). The tuning half chooses; the held-out
+# half checks what it chose.
+SUITE = {
+    "ring-2d": ("tuning", lambda: GaussianMixture.ring(8, 1.0, 0.05)),
+    "full-64d-4": ("tuning", lambda: GaussianMixture.random(4, 64, seed=1)),
+    "iso-64d-4-tight": ("tuning", lambda: mixture(64, 4, "iso", 0.1, seed=11)),
+    "iso-16d-8": ("tuning", lambda: mixture(16, 8, "iso", 0.3, seed=12)),
+    "iso-128d-2-wide": ("tuning", lambda: mixture(128, 2, "iso", 0.5, seed=13)),
+    "diag-8d-16-scale2": ("tuning", lambda: mixture(8, 16, "diag", 0.2, scale=2.0, seed=14)),
+    "full-2d-3-scale0.5": ("held-out", lambda: mixture(2, 3, "full", 0.3, scale=0.5, seed=21)),
+    "diag-32d-1-scale2": ("held-out", lambda: mixture(32, 1, "diag", 1.0, scale=2.0, seed=22)),
+    "iso-256d-2-tight": ("held-out", lambda: mixture(256, 2, "iso", 0.2, seed=23)),
+    "diag-64d-8-tight": ("held-out", lambda: mixture(64, 8, "diag", 0.05, seed=24)),
+    "full-4d-16": ("held-out", lambda: mixture(4, 16, "full", 0.1, seed=25)),
+    "full-128d-4-scale0.5": ("held-out", lambda: mixture(128, 4, "full", 0.3, scale=0.5, seed=26)),
+}
+SUITE_SPACINGS = ("squeezed", "logsnr", "karras", "trailing", "linspace")
+SUITE_SAMPLERS = ("unipc", "dpm++2m", "dpm++3m")
+
+
 def steps_for(sampler: str, nfe: int, schedule, spacing: str) -> int:
     """The most steps whose grid takes at most `nfe` model calls (heun's steps take one or two)."""
     return max(n for n in range(1, nfe + 1) if model_calls(sampler, make_grid(schedule, n, spacing)) <= nfe)
@@ -43,9 +88,7 @@ def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
     # The floor is the distance between two independent true samples. It moves a lot with the draw (the
     # ring's is mostly the difference between the two sets' mode counts: from 0.027 to 0.040 between
     # sets of 5 pairs), so it is the mean of many pairs, drawn apart from the references below.
-    pairs = [sliced_wasserstein(data.sample(n, torch.Generator().manual_seed(1000 + 2 * i))[0],
-                                data.sample(n, torch.Generator().manual_seed(1001 + 2 * i))[0]) for i in range(FLOOR_PAIRS)]
-    floor = statistics.mean(pairs)
+    floor, floor_se = floor_of(data, n, FLOOR_PAIRS)
     true_spread = within_mode_spread(data, data.sample(100_000, torch.Generator().manual_seed(300))[0])
     rows = []
     for name in SAMPLERS:
@@ -64,7 +107,7 @@ def quality(data: GaussianMixture, n: int, seeds: int, nfes, spacing: str):
                          if seeds > 1 else 0.0, "over_floor": statistics.mean(sw2) / floor,
                          "spread_ratio": statistics.mean(spread), "loglik": statistics.mean(loglik),
                          "ms_per_step": 1000 * statistics.median(seconds) / steps})
-    return floor, statistics.stdev(pairs) / FLOOR_PAIRS**0.5, rows
+    return floor, floor_se, rows
 
 
 def overhead(repeats: int = 3, steps: int = 50):
@@ -88,6 +131,66 @@ def overhead(repeats: int = 3, steps: int = 50):
     return results
 
 
+def floor_of(data: GaussianMixture, n: int, pairs: int) -> tuple[float, float]:
+    """Mean and standard error of sliced W2 between two independent true samples of n points."""
+    values = [sliced_wasserstein(data.sample(n, torch.Generator().manual_seed(1000 + 2 * i))[0],
+                                 data.sample(n, torch.Generator().manual_seed(1001 + 2 * i))[0]) for i in range(pairs)]
+    return statistics.mean(values), statistics.stdev(values) / pairs**0.5
+
+
+def suite(n: int, seeds: int, nfes, pairs: int) -> dict:
+    """Every spacing of SUITE_SPACINGS with every sampler of SUITE_SAMPLERS at every budget, on every
+    problem of SUITE: sliced W2 over the problem's floor, the mean over `seeds` noise seeds."""
+    schedule = make_schedule("linear", 1000)
+    problems = {}
+    for name, (half, build) in SUITE.items():
+        data = build()
+        model = data.denoiser(schedule)
+        floor, floor_se = floor_of(data, n, pairs)
+        cells = []
+        for spacing in SUITE_SPACINGS:
+            for sampler in SUITE_SAMPLERS:
+                for nfe in nfes:
+                    steps = steps_for(sampler, nfe, schedule, spacing)
+                    ratios = []
+                    for s in range(seeds):
+                        reference = data.sample(n, torch.Generator().manual_seed(100 + s))[0]
+                        x = sample(model, (n, data.dim), schedule, SamplingSpec(sampler, steps, spacing, seed=s))
+                        ratios.append(sliced_wasserstein(x, reference) / floor)
+                    cells.append({"spacing": spacing, "sampler": sampler, "nfe": nfe, "over_floor": statistics.mean(ratios),
+                                  "sd": statistics.stdev(ratios) if seeds > 1 else 0.0})
+        problems[name] = {"half": half, "dim": data.dim, "modes": len(data.weights), "floor": floor,
+                          "floor_stderr": floor_se, "cells": cells}
+        print(f"{name} ({half}, floor {floor:.4f} ± {floor_se:.4f}):", flush=True)
+        for sampler in SUITE_SAMPLERS:
+            for nfe in nfes:
+                row = {c["spacing"]: c["over_floor"] for c in cells if c["sampler"] == sampler and c["nfe"] == nfe}
+                print(f"  {sampler:>8} NFE {nfe:>3}  " + "  ".join(f"{k} {v:5.2f}x" for k, v in row.items()), flush=True)
+    return problems
+
+
+def summarise(problems: dict, nfes) -> list[dict]:
+    """Per spacing, sampler and budget: the mean and worst ratio to the floor over each half, and the worst
+    ratio to the best spacing of the same problem (same sampler and budget)."""
+    rows = []
+    for spacing in SUITE_SPACINGS:
+        for sampler in SUITE_SAMPLERS:
+            for nfe in nfes:
+                row = {"spacing": spacing, "sampler": sampler, "nfe": nfe}
+                for half in ("tuning", "held-out"):
+                    mine, to_best = [], []
+                    for problem in problems.values():
+                        if problem["half"] != half:
+                            continue
+                        same = {c["spacing"]: c["over_floor"] for c in problem["cells"]
+                                if c["sampler"] == sampler and c["nfe"] == nfe}
+                        mine.append(same[spacing])
+                        to_best.append(same[spacing] / min(same.values()))
+                    row[half] = {"mean": statistics.mean(mine), "worst": max(mine), "worst_to_best": max(to_best)}
+                rows.append(row)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer points, seeds and budgets")
@@ -95,9 +198,29 @@ def main():
     parser.add_argument("--spacing", default="squeezed")
     parser.add_argument("--seeds", type=int, default=20, help="noise seeds per cell (the figure is their mean)")
     parser.add_argument("--nfes", default="5,10,20,50,100,1000", help="model-call budgets, comma-separated")
-    parser.add_argument("--out", default="bench/results/samplers.json")
+    parser.add_argument("--suite", action="store_true", help="score the spacings on SUITE instead")
+    parser.add_argument("--out", default=None, help="JSON report (default: bench/results/samplers.json, or "
+                                                   "grid-suite.json with --suite)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.suite:
+        nfes = (10, 20) if args.nfes == parser.get_default("nfes") else tuple(int(k) for k in args.nfes.split(","))
+        n, seeds = (1000, 1) if args.quick else (4000, min(args.seeds, 3))
+        problems = suite(n, seeds, nfes, pairs=10 if args.quick else 30)
+        rows = summarise(problems, nfes)
+        print(f"\nsliced W2 over the floor: mean and worst over each half, worst over the best spacing of a problem "
+              f"(n={n}, {seeds} noise seeds, {args.threads} threads)")
+        for r in rows:
+            t, h = r["tuning"], r["held-out"]
+            print(f"{r['spacing']:>9} {r['sampler']:>8} NFE {r['nfe']:>3}  tuning {t['mean']:5.2f}x (worst {t['worst']:5.2f}x,"
+                  f" {t['worst_to_best']:4.2f}x best)  held-out {h['mean']:5.2f}x (worst {h['worst']:5.2f}x,"
+                  f" {h['worst_to_best']:4.2f}x best)")
+        out = Path(args.out or "bench/results/grid-suite.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"threads": args.threads, "n": n, "seeds": seeds, "problems": problems,
+                                   "summary": rows}, indent=1))
+        print(f"\nwrote {out}")
+        return
     n, seeds = (2000, 1) if args.quick else (10_000, args.seeds)
     nfes = (10, 20) if args.quick else tuple(int(k) for k in args.nfes.split(","))
     report = {"threads": args.threads, "n": n, "seeds": seeds, "spacing": args.spacing, "oracles": {}}
@@ -124,9 +247,10 @@ def main():
     for name, us in costs.items():
         peer = PEER_OVERHEAD_US.get(name)
         print(f"{name:>9} {us:8.0f}" + (f"   diffusers {peer}  ratio {us / peer:.2f}" if peer else ""))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {args.out}")
+    out = Path(args.out or "bench/results/samplers.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
