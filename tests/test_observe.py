@@ -6,7 +6,7 @@ import torch
 from oracles import GEN, LINEAR, PRIOR, observed
 
 from diffkit.core import SAMPLERS, GaussianMixture, Inpaint, Restore, SamplingSpec, sample
-from diffkit.core.observe import METHODS, Observation, beyond_threshold
+from diffkit.core.observe import METHODS, PARTICLE_METHODS, Observation, beyond_threshold
 from diffkit.core.operators import AveragePool, ChannelMix, GaussianBlur, Identity, LowPass, Mask, as_matrix, compose
 from diffkit.errors import DiffkitError
 
@@ -176,3 +176,17 @@ def test_unknown_method_names_the_choices():
     with pytest.raises(DiffkitError, match="unknown restoration method 'nope'; choose one of: ddnm, dps"):
         Restore(Observation(Identity(), torch.zeros(2, 4)), "nope")
     assert set(METHODS) == {"ddnm", "pigdm", "tmpd", "dps", "repaint"}
+
+
+def test_a_noiseless_restoration_ends_within_the_range_and_meets_its_observation():
+    # PRIOR's modes sit at ±1 with spread beyond it; the truth lies inside ±1, so the intersection of the
+    # range and the observed affine set is not empty. Clipping the sample to the range after sampling
+    # would break A x = y; the final projections keep both, for every method and sampler.
+    op = AveragePool((2,))
+    y = op(torch.tensor([[0.95, 0.9, -0.2, 0.99]])).float().expand(64, 2)
+    for method in METHODS + PARTICLE_METHODS:
+        for sampler in (["ddpm"] if method == "smc" else sorted(SAMPLERS)):
+            x = sample(PRIOR.denoiser(LINEAR), (64, 4), LINEAR, SamplingSpec(sampler, 10, clip=1.0),
+                       condition=Restore(Observation(op, y), method, particles=4 if method == "smc" else 1))
+            assert x.abs().max() <= 1 + 1e-5, (method, sampler, x.abs().max())
+            assert (op(x) - y).abs().max() < 1e-5, (method, sampler)

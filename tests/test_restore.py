@@ -64,6 +64,33 @@ def test_restore_image_meets_the_degraded_input(runs, tmp_path, task, size, chan
     assert report["consistency_rms"] < bound, report
 
 
+def _levels_off(restored_png, degraded_png, task: str) -> float:
+    """How far the written file is from its observation: max |A(x) − y| over every value, in 8-bit levels."""
+    from diffkit.image import codec
+    from diffkit.image.config import ImageData
+    from diffkit.image.restoration import parse_task
+
+    x = codec.to_model(codec.read_image(str(restored_png), 3))[None]
+    degradation = parse_task(task, ImageData("x", tuple(x.shape[2:]), 3))
+    y = codec.to_model(codec.read_image(str(degraded_png), 1 if degradation.grey else 3))[None]
+    return ((degradation.operator()(x) - y).abs().max() * 255 / 2).item()
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++2m", "unipc"])
+@pytest.mark.parametrize("task,side,channels", [("upscale:4", 4, 3), ("colorize", 16, 1), ("colorize,upscale:2", 8, 1)])
+def test_a_noiseless_restoration_writes_a_file_that_meets_its_input(runs, tmp_path, sampler, task, side, channels):
+    # Inputs that span the whole 8-bit range, so that the range matters: the file's values, once degraded
+    # again, are the input's to within one level (the 8-bit rounding of the result).
+    source = tmp_path / "in.png"
+    array = np.random.default_rng(1).integers(0, 256, (side, side, channels), dtype=np.uint8)
+    Image.fromarray(array[:, :, 0] if channels == 1 else array).save(source)
+    out = tmp_path / "out.png"
+    code, stderr = run_here("restore", "image", "-m", runs / "image", "-i", source, "--task", task, "--class", 1,
+                            "--sampler", sampler, "-o", out, *FAST)
+    assert code == 0, stderr
+    assert _levels_off(out, source, task) <= 1.0
+
+
 def test_every_method_and_a_folder_from_stdin(runs, tmp_path):
     source = _png(tmp_path / "small.png", 8, 8).read_bytes()
     paths = []

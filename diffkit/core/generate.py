@@ -12,7 +12,7 @@ from torch import Tensor
 from diffkit.core.diffusion import eps_from_x0, randn, randn_like, renoise, split_output, split_x0_eps
 from diffkit.core.editing import (Bridge, Inpaint, Noised, Restore, invert, invert_ddim_exactly, inversion_calls,
                                   resampling_plan, strength_to_timestep)
-from diffkit.core.observe import X0_METHODS, particle_filter, put_back_observed
+from diffkit.core.observe import X0_METHODS, particle_filter, put_back_observed, within_range
 from diffkit.core.samplers import SAMPLERS, STOCHASTIC, Denoise, Denoised, model_calls
 from diffkit.core.schedule import Schedule, make_grid
 from diffkit.core.spec import SamplingSpec
@@ -215,4 +215,8 @@ def sample(model, shape, schedule: Schedule, sampling: SamplingSpec = SamplingSp
             x = solver(denoise, x, grid.segment(a, b), generator=generator, **extra, **options)
         else:
             x = renoise(x, grid.ab[a], grid.ab[b], randn_like(x, generator))
+    if condition is not None and observation.sigma == 0 and sampling.clip is not None:
+        # the range the data live in (pixels, samples) is the last thing imposed on the output: it must
+        # keep what the observation says, or clipping after sampling would undo the consistency
+        x = within_range(observation, x, sampling.clip)
     return x

@@ -138,6 +138,26 @@ def _tmpd(obs: Observation, x0: Tensor, ab: float, vjp: VectorJacobian) -> Tenso
     return cov(op.adjoint(u))
 
 
+# Alternating projections converge linearly at a rate set by the angle between the two sets: fast for a
+# pooling or a mask, slow for a channel mix whose pixels sit near the range's ends (colourising a nearly
+# white pixel); the rounds stop once the range is met to within RANGE_TOLERANCE of the bound.
+RANGE_ROUNDS = 500
+RANGE_TOLERANCE = 1e-6
+
+
+def within_range(obs: Observation, x: Tensor, bound: float, rounds: int = RANGE_ROUNDS) -> Tensor:
+    """A sample moved into the set a noiseless observation allows that also lies within ±`bound`, by
+    alternating projections between the box and {x : A x = y} (von Neumann's, which converge to a point
+    of the intersection when it is not empty, as it is when the truth lies in both), ending on the affine
+    set, so that A x = y holds while the range is met to within RANGE_TOLERANCE."""
+    for _ in range(rounds):
+        if (x.abs() <= bound * (1 + RANGE_TOLERANCE)).all():
+            break
+        x = x.clamp(-bound, bound)
+        x = x + obs.operator.pinv(obs.y - obs.operator(x))
+    return _finish(obs, x)
+
+
 def put_back_observed(obs: Observation, generator: torch.Generator | None) -> AfterStep:
     """RePaint (Lugmayr et al. 2022, eq. 8), for any A: after each step, replace the observed part of x_t
     by a fresh draw of A x_t ~ √ᾱ y + √(1-ᾱ) A n, x ← x + A⁺(that − A x). For a mask this keeps the

@@ -21,7 +21,7 @@ def dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def conjugate_gradients(apply: Callable[[Tensor], Tensor], v: Tensor, iterations: int) -> Tensor:
-    """u with apply(u) = v for a symmetric positive definite `apply`, each example of the batch on its own
+    """u with apply(u) = v for a symmetric positive (semi-)definite `apply`, each example of the batch on its own
     (Hestenes & Stiefel 1952); stops early once every residual is within 1e-7 of its right-hand side, or
     within ten rounding units where the dtype cannot resolve that (float32: 1.2e-6), which float32
     residuals would otherwise reach only by chance, running every iteration."""
@@ -31,7 +31,10 @@ def conjugate_gradients(apply: Callable[[Tensor], Tensor], v: Tensor, iterations
     rr, target = dot(v, v), tolerance**2 * dot(v, v)
     for _ in range(iterations):
         product = apply(direction)
-        step = rr / dot(direction, product).clamp(min=1e-30)
+        curvature = dot(direction, product)
+        # none along a direction the operator maps to zero (a clipped x̂_0's Jacobian has such): the
+        # example keeps what it has solved, where dividing by that zero would make it infinite
+        step = torch.where(curvature > 0, rr / curvature.clamp(min=1e-30), torch.zeros_like(rr))
         u, residual = u + step * direction, residual - step * product
         rr_next = dot(residual, residual)
         if (rr_next <= target).all():
