@@ -140,7 +140,8 @@ def sample(model, shape, schedule: Schedule, sampling: SamplingSpec = SamplingSp
     seed, clipping), with any edit of core.editing:
 
     - start: where the walk begins, `Noised` (SDEdit) or `Bridge` (deterministic inversion); none: noise.
-    - condition: `Inpaint` or `Restore`, samples consistent with what is known of them.
+    - condition: `Inpaint` or `Restore`, samples consistent with what is known of them; under a noiseless
+      observation with `sampling.clip`, the output ends in the observation's set within ±clip.
     - hook(x̂_0, t) -> x̂_0: a modality's projection at every step (text clamps to its embeddings).
     - on_denoised(x̂_0, t): told the x̂_0 the sampler goes by (after hooks and restoration's correction)
       at every model call of the sampling, one a step (heun: two), not the bridge's inversion: the
