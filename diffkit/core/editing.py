@@ -17,6 +17,7 @@ from diffkit.core.observe import METHODS, PARTICLE_METHODS, Observation
 from diffkit.core.operators import Mask
 from diffkit.core.samplers import Denoise, Denoised, model_calls
 from diffkit.core.schedule import Grid
+from diffkit.core.spec import DEFAULT_METHOD
 from diffkit.errors import DiffkitError, SettingError, choose
 
 Map = Callable[[Tensor], Tensor]
@@ -79,7 +80,7 @@ class Restore:
     batch as groups of `particles` rows sharing their observation). `resample` > 1 repeats every `jump`
     steps (RePaint) so the generated part agrees with the observed."""
     observation: Observation
-    method: str = "ddnm"
+    method: str = DEFAULT_METHOD
     particles: int = 1
     jump: int = 10
     resample: int = 1
