@@ -73,9 +73,11 @@ def parse_task(text: str, sample_rate: int) -> Degradation:
 
 def restore_wave(run, wave, task: Degradation, sampling: SamplingSpec, *, quiet: bool = True, method: str, labels=None,
                  guidance: float = 1.0, jump: int = 5, resample: int = 1, trajectory=None):
-    """A degraded recording [L] at the model's rate, restored in half-overlapping windows; returns it and the
-    consistency ‖A(x) − y‖ of the result over the whole recording."""
+    """A degraded recording [L] at the model's rate, restored in half-overlapping windows and, when noiseless,
+    moved onto the whole recording's observation within ±1; returns it on the 16-bit grid, and the
+    consistency ‖A(x) − y‖ (norm, and RMS per sample) of that result over the whole recording."""
     from diffkit.core.editing import Restore
+    from diffkit.core.observe import within_range
     from diffkit.audio import codec
     from diffkit.audio import pipeline
     from diffkit.windows import overlap_process
@@ -88,8 +90,13 @@ def restore_wave(run, wave, task: Degradation, sampling: SamplingSpec, *, quiet:
         return pipeline.waves(run, len(windows), window, sampling, quiet=quiet, labels=batch_labels, guidance=guidance,
                               condition=Restore(observation, method, jump=jump, resample=resample), trajectory=trajectory)
 
-    restored = codec.quantise(overlap_process(wave[None], (window,), restore_windows)[0])
+    restored = overlap_process(wave[None], (window,), restore_windows)[None]
     whole = task.observe(wave[None, None])
+    if whole.sigma == 0:
+        # Each window met its own observation; their cross-fade need not meet the recording's. So the
+        # recording's observation and the ±1 range are imposed last, over all of it.
+        restored = within_range(whole, restored, 1.0)
+    restored = codec.quantise(restored)[0, 0]
     gap = whole.operator(restored[None, None]) - whole.y
     return restored, gap.norm().item(), gap.square().mean().sqrt().item()
 

@@ -149,7 +149,9 @@ def within_range(obs: Observation, x: Tensor, bound: float, rounds: int = RANGE_
     """A sample moved into the set a noiseless observation allows that also lies within ±`bound`, by
     alternating projections between the box and {x : A x = y} (von Neumann's, which converge to a point
     of the intersection when it is not empty, as it is when the truth lies in both), ending on the affine
-    set, so that A x = y holds while the range is met to within RANGE_TOLERANCE."""
+    set, so that A x = y holds while the range is met to within RANGE_TOLERANCE. It starts on the affine
+    set: an `x` within the range need not meet y (windows cross-faded together)."""
+    x = x + obs.operator.pinv(obs.y - obs.operator(x))
     for _ in range(rounds):
         if (x.abs() <= bound * (1 + RANGE_TOLERANCE)).all():
             break

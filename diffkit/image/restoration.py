@@ -76,9 +76,10 @@ def restore_images(run, degraded, task: Degradation, sampling: SamplingSpec, *, 
                    labels=None, guidance: float = 1.0, jump: int = 5, resample: int = 1, batch_size: int = 16,
                    trajectory=None):
     """Restore one degraded image (uint8 [C_in, h, w], at least the model's size once up-scaled) to uint8
-    [C, h·f, w·f] in tiles of the model's size; returns it with the consistency ‖A(x) − y‖ of the result."""
+    [C, h·f, w·f] in tiles of the model's size, when noiseless moved onto the whole image's observation within
+    the pixel range; returns it with the consistency ‖A(x) − y‖ of the result (norm and RMS)."""
     from diffkit.core.editing import Restore
-    from diffkit.core.observe import Observation
+    from diffkit.core.observe import Observation, within_range
     from diffkit.image import codec
     from diffkit.image import pipeline
     from diffkit.windows import overlap_process
@@ -95,7 +96,12 @@ def restore_images(run, degraded, task: Degradation, sampling: SamplingSpec, *, 
                                               trajectory=trajectory))
 
     y = codec.to_model(degraded)
-    restored = codec.to_uint8(overlap_process(y, window, tiles, scale=task.factor, batch=batch_size))
+    restored = overlap_process(y, window, tiles, scale=task.factor, batch=batch_size)[None]
+    if task.sigma == 0:
+        # Each tile met its own observation; their cross-fade need not meet the image's. So the image's
+        # observation and the pixel range are imposed last, over all of it.
+        restored = within_range(Observation(op, y[None]), restored, 1.0)
+    restored = codec.to_uint8(restored[0])
     gap = op(codec.to_model(restored)[None]) - y[None]
     return restored, gap.norm().item(), (gap.square().mean().sqrt()).item()
 
