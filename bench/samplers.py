@@ -11,10 +11,11 @@ sampling defaults are chosen on: each cell the mean over noise seeds of sliced W
 floor, then per spacing the mean and worst over the tuning half and over the held-out half, and its
 ratio to the best spacing of each problem.
 
-    python bench/samplers.py --suite [--threads 2] [--out bench/results/grid-suite.json]
+    python bench/samplers.py --suite [--samplers unipc,dpm++2m,dpm++3m] [--threads 2] [--out bench/results/grid-suite.json]
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -23,9 +24,11 @@ from pathlib import Path
 import torch
 
 from diffkit.core import SAMPLERS, GaussianMixture, SamplingSpec, make_schedule, sample
+from diffkit.core.fitting import REFERENCE_STEPS, fit_timesteps
 from diffkit.core.samplers import model_calls
 from diffkit.core.schedule import make_grid
-from diffkit.metrics import sliced_wasserstein
+from diffkit.metrics import sliced_wasserstein, sliced_wasserstein_to
+from diffkit.runs import fit_batch
 
 PEERS_SW2 = {10: 0.085, 20: 0.040}  # best of diffusers 0.42.1 on the ring oracle, measured on this machine
 PEER_OVERHEAD_US = {"ddpm": 448, "ddim": 128, "dpm++2m": 253}  # diffusers, [16,3,32,32], 2 threads
@@ -66,7 +69,8 @@ SUITE = {
     "full-4d-16": ("held-out", lambda: mixture(4, 16, "full", 0.1, seed=25)),
     "full-128d-4-scale0.5": ("held-out", lambda: mixture(128, 4, "full", 0.3, scale=0.5, seed=26)),
 }
-SUITE_SPACINGS = ("squeezed", "logsnr", "karras", "trailing", "linspace")
+SUITE_SPACINGS = ("squeezed", "logsnr", "karras", "trailing", "fitted")
+FIT_SEED = 12345  # the fit's own draws, apart from the seeds it is scored on
 SUITE_SAMPLERS = ("unipc", "dpm++2m", "dpm++3m")
 
 
@@ -138,43 +142,61 @@ def floor_of(data: GaussianMixture, n: int, pairs: int) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) / pairs**0.5
 
 
-def suite(n: int, seeds: int, nfes, pairs: int) -> dict:
-    """Every spacing of SUITE_SPACINGS with every sampler of SUITE_SAMPLERS at every budget, on every
-    problem of SUITE: sliced W2 over the problem's floor, the mean over `seeds` noise seeds."""
+def suite(n: int, seeds: int, nfes, pairs: int, reference_n: int, samplers=SUITE_SAMPLERS) -> dict:
+    """Every spacing of SUITE_SPACINGS with every sampler of `samplers` at every budget, on every
+    problem of SUITE: sliced W2 to a large true sample over the problem's floor, the mean over `seeds`
+    noise seeds; "fitted" is fitted to each problem's denoiser, sampler and budget on a batch of its own
+    seed. Beside them "ode", UniPC's converged solution (REFERENCE_STEPS levels), which no grid can beat
+    but by chance."""
     schedule = make_schedule("linear", 1000)
     problems = {}
     for name, (half, build) in SUITE.items():
         data = build()
         model = data.denoiser(schedule)
-        floor, floor_se = floor_of(data, n, pairs)
-        cells = []
-        for spacing in SUITE_SPACINGS:
-            for sampler in SUITE_SAMPLERS:
-                for nfe in nfes:
-                    steps = steps_for(sampler, nfe, schedule, spacing)
-                    ratios = []
-                    for s in range(seeds):
-                        reference = data.sample(n, torch.Generator().manual_seed(100 + s))[0]
-                        x = sample(model, (n, data.dim), schedule, SamplingSpec(sampler, steps, spacing, seed=s))
-                        ratios.append(sliced_wasserstein(x, reference) / floor)
-                    cells.append({"spacing": spacing, "sampler": sampler, "nfe": nfe, "over_floor": statistics.mean(ratios),
-                                  "sd": statistics.stdev(ratios) if seeds > 1 else 0.0})
-        problems[name] = {"half": half, "dim": data.dim, "modes": len(data.weights), "floor": floor,
-                          "floor_stderr": floor_se, "cells": cells}
-        print(f"{name} ({half}, floor {floor:.4f} ± {floor_se:.4f}):", flush=True)
-        for sampler in SUITE_SAMPLERS:
+        # Against one large true sample, the spread of a cell is the n generated points' own; the floor is
+        # what n true points score against it.
+        to_reference = sliced_wasserstein_to(data.sample(reference_n, torch.Generator().manual_seed(99))[0])
+        floor_values = [to_reference(data.sample(n, torch.Generator().manual_seed(1000 + i))[0]) for i in range(pairs)]
+        floor, floor_se = statistics.mean(floor_values), statistics.stdev(floor_values) / pairs**0.5
+        def over_floor(spec: SamplingSpec) -> tuple[float, float]:
+            ratios = [to_reference(sample(model, (n, data.dim), schedule, dataclasses.replace(spec, seed=s))) / floor
+                      for s in range(seeds)]
+            return statistics.mean(ratios), statistics.stdev(ratios) if seeds > 1 else 0.0
+
+        cells, fitted, fit_seconds = [], {}, {}
+        for sampler in samplers:
             for nfe in nfes:
-                row = {c["spacing"]: c["over_floor"] for c in cells if c["sampler"] == sampler and c["nfe"] == nfe}
-                print(f"  {sampler:>8} NFE {nfe:>3}  " + "  ".join(f"{k} {v:5.2f}x" for k, v in row.items()), flush=True)
+                for spacing in SUITE_SPACINGS:
+                    spec = SamplingSpec(sampler, steps_for(sampler, nfe, schedule, "logsnr" if spacing == "fitted" else spacing),
+                                        spacing)
+                    if spacing == "fitted":
+                        start = time.perf_counter()
+                        ts = fit_timesteps(lambda s: sample(model, (fit_batch((data.dim,)), data.dim), schedule, s), schedule,
+                                           dataclasses.replace(spec, seed=FIT_SEED))
+                        fit_seconds[f"{sampler}/{nfe}"] = time.perf_counter() - start
+                        fitted[f"{sampler}/{nfe}"] = list(ts)
+                        spec = dataclasses.replace(spec, timesteps=ts)
+                    mean, sd = over_floor(spec)
+                    cells.append({"spacing": spacing, "sampler": sampler, "nfe": nfe, "over_floor": mean, "sd": sd})
+        ode, ode_sd = over_floor(SamplingSpec("unipc", REFERENCE_STEPS, "logsnr"))
+        problems[name] = {"half": half, "dim": data.dim, "modes": len(data.weights), "floor": floor,
+                          "floor_stderr": floor_se, "cells": cells, "ode": ode, "ode_sd": ode_sd, "fitted": fitted,
+                          "fit_seconds": fit_seconds}
+        print(f"{name} ({half}, floor {floor:.4f} ± {floor_se:.4f}; the ODE's solution {ode:.2f}x ± {ode_sd:.2f}):", flush=True)
+        for sampler in samplers:
+            for nfe in nfes:
+                row = {c["spacing"]: c for c in cells if c["sampler"] == sampler and c["nfe"] == nfe}
+                print(f"  {sampler:>8} NFE {nfe:>3}  " + "  ".join(f"{k} {v['over_floor']:4.2f}x±{v['sd']:.2f}"
+                                                               for k, v in row.items()), flush=True)
     return problems
 
 
-def summarise(problems: dict, nfes) -> list[dict]:
+def summarise(problems: dict, nfes, samplers=SUITE_SAMPLERS) -> list[dict]:
     """Per spacing, sampler and budget: the mean and worst ratio to the floor over each half, and the worst
     ratio to the best spacing of the same problem (same sampler and budget)."""
     rows = []
     for spacing in SUITE_SPACINGS:
-        for sampler in SUITE_SAMPLERS:
+        for sampler in samplers:
             for nfe in nfes:
                 row = {"spacing": spacing, "sampler": sampler, "nfe": nfe}
                 for half in ("tuning", "held-out"):
@@ -185,9 +207,12 @@ def summarise(problems: dict, nfes) -> list[dict]:
                         same = {c["spacing"]: c["over_floor"] for c in problem["cells"]
                                 if c["sampler"] == sampler and c["nfe"] == nfe}
                         mine.append(same[spacing])
-                        to_best.append(same[spacing] / min(same.values()))
+                        to_best.append(same[spacing] / min(same[k] for k in SUITE_SPACINGS if k != "fitted"))
                     row[half] = {"mean": statistics.mean(mine), "worst": max(mine), "worst_to_best": max(to_best)}
                 rows.append(row)
+    for half in ("tuning", "held-out"):
+        odes = [p["ode"] for p in problems.values() if p["half"] == half]
+        rows.append({"spacing": "ode", "half": half, "mean": statistics.mean(odes), "worst": max(odes)})
     return rows
 
 
@@ -199,18 +224,23 @@ def main():
     parser.add_argument("--seeds", type=int, default=20, help="noise seeds per cell (the figure is their mean)")
     parser.add_argument("--nfes", default="5,10,20,50,100,1000", help="model-call budgets, comma-separated")
     parser.add_argument("--suite", action="store_true", help="score the spacings on SUITE instead")
+    parser.add_argument("--samplers", default=",".join(SUITE_SAMPLERS), help="with --suite: the samplers, comma-separated")
     parser.add_argument("--out", default=None, help="JSON report (default: bench/results/samplers.json, or "
                                                    "grid-suite.json with --suite)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.suite:
         nfes = (10, 20) if args.nfes == parser.get_default("nfes") else tuple(int(k) for k in args.nfes.split(","))
-        n, seeds = (1000, 1) if args.quick else (4000, min(args.seeds, 3))
-        problems = suite(n, seeds, nfes, pairs=10 if args.quick else 30)
-        rows = summarise(problems, nfes)
+        n, seeds = (1000, 2) if args.quick else (4000, min(args.seeds, 3))
+        samplers = tuple(args.samplers.split(","))
+        problems = suite(n, seeds, nfes, pairs=10 if args.quick else 30, reference_n=10 * n, samplers=samplers)
+        rows = summarise(problems, nfes, samplers)
         print(f"\nsliced W2 over the floor: mean and worst over each half, worst over the best spacing of a problem "
               f"(n={n}, {seeds} noise seeds, {args.threads} threads)")
         for r in rows:
+            if r["spacing"] == "ode":
+                print(f"the ODE's solution (unipc, {REFERENCE_STEPS} steps): {r['half']} {r['mean']:5.2f}x (worst {r['worst']:5.2f}x)")
+                continue
             t, h = r["tuning"], r["held-out"]
             print(f"{r['spacing']:>9} {r['sampler']:>8} NFE {r['nfe']:>3}  tuning {t['mean']:5.2f}x (worst {t['worst']:5.2f}x,"
                   f" {t['worst_to_best']:4.2f}x best)  held-out {h['mean']:5.2f}x (worst {h['worst']:5.2f}x,"

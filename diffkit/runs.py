@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -40,16 +41,21 @@ class Run(NamedTuple):
     device: torch.device
 
 
+def weights_digest(path: Path) -> str:
+    """The SHA-256 of a run's weights file: what its results and fitted grids are tied to."""
+    import hashlib
+
+    with open(Path(path) / WEIGHTS, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def provenance_of(run: Run, command: str, sampling: SamplingSpec, input: str | None = None, **details) -> dict:
     """What a command's results carry (diffkit.provenance): the run's weights by digest, how they were
     sampled, and for an edit the digest of the input it read."""
-    import hashlib
-
     from diffkit import provenance
     from diffkit.io import input_digest
 
-    with open(run.path / WEIGHTS, "rb") as f:
-        weights = hashlib.file_digest(f, "sha256").hexdigest()
+    weights = weights_digest(run.path)
     return provenance.record(command, weights, sampling.sampler, sampling.steps, sampling.seed,
                              input_digest(input) if input is not None else None, **details)
 
@@ -282,6 +288,88 @@ def _conditioned(run: Run, labels: torch.Tensor | None, guidance: float, conditi
     return classifier_free(run.model, guidance, kwargs, null, run.config.diffusion.variance), None
 
 
+GRIDS = "grids.json"  # in the run folder: the grids fitted to its weights (core.fitting), by sampler and settings
+# The fit's own noise, apart from any seed a user samples with.
+FIT_SEED = 1_000_003
+
+
+def fit_batch(example: tuple) -> int:
+    """Draws enough that a grid fitted to them holds for others: 2^15 numbers (16 32x32 RGB images), at
+    least 16 examples and at most 1,024."""
+    return min(1024, max(16, -(-2**15 // math.prod(example))))
+# Grids this process fitted, by run folder and weights: windows and tiles reuse them when the run is
+# read-only or being trained, and so cannot keep them.
+_fitted_here: dict[tuple[Path, str], dict] = {}
+
+
+def _grid_key(sampling: SamplingSpec, guidance: float, example: tuple) -> str:
+    """What a fitted grid depends on besides the weights: the sampler and its settings, guidance, the size."""
+    return (f"{sampling.sampler} steps={sampling.steps} eta={sampling.eta} clip={sampling.clip} "
+            f"threshold={sampling.threshold} guidance={guidance} shape={'x'.join(map(str, example))}")
+
+
+def read_grids(path: Path, digest: str) -> dict:
+    """The grids fitted to the weights of this digest, by _grid_key; none when the file is absent,
+    unreadable or for other weights (a cache: anything wrong with it is fitted again)."""
+    try:
+        stored = json.loads((Path(path) / GRIDS).read_text())
+        return stored["grids"] if stored["weights"] == digest and isinstance(stored["grids"], dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _keep_grids(run: Run, digest: str, grids: dict) -> None:
+    """Write grids.json atomically, unless a training holds the run (its weights are about to change)."""
+    from diffkit.io import atomic_write
+
+    busy = run.path.resolve() in _held  # this process is training it
+    try:
+        if not busy:
+            hold_run(run.path)
+    except (DiffkitError, OSError):
+        busy = True
+    if busy:
+        warn(f"{run.path}: the fitted grid is used but not kept: the run is being trained or is read-only")
+        return
+    try:
+        with atomic_write(run.path / GRIDS, "w") as f:
+            json.dump({"weights": digest, "grids": grids}, f, indent=1)
+    except DiffkitError as e:
+        warn(f"the fitted grid is used but not kept: {e}")
+    finally:
+        release_run(run.path)
+
+
+def fitted_grid(run: Run, example: tuple, sampling: SamplingSpec, *, conditional: bool = False, guidance: float = 1.0,
+                conditions: dict | None = None, hook=None, quiet: bool = True) -> SamplingSpec:
+    """`sampling` (spacing fitted) with the timesteps fitted to the run's weights for its sampler, steps,
+    settings, guidance and example size `example`: those kept in the run's grids.json, or fitted now by
+    core.fitting on fit_batch(example) draws and kept there. A `conditional` fit draws every class in turn;
+    one under other `conditions` (text: a pair's source) draws their rows in turn."""
+    from diffkit.core.fitting import check_fittable, fit_timesteps
+
+    check_fittable(sampling)
+    digest, key = weights_digest(run.path), _grid_key(sampling, guidance, example)
+    grids = read_grids(run.path, digest) | _fitted_here.get((run.path.resolve(), digest), {})
+    try:
+        return dataclasses.replace(sampling, timesteps=tuple(grids[key]))
+    except (KeyError, TypeError, ValueError, SettingError):
+        pass
+    batch = fit_batch(example)
+    labels = torch.arange(batch) % len(run.config.data.classes) if conditional else None
+    if conditions is not None:
+        conditions = {k: v[torch.arange(batch) % len(v)] for k, v in conditions.items()}
+    model, kwargs = _conditioned(run, labels, guidance, conditions)
+    draw = lambda spec: sample(model, (batch, *example), run.schedule, spec, **run.config.diffusion.parameterisation(),
+                               model_kwargs=kwargs, hook=hook, device=run.device)
+    with progress_bar(f"fit {sampling.steps}-step grid for {sampling.sampler}", quiet) as update:
+        ts = fit_timesteps(draw, run.schedule, dataclasses.replace(sampling, seed=FIT_SEED), progress=update)
+    grids[key] = list(ts)
+    _fitted_here.setdefault((run.path.resolve(), digest), {})[key] = list(ts)
+    _keep_grids(run, digest, grids)
+    return dataclasses.replace(sampling, timesteps=ts)
+
+
 def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = True, labels: torch.Tensor | None = None,
              guidance: float = 1.0, conditions: dict | None = None, start: Noised | Bridge | None = None,
              source_labels: torch.Tensor | None = None, condition: Inpaint | Restore | None = None,
@@ -289,7 +377,11 @@ def generate(run: Run, shape: tuple, sampling: SamplingSpec, *, quiet: bool = Tr
     """core.sample on a loaded run with a progress bar (unless `quiet`), under class `labels` (see _conditioned) or other
     `conditions` of the network (text: a pair's source), from a `start` and under a `condition` of
     core.editing in the model's units. A `Bridge` start inverts from classes `source_labels` (None: the same
-    condition); a `trajectory` records every step's x̂_0."""
+    condition); a `trajectory` records every step's x̂_0. The spacing fitted uses (or first fits) the
+    grid fitted to the run (fitted_grid)."""
+    if sampling.spacing == "fitted" and sampling.timesteps is None:
+        sampling = fitted_grid(run, shape[1:], sampling, conditional=labels is not None, guidance=guidance,
+                               conditions=conditions, hook=hook, quiet=quiet)
     model, kwargs = _conditioned(run, labels, guidance, conditions)
     if isinstance(start, Bridge) and source_labels is not None:
         source_model, source_kwargs = _conditioned(run, source_labels, guidance)
@@ -354,6 +446,9 @@ def summary(path: str, config: RunConfig, build: Callable[[RunConfig], nn.Module
               **{k: v for k, v in dataclasses.asdict(config.diffusion).items() if k != "alphas_cumprod"},
               "flops_per_call": flops, "flops_per_sample": flops * SAMPLE_CALLS,
               "training_state_mib": round(state_bytes(model) / 2**20, 1)}
+    grids = read_grids(Path(path), weights_digest(Path(path)))
+    if grids:
+        result["fitted_grids"] = sorted(grids)
     metrics = Path(path) / METRICS
     lines = [line for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     if lines:

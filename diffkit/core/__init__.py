@@ -12,6 +12,7 @@ _WHERE = {
     "training_losses": "diffusion", "variational_bound": "diffusion",
     "Bridge": "editing", "Inpaint": "editing", "Noised": "editing", "Restore": "editing",
     "resampling_plan": "editing", "strength_to_timestep": "editing",
+    "fit_timesteps": "fitting",
     "make_denoiser": "generate", "sample": "generate",
     "GaussianMixture": "mixture",
     "Observation": "observe",

@@ -160,7 +160,7 @@ def sample(model, shape, schedule: Schedule, sampling: SamplingSpec = SamplingSp
     if partial and start.strength == 0:
         return start.x.to(device=device, dtype=dtype).clone()
     t_start = strength_to_timestep(start.strength, schedule.T) if partial else schedule.T - 1
-    grid = make_grid(schedule, sampling.steps, sampling.spacing, t_start)
+    grid = make_grid(schedule, sampling.steps, sampling.spacing, t_start, sampling.timesteps)
     if grid.ab[0] == 0 and prediction == "eps":
         raise DiffkitError("zero terminal SNR needs v, x0 or flow prediction: ε alone says nothing of x_0 there")
     if bridge and grid.ab[0] == 0:

@@ -136,7 +136,7 @@ class Grid(NamedTuple):
         return Grid(self.t[start : stop + 1], self.ab[start : stop + 1])
 
 
-SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr", "squeezed", "warped")
+SPACINGS = ("trailing", "leading", "linspace", "karras", "logsnr", "squeezed", "warped", "fitted")
 LOG_SIGMA_MAX = math.log(160.0)
 # Above σ ≈ 5, x_t of unit-scale continuous data is noise to within a few percent and x̂_0 barely moves
 # with the level: one wide step there costs less error than any step spent below. So the squeezed
@@ -155,12 +155,14 @@ def _unsqueeze_quiet(u: torch.Tensor, slope: float) -> torch.Tensor:
     return u + (1 / slope - 1) * (u - QUIET_LOG_SIGMA).clamp(min=0)
 
 
-def timesteps(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start: int | None = None) -> list[int]:
+def timesteps(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start: int | None = None,
+              fitted: tuple[int, ...] | None = None) -> list[int]:
     """`steps` distinct integer timesteps in t_start..0, descending (Lin et al. 2024, Table 2; Karras et al. 2022, eq. 5).
 
     trailing starts at t_start and ends above 0; leading ends at 0 and starts below t_start; linspace
     spans both ends; karras, logsnr and squeezed space the noise level itself, dense at low noise where
-    detail forms; warped spaces the run's learned time warp, dense where its x̂_0 error grows fastest.
+    detail forms; warped spaces the run's learned time warp, dense where its x̂_0 error grows fastest;
+    fitted takes the timesteps `fitted` to the model (diffkit.core.fitting) below t_start.
     """
     choose("timestep spacing", spacing, SPACINGS)
     t_start = schedule.T - 1 if t_start is None else t_start
@@ -177,9 +179,11 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start
         ts = torch.round(torch.linspace(t_start, 0, steps, dtype=torch.float64))
     elif spacing == "warped":
         ts = _warped_timesteps(schedule, steps, t_start)
+    elif spacing == "fitted":
+        ts = _fitted_timesteps(schedule, fitted, t_start)
     else:
         ts = _noise_spaced_timesteps(schedule, steps, t_start, spacing)
-    return _strictly_descending(ts.long().tolist())
+    return strictly_descending(ts.long().tolist())
 
 
 def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacing: str) -> torch.Tensor:
@@ -222,7 +226,18 @@ def _warped_timesteps(schedule: Schedule, steps: int, t_start: int) -> torch.Ten
     return ts
 
 
-def _strictly_descending(ts: list[int]) -> list[int]:
+def _fitted_timesteps(schedule: Schedule, fitted: tuple[int, ...] | None, t_start: int) -> torch.Tensor:
+    """t_start, then the fitted levels below it: a walk that starts part-way (SDEdit, a bridge) keeps the
+    levels the fit placed where it walks."""
+    if fitted is None:
+        raise SettingError("spacing", " fitted needs the timesteps fitted to the model "
+                           "(diffkit.core.fitting.fit_timesteps; a run's pipeline fits and keeps them)")
+    if fitted[0] >= schedule.T:
+        raise SettingError("timesteps", f" must lie below the schedule's {schedule.T} steps, got {fitted[0]}")
+    return torch.tensor([t_start] + [t for t in fitted if t < t_start], dtype=torch.float64)
+
+
+def strictly_descending(ts: list[int]) -> list[int]:
     """Resolve collisions (several levels rounding to one integer): push each repeat down, then lift any
     that fell below 0 back up. With steps <= t_start + 1 this keeps every requested step."""
     for i in range(1, len(ts)):
@@ -233,8 +248,9 @@ def _strictly_descending(ts: list[int]) -> list[int]:
     return ts
 
 
-def make_grid(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start: int | None = None) -> Grid:
-    """The sampler's levels: `steps` model timesteps, then clean data."""
-    ts = timesteps(schedule, steps, spacing, t_start)
+def make_grid(schedule: Schedule, steps: int, spacing: str = "squeezed", t_start: int | None = None,
+              fitted: tuple[int, ...] | None = None) -> Grid:
+    """The sampler's levels: `steps` model timesteps (see timesteps), then clean data."""
+    ts = timesteps(schedule, steps, spacing, t_start, fitted)
     ab = schedule.alphas_cumprod[ts].tolist()
     return Grid(tuple(ts) + (None,), tuple(ab) + (1.0,))

@@ -1,5 +1,7 @@
 """Distances between sample sets, on whatever features a modality extracts."""
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -11,15 +13,24 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, seed: int =
 
     Sets of unequal size are compared through their quantiles at the smaller size.
     """
+    return sliced_wasserstein_to(y, projections, seed)(x)
+
+
+def sliced_wasserstein_to(y: Tensor, projections: int = 256, seed: int = 0) -> Callable[[Tensor], float]:
+    """sliced_wasserstein(x, y) as a function of x, with y's projections sorted once (a large reference
+    set scored against many samples)."""
     g = torch.Generator().manual_seed(seed)
-    directions = torch.randn(x.shape[1], projections, generator=g, dtype=torch.float64)
+    directions = torch.randn(y.shape[1], projections, generator=g, dtype=torch.float64)
     directions /= directions.norm(dim=0)
-    px, _ = (x.double() @ directions).sort(0)
     py, _ = (y.double() @ directions).sort(0)
-    n = min(len(px), len(py))
-    q = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    px, py = px[(q * len(px)).long()], py[(q * len(py)).long()]
-    return ((px - py) ** 2).mean().sqrt().item()
+
+    def distance(x: Tensor) -> float:
+        px, _ = (x.double() @ directions).sort(0)
+        n = min(len(px), len(py))
+        q = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        return ((px[(q * len(px)).long()] - py[(q * len(py)).long()]) ** 2).mean().sqrt().item()
+
+    return distance
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
