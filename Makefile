@@ -26,7 +26,7 @@ demo: install
 	$(DIFFKIT) train image --data builtin:shapes --out $(DEMO) --image-size 32 --class-cond \
 		--width 32 --mults 1,2,2 --blocks 1 --attention 16 --batch-size 16 --lr 2e-3 \
 		--lr-decay cosine --ema-decay 0.995 --steps 1200 --checkpoint-every 400 --preview-every 400
-	$(DIFFKIT) sample image -m $(DEMO) -n 16 --sampler dpm++2m --steps 20 --class all --guidance 2 -o $(DEMO)/samples.png
+	$(DIFFKIT) sample image -m $(DEMO) -n 16 --class all --guidance 2 -o $(DEMO)/samples.png
 	$(DIFFKIT) sample image -m $(DEMO) -n 1 --seed 7 -q -o $(DEMO)/one.png
 	$(DIFFKIT) inpaint image -m $(DEMO) -i $(DEMO)/one.png --mask box:8,8,16,16 -o $(DEMO)/inpainted.png
 	$(PY) -c "from PIL import Image; Image.open('$(DEMO)/one.png').resize((8, 8), Image.BOX).save('$(DEMO)/small.png')"

@@ -1,16 +1,18 @@
-"""The grid fitted to a trained model against the fixed spacings, on that model: KID of its samples at 10
-and 20 calls (several noise seeds), and what the fit costs.
+"""The grid fitted to a trained model against the fixed spacings, on that model: KID of its samples (several
+noise seeds) at each sampler and number of steps, and what the fit costs.
 
-    python bench/grids.py [--run runs/demo] [--threads 2] [--seeds 3] [--samples 200]
-                          [--out bench/results/grids.json]
+    python bench/grids.py [--run runs/demo] [--samplers unipc] [--steps 10] [--threads 2] [--seeds 3]
+                          [--samples 200] [--out bench/results/grids.json]
 
-The run is an image run with classes (`make demo` makes runs/demo); its samples are drawn per held-out
+Beside them "ode", the sampler's converged solution (REFERENCE_STEPS levels), which every grid approaches
+as its steps grow. The run is an image run with classes (`make demo` makes runs/demo); its samples are drawn per held-out
 label at guidance 2, as `make demo`'s eval does, and scored against as many held-out images (KID on
 EfficientNet-lite0 features; uniform noise scores beside them). The fit is made once per sampler and
 budget and kept in the run (grids.json), as `--spacing fitted` does; its seconds are printed.
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from diffkit.core import SamplingSpec
+from diffkit.core.fitting import REFERENCE_STEPS
 from diffkit.image import pipeline
 from diffkit.image.evaluation import evaluate
 from diffkit.runs import GRIDS, read_grids, weights_digest
@@ -39,8 +42,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--samplers", default="unipc,dpm++2m")
-    parser.add_argument("--steps", default="10,20")
+    parser.add_argument("--samplers", default="unipc")
+    parser.add_argument("--steps", default="10")
     parser.add_argument("--out", default="bench/results/grids.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,8 +62,10 @@ def main():
             timesteps = next(ts for key, ts in read_grids(run.path, weights_digest(run.path)).items()
                              if key.startswith(f"{sampler} steps={steps} "))
             cells = {}
-            for spacing in SPACINGS:
-                values = [next(iter(kid(run, SamplingSpec(sampler, steps, spacing, seed=seed), args.samples,
+            for spacing in SPACINGS + ("ode",):  # ode: the sampler's converged solution, what a grid approaches
+                spec = (SamplingSpec(sampler, REFERENCE_STEPS, "logsnr") if spacing == "ode" else
+                        SamplingSpec(sampler, steps, spacing))
+                values = [next(iter(kid(run, dataclasses.replace(spec, seed=seed), args.samples,
                                         args.guidance).values()))["value"] for seed in range(args.seeds)]
                 cells[spacing] = {"kid": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
             rows.append({"sampler": sampler, "steps": steps, "timesteps": list(timesteps), "fit_seconds": fit_seconds,

@@ -95,7 +95,7 @@ Sampling = as_options(
     SamplingSpec, "Sampling",
     sampler="ddpm, ddim, dpm++2m, dpm++3m, dpm++2m-sde, heun or unipc.",
     steps="Sampler steps (heun calls the model about twice a step).",
-    spacing="Timesteps: squeezed (log σ, its quiet top counted short below 40 steps), logsnr (evenly in log σ), "
+    spacing="Timesteps: logsnr (evenly in log σ), squeezed (log σ, its quiet top counted short below 40 steps), "
             "warped (by the run's learned time warp), fitted (fitted to the run's model, sampler and steps once, then "
             "kept in the run: deterministic samplers), trailing, leading, linspace or karras.",
     eta="DDIM noise: 0 deterministic, 1 ancestral.",

@@ -49,11 +49,10 @@ def test_bridge_between_gaussian_classes_is_the_closed_form_affine_map(strength)
 
 @pytest.mark.parametrize("sampler, order", [("ddim", 1), ("dpm++2m", 2), ("heun", 2), ("unipc", 3)])
 def test_round_trip_error_falls_with_steps_at_the_samplers_order(sampler, order):
-    # Inverted and regenerated under its own class, the input comes back. From 40 steps on the default grid
-    # is evenly spaced (below that it changes shape with the budget), so the order is measured from 40 to 80
-    # in float64; measured slopes of log error: ddim 0.96, dpm++2m 3.1, heun 3.0, unipc 2.8. dpm++3m sits at
-    # the walk's floor (2e-4, the integer timesteps' uneven spacing near t = 0) by 40 steps. At 10 steps the
-    # errors are ddim 0.65, dpm++2m 0.010, heun 0.066, dpm++3m 0.080, unipc 0.095.
+    # Inverted and regenerated under its own class, the input comes back. The default grid is evenly spaced
+    # in log σ, so the order is measured from 40 to 80 steps in float64; measured slopes of log error: ddim
+    # 0.96, dpm++2m 3.1, heun 3.0, unipc 2.8. dpm++3m sits at the walk's floor (2e-4, the integer
+    # timesteps' uneven spacing near t = 0) by 40 steps.
     x = INPUT.double()
     errors = [(bridged(EXACT, x, 0, 0, sampler, steps) - x).abs().max().item() for steps in (40, 80)]
     slope = math.log2(errors[0] / errors[1])
@@ -62,8 +61,11 @@ def test_round_trip_error_falls_with_steps_at_the_samplers_order(sampler, order)
 
 
 def test_round_trips_close_with_every_deterministic_sampler():
-    for sampler, at_10, at_40 in (("ddim", 0.7, 0.3), ("dpm++2m", 0.02, 3e-3), ("heun", 0.1, 3e-3),
-                                  ("dpm++3m", 0.1, 1e-3), ("unipc", 0.15, 1e-2)):
+    # measured (max over 500 points) at 10 and 40 steps: ddim 0.84 / 0.25, dpm++2m 0.018 / 1.1e-3, heun
+    # 0.12 / 1.9e-3, dpm++3m 0.12 / 2e-4, unipc 0.24 / 5e-3; the squeezed grid, whose one wide step across
+    # the quiet top inverts it with less error, gave 0.65, 0.010, 0.066, 0.080 and 0.095 at 10
+    for sampler, at_10, at_40 in (("ddim", 0.9, 0.3), ("dpm++2m", 0.02, 3e-3), ("heun", 0.15, 3e-3),
+                                  ("dpm++3m", 0.15, 1e-3), ("unipc", 0.3, 1e-2)):
         errors = [(bridged(EXACT, INPUT, 0, 0, sampler, steps) - INPUT).abs().max().item() for steps in (10, 40)]
         assert errors[0] < at_10 and errors[1] < at_40, (sampler, errors)
 

@@ -11,6 +11,9 @@ from diffkit.errors import SettingError
 # The restoration method (core.observe.METHODS) used unless told: the best that bench/restore.py measured
 # (docs/measurements/restoration.md).
 DEFAULT_METHOD = "ddnm"
+# The sampler and grid used unless told: the best mean and worst case over the tuning half of bench/samplers.py's
+# suite at 10 model calls, checked on its held-out half (docs/measurements/samplers.md).
+DEFAULT_SAMPLER, DEFAULT_SPACING = "unipc", "logsnr"
 
 
 @dataclass(frozen=True)
@@ -20,9 +23,9 @@ class SamplingSpec:
     dynamic thresholding of x̂_0 at that percentile of |x̂_0| (Saharia et al. 2022; None: none). The
     spacing "fitted" walks `timesteps`, a grid fitted to the model (diffkit.core.fitting; a run's pipeline
     fits it and fills them in)."""
-    sampler: str = "dpm++2m"
+    sampler: str = DEFAULT_SAMPLER
     steps: int = 20
-    spacing: str = "squeezed"
+    spacing: str = DEFAULT_SPACING
     eta: float | None = None
     seed: int = 0
     clip: float | None = None

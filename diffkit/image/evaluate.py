@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffkit.core.spec import DEFAULT_METHOD
+from diffkit.core.spec import DEFAULT_METHOD, DEFAULT_SAMPLER
 from diffkit.options import (Common, EvalSampling, Guidance, Memorization, Method, Strata, TrainData, or_sampler,
                              print_record, with_options)
 
@@ -35,7 +35,7 @@ def evaluate(run: Model,
 
     check_options("images", n=n, strata=strata, batch_size=batch_size, samples=samples, memorization=memorization,
                   restore=restore, resample=resample, neighbours=neighbours)  # before the run is read
-    sampling = or_sampler(sampling, "ddpm" if restore is not None else "dpm++2m")
+    sampling = or_sampler(sampling, "ddpm" if restore is not None else DEFAULT_SAMPLER)
     loaded = pipeline.load(run, common.device)
     for record in evaluation(loaded, sampling, data=data, n=n, strata=strata, samples=samples, reference=reference,
                              batch_size=batch_size, guidance=guidance, restore=restore, method=method,
