@@ -297,6 +297,8 @@ def fit_batch(example: tuple) -> int:
     """Draws enough that a grid fitted to them holds for others: 2^15 numbers (16 32x32 RGB images), at
     least 16 examples and at most 1,024."""
     return min(1024, max(16, -(-2**15 // math.prod(example))))
+
+
 # Grids this process fitted, by run folder and weights: windows and tiles reuse them when the run is
 # read-only or being trained, and so cannot keep them.
 _fitted_here: dict[tuple[Path, str], dict] = {}
@@ -352,9 +354,11 @@ def fitted_grid(run: Run, example: tuple, sampling: SamplingSpec, *, conditional
     digest, key = weights_digest(run.path), _grid_key(sampling, guidance, example)
     grids = read_grids(run.path, digest) | _fitted_here.get((run.path.resolve(), digest), {})
     try:
-        return dataclasses.replace(sampling, timesteps=tuple(grids[key]))
+        kept = dataclasses.replace(sampling, timesteps=tuple(grids[key]))
+        if kept.timesteps[0] < run.schedule.T:
+            return kept
     except (KeyError, TypeError, ValueError, SettingError):
-        pass
+        pass  # not fitted yet, or damaged: fitted again
     batch = fit_batch(example)
     labels = torch.arange(batch) % len(run.config.data.classes) if conditional else None
     if conditions is not None:

@@ -119,6 +119,19 @@ def test_a_damaged_grids_file_is_fitted_again(tmp_path, content):
     assert len(json.loads((out / runs.GRIDS).read_text())["grids"]) == 1
 
 
+def test_a_kept_grid_outside_the_schedule_is_fitted_again(tmp_path):
+    from diffkit import runs
+    from diffkit.points import pipeline
+
+    out = _points_run(tmp_path)
+    spec = SamplingSpec("dpm++2m", 3, "fitted")
+    key = "dpm++2m steps=3 eta=None clip=None threshold=None guidance=1.0 shape=2"
+    (out / runs.GRIDS).write_text(json.dumps({"weights": runs.weights_digest(out), "grids": {key: [5000, 10, 0]}}))
+    points = pipeline.generate(pipeline.load(str(out)), 4, spec)
+    assert torch.isfinite(points).all()
+    assert json.loads((out / runs.GRIDS).read_text())["grids"][key][0] == 49  # the top of its 50 timesteps
+
+
 def test_a_grid_fitted_while_a_training_holds_the_run_is_used_but_not_kept(tmp_path, capsys):
     from diffkit import runs
     from diffkit.points import pipeline
