@@ -94,12 +94,13 @@ def test_a_noiseless_restoration_writes_a_file_that_meets_its_input(runs, tmp_pa
 def test_every_method_and_a_folder_from_stdin(runs, tmp_path):
     source = _png(tmp_path / "small.png", 8, 8).read_bytes()
     paths = []
-    for method in ("ddnm", "pigdm", "dps", "repaint"):
+    for method in ("ddnm", "pigdm", "dps", "repaint", "tmpd"):
         report = _restored(run("restore", "image", "-m", runs / "image", "-i", "-", "--task", "upscale:2",
                                "--method", method, "--sampler", "ddim", "-o", tmp_path / "out", *FAST, stdin=source))
         assert report["method"] == method
+        assert report["consistency_rms"] <= 1 / 255, report  # the written file meets y within its 8-bit rounding
         paths.append(report["path"].rsplit("/", 1)[1])
-    assert paths == ["stdin-restored.png", "stdin-restored-1.png", "stdin-restored-2.png", "stdin-restored-3.png"]
+    assert paths == ["stdin-restored.png", *(f"stdin-restored-{i}.png" for i in range(1, 5))]
 
 
 def test_restore_audio_at_another_rate_in_windows(runs, tmp_path):
