@@ -151,12 +151,11 @@ def within_range(obs: Observation, x: Tensor, bound: float, rounds: int = RANGE_
     of the intersection when it is not empty, as it is when the truth lies in both), ending on the affine
     set, so that A x = y holds while the range is met to within RANGE_TOLERANCE. It starts on the affine
     set: an `x` within the range need not meet y (windows cross-faded together)."""
-    x = x + obs.operator.pinv(obs.y - obs.operator(x))
-    for _ in range(rounds):
-        if (x.abs() <= bound * (1 + RANGE_TOLERANCE)).all():
+    for round in range(rounds + 1):
+        x = x + obs.operator.pinv(obs.y - obs.operator(x))
+        if round == rounds or (x.abs() <= bound * (1 + RANGE_TOLERANCE)).all():
             break
         x = x.clamp(-bound, bound)
-        x = x + obs.operator.pinv(obs.y - obs.operator(x))
     return _finish(obs, x)
 
 
