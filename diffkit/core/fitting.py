@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from diffkit.core.samplers import STOCHASTIC
-from diffkit.core.schedule import Schedule, strictly_descending, timesteps
+from diffkit.core.schedule import Schedule, strictly_descending, timesteps, timesteps_at
 from diffkit.core.spec import SamplingSpec
 from diffkit.errors import SettingError
 
@@ -37,16 +37,9 @@ def check_fittable(sampling: SamplingSpec) -> None:
                            f"heun or unipc), not {sampling.sampler}" + (f" with η {sampling.eta}" if sampling.eta else ""))
 
 
-def _log_sigmas(schedule: Schedule) -> Tensor:
-    ab = schedule.alphas_cumprod
-    return 0.5 * ((1 - ab).log() - ab.log())
-
-
 def _to_timesteps(log_sigmas: Tensor, levels: list[float], top: int) -> tuple[int, ...]:
-    """The integer timesteps nearest above each level in log σ, the first at `top`, strictly descending."""
-    ts = torch.searchsorted(log_sigmas, torch.tensor(levels, dtype=torch.float64)).clamp(max=top).tolist()
-    ts[0] = top
-    return tuple(strictly_descending(ts))
+    """Levels in log σ as a grid: the timesteps at or above them, the first at `top`, strictly descending."""
+    return tuple(strictly_descending(timesteps_at(log_sigmas, torch.tensor(levels, dtype=torch.float64), top).tolist()))
 
 
 def clearly_better(errors: Tensor, than: Tensor) -> bool:
@@ -70,7 +63,7 @@ def fit_timesteps(draw: Callable[[SamplingSpec], Tensor], schedule: Schedule, sa
     check_fittable(sampling)
     if sampling.steps >= schedule.T:
         raise SettingError("steps", f" {sampling.steps}: a fitted grid needs fewer steps than the schedule's {schedule.T}")
-    top, log_sigmas = schedule.T - 1, _log_sigmas(schedule)
+    top, log_sigmas = schedule.T - 1, -0.5 * schedule.log_snr  # log σ, rising with t
     moves = sweeps * 2 * (sampling.steps - 1)
     total, done = 1 + len(START_SPACINGS) + moves, 0
 

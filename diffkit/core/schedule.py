@@ -212,9 +212,15 @@ def _noise_spaced_timesteps(schedule: Schedule, steps: int, t_start: int, spacin
         slope = min(1.0, steps / QUIET_FULL_STEPS) ** 2 if spacing == "squeezed" else 1.0
         lo, hi = _squeeze_quiet(lo, slope), _squeeze_quiet(hi, slope)
         target = _unsqueeze_quiet(lo + ramp * (hi - lo), slope)
-    ts = torch.searchsorted(log_sigmas, target).clamp(max=t_start)
-    ts[0] = t_start
-    return ts.double()
+    return timesteps_at(log_sigmas, target, t_start).double()
+
+
+def timesteps_at(log_sigmas: torch.Tensor, levels: torch.Tensor, top: int) -> torch.Tensor:
+    """The timestep at or just above each level of log σ (`log_sigmas` rises with t), none above `top`,
+    the first at `top`: a walk starts where it is asked to."""
+    ts = torch.searchsorted(log_sigmas, levels).clamp(max=top)
+    ts[0] = top
+    return ts
 
 
 def _warped_timesteps(schedule: Schedule, steps: int, t_start: int) -> torch.Tensor:
